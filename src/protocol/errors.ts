@@ -1,0 +1,53 @@
+// EC2 errors as values. Clients branch on `code`; `status` is the HTTP status EC2 uses for it.
+
+const STATUS_BY_CODE: Record<string, number> = {
+  AuthFailure: 401,
+  SignatureDoesNotMatch: 403,
+  RequestExpired: 400,
+  IncompleteSignature: 400,
+  MissingAuthenticationToken: 401,
+  InvalidClientTokenId: 403,
+  OptInRequired: 403,
+  UnauthorizedOperation: 403,
+  DryRunOperation: 412,
+  InvalidAction: 400,
+  UnsupportedOperation: 400,
+  MissingParameter: 400,
+  MissingAction: 400,
+  InvalidParameter: 400,
+  InvalidParameterValue: 400,
+  InvalidParameterCombination: 400,
+  InvalidQueryParameter: 400,
+  MalformedQueryString: 404,
+  InvalidFilter: 400,
+  InvalidPaginationToken: 400,
+  InvalidNextToken: 400,
+  ValidationError: 400,
+  IdempotentParameterMismatch: 400,
+  InternalError: 500,
+  InternalFailure: 500,
+  ServiceUnavailable: 503,
+  Unavailable: 503,
+  RequestLimitExceeded: 503,
+  InsufficientInstanceCapacity: 500,
+};
+
+export class Ec2Error extends Error {
+  readonly code: string;
+  readonly status: number;
+  constructor(code: string, message: string, status?: number) {
+    super(message);
+    this.name = 'Ec2Error';
+    this.code = code;
+    // Resource-level errors (*.NotFound, *.Duplicate, *.InUse, *.Malformed, limits) are 400 in EC2.
+    this.status = status ?? STATUS_BY_CODE[code] ?? 400;
+  }
+}
+
+export function ec2Error(code: string, message: string, status?: number): Ec2Error {
+  return new Ec2Error(code, message, status);
+}
+
+export function isEc2Error(e: unknown): e is Ec2Error {
+  return e instanceof Ec2Error;
+}

@@ -1,0 +1,114 @@
+// One ordered migration list for both back-ends. Append new migrations; never edit a released one.
+import type { Kysely, Migration } from 'kysely';
+
+const text = 'text' as const;
+
+export const migrations: Record<string, Migration> = {
+  '0001-accounts-network-keys-groups-tags': {
+    async up(db: Kysely<any>) {
+      await db.schema.createTable('settings')
+        .addColumn('key', text, (c) => c.primaryKey())
+        .addColumn('value', text, (c) => c.notNull())
+        .execute();
+      await db.schema.createTable('accounts')
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('name', text, (c) => c.notNull().unique())
+        .addColumn('status', text, (c) => c.notNull())
+        .addColumn('created_at', text, (c) => c.notNull())
+        .execute();
+      await db.schema.createTable('users')
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('account_id', text, (c) => c.notNull().references('accounts.id').onDelete('cascade'))
+        .addColumn('name', text, (c) => c.notNull())
+        .addColumn('is_admin', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('policy', text, (c) => c.notNull())
+        .addColumn('created_at', text, (c) => c.notNull())
+        .addUniqueConstraint('users_account_name', ['account_id', 'name'])
+        .execute();
+      await db.schema.createTable('access_keys')
+        .addColumn('access_key_id', text, (c) => c.primaryKey())
+        .addColumn('secret_access_key', text, (c) => c.notNull())
+        .addColumn('user_id', text, (c) => c.notNull().references('users.id').onDelete('cascade'))
+        .addColumn('account_id', text, (c) => c.notNull())
+        .addColumn('status', text, (c) => c.notNull())
+        .addColumn('created_at', text, (c) => c.notNull())
+        .execute();
+      await db.schema.createTable('zones')
+        .addColumn('name', text, (c) => c.primaryKey())
+        .addColumn('region', text, (c) => c.notNull())
+        .addColumn('cidr', text, (c) => c.notNull())
+        .addColumn('state', text, (c) => c.notNull())
+        .addColumn('zone_id', text, (c) => c.notNull())
+        .addColumn('created_at', text, (c) => c.notNull())
+        .execute();
+      await db.schema.createTable('key_pairs')
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('account_id', text, (c) => c.notNull())
+        .addColumn('name', text, (c) => c.notNull())
+        .addColumn('key_type', text, (c) => c.notNull())
+        .addColumn('fingerprint', text, (c) => c.notNull())
+        .addColumn('public_key', text, (c) => c.notNull())
+        .addColumn('created_at', text, (c) => c.notNull())
+        .addUniqueConstraint('key_pairs_account_name', ['account_id', 'name'])
+        .execute();
+      await db.schema.createTable('vpcs')
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('account_id', text, (c) => c.notNull())
+        .addColumn('cidr', text, (c) => c.notNull())
+        .addColumn('is_default', 'integer', (c) => c.notNull())
+        .addColumn('state', text, (c) => c.notNull())
+        .addColumn('dhcp_options_id', text, (c) => c.notNull())
+        .addColumn('created_at', text, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('vpcs_account').on('vpcs').column('account_id').execute();
+      await db.schema.createTable('subnets')
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('account_id', text, (c) => c.notNull())
+        .addColumn('vpc_id', text, (c) => c.notNull().references('vpcs.id').onDelete('cascade'))
+        .addColumn('zone', text, (c) => c.notNull())
+        .addColumn('cidr', text, (c) => c.notNull())
+        .addColumn('default_for_az', 'integer', (c) => c.notNull())
+        .addColumn('map_public_ip_on_launch', 'integer', (c) => c.notNull())
+        .addColumn('state', text, (c) => c.notNull())
+        .addColumn('created_at', text, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('subnets_account').on('subnets').column('account_id').execute();
+      await db.schema.createTable('security_groups')
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('account_id', text, (c) => c.notNull())
+        .addColumn('vpc_id', text, (c) => c.notNull())
+        .addColumn('name', text, (c) => c.notNull())
+        .addColumn('description', text, (c) => c.notNull())
+        .addColumn('created_at', text, (c) => c.notNull())
+        .addUniqueConstraint('security_groups_vpc_name', ['account_id', 'vpc_id', 'name'])
+        .execute();
+      await db.schema.createTable('security_group_rules')
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('group_id', text, (c) => c.notNull().references('security_groups.id').onDelete('cascade'))
+        .addColumn('account_id', text, (c) => c.notNull())
+        .addColumn('is_egress', 'integer', (c) => c.notNull())
+        .addColumn('ip_protocol', text, (c) => c.notNull())
+        .addColumn('from_port', 'integer')
+        .addColumn('to_port', 'integer')
+        .addColumn('cidr_ipv4', text)
+        .addColumn('cidr_ipv6', text)
+        .addColumn('prefix_list_id', text)
+        .addColumn('referenced_group_id', text)
+        .addColumn('referenced_account_id', text)
+        .addColumn('description', text)
+        .addColumn('created_at', text, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('sg_rules_group').on('security_group_rules').column('group_id').execute();
+      await db.schema.createIndex('sg_rules_referenced').on('security_group_rules').column('referenced_group_id').execute();
+      await db.schema.createTable('tags')
+        .addColumn('account_id', text, (c) => c.notNull())
+        .addColumn('resource_id', text, (c) => c.notNull())
+        .addColumn('resource_type', text, (c) => c.notNull())
+        .addColumn('key', text, (c) => c.notNull())
+        .addColumn('value', text, (c) => c.notNull())
+        .addPrimaryKeyConstraint('tags_pk', ['resource_id', 'key'])
+        .execute();
+      await db.schema.createIndex('tags_account').on('tags').column('account_id').execute();
+    },
+  },
+};

@@ -1,0 +1,122 @@
+// Row types of the state store. Timestamps are ISO-8601 strings and booleans are 0/1 integers,
+// so the same rows and queries work on SQLite and PostgreSQL.
+
+export interface AccountsTable {
+  id: string;            // 12 digits
+  name: string;          // unique
+  status: string;        // active | disabled
+  created_at: string;
+}
+
+export interface UsersTable {
+  id: string;            // AIDA + 17 chars
+  account_id: string;
+  name: string;          // unique per account; "admin" is the account's root user
+  is_admin: number;
+  /** JSON array of allowed action patterns, e.g. ["ec2:*"] or ["ec2:Describe*"]. */
+  policy: string;
+  created_at: string;
+}
+
+export interface AccessKeysTable {
+  access_key_id: string; // AKIA + 16 chars
+  secret_access_key: string;
+  user_id: string;
+  account_id: string;
+  status: string;        // Active | Inactive
+  created_at: string;
+}
+
+export interface ZonesTable {
+  name: string;          // availability zone name, e.g. ironbark-1a
+  region: string;
+  cidr: string;          // the zone's private network; also the default subnet's range
+  state: string;         // available | impaired | unavailable
+  zone_id: string;       // e.g. ibk1-az1
+  created_at: string;
+}
+
+export interface KeyPairsTable {
+  id: string;            // key-
+  account_id: string;
+  name: string;
+  key_type: string;      // rsa | ed25519
+  fingerprint: string;
+  public_key: string;    // OpenSSH one-line form
+  created_at: string;
+}
+
+export interface VpcsTable {
+  id: string;            // vpc-
+  account_id: string;
+  cidr: string;
+  is_default: number;
+  state: string;
+  dhcp_options_id: string;
+  created_at: string;
+}
+
+export interface SubnetsTable {
+  id: string;            // subnet-
+  account_id: string;
+  vpc_id: string;
+  zone: string;
+  cidr: string;
+  default_for_az: number;
+  map_public_ip_on_launch: number;
+  state: string;
+  created_at: string;
+}
+
+export interface SecurityGroupsTable {
+  id: string;            // sg-
+  account_id: string;
+  vpc_id: string;
+  name: string;
+  description: string;
+  created_at: string;
+}
+
+export interface SecurityGroupRulesTable {
+  id: string;            // sgr-
+  group_id: string;
+  account_id: string;
+  is_egress: number;
+  ip_protocol: string;   // tcp | udp | icmp | icmpv6 | -1 | protocol number
+  from_port: number | null;
+  to_port: number | null;
+  cidr_ipv4: string | null;
+  cidr_ipv6: string | null;
+  prefix_list_id: string | null;
+  referenced_group_id: string | null;
+  referenced_account_id: string | null;
+  description: string | null;
+  created_at: string;
+}
+
+export interface TagsTable {
+  account_id: string;
+  resource_id: string;
+  resource_type: string; // EC2 resource type: instance, key-pair, security-group, vpc, ...
+  key: string;
+  value: string;
+}
+
+export interface SettingsTable {
+  key: string;
+  value: string;
+}
+
+export interface Database {
+  accounts: AccountsTable;
+  users: UsersTable;
+  access_keys: AccessKeysTable;
+  zones: ZonesTable;
+  key_pairs: KeyPairsTable;
+  vpcs: VpcsTable;
+  subnets: SubnetsTable;
+  security_groups: SecurityGroupsTable;
+  security_group_rules: SecurityGroupRulesTable;
+  tags: TagsTable;
+  settings: SettingsTable;
+}

@@ -1,0 +1,60 @@
+// The state store: one Kysely database over embedded SQLite (default) or PostgreSQL (shared by
+// several controllers). Callers write ordinary Kysely queries; `transaction` is the only way to
+// make multi-row changes, so a crash never leaves half a resource.
+import { Kysely, Migrator, SqliteDialect, PostgresDialect, type MigrationProvider, type Transaction } from 'kysely';
+import Sqlite from 'better-sqlite3';
+import pg from 'pg';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Database } from './schema.ts';
+import { migrations } from './migrations.ts';
+
+export type Db = Kysely<Database>;
+export type Tx = Transaction<Database>;
+
+export interface Store {
+  readonly db: Db;
+  readonly kind: 'sqlite' | 'postgres';
+  transaction<T>(work: (tx: Tx) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+export interface StoreOptions {
+  /** `postgres://...` / `postgresql://...`, a SQLite file path, or `:memory:`. */
+  url: string;
+}
+
+export async function openStore(options: StoreOptions): Promise<Store> {
+  const { url } = options;
+  const isPostgres = /^postgres(ql)?:\/\//.test(url);
+  let db: Db;
+  if (isPostgres) {
+    // Return BIGINT/NUMERIC as numbers where they fit; our counters never exceed 2^53.
+    pg.types.setTypeParser(20, (v) => Number(v));
+    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 10 }) }) });
+  } else {
+    if (url !== ':memory:') mkdirSync(dirname(url), { recursive: true });
+    const sqlite = new Sqlite(url);
+    sqlite.pragma('journal_mode = WAL');
+    sqlite.pragma('synchronous = NORMAL');
+    sqlite.pragma('foreign_keys = ON');
+    sqlite.pragma('busy_timeout = 5000');
+    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  }
+  await migrate(db);
+  return {
+    db,
+    kind: isPostgres ? 'postgres' : 'sqlite',
+    transaction: (work) => db.transaction().execute(work),
+    close: () => db.destroy(),
+  };
+}
+
+async function migrate(db: Db): Promise<void> {
+  const provider: MigrationProvider = { getMigrations: async () => migrations };
+  const { error, results } = await new Migrator({ db, provider }).migrateToLatest();
+  if (error) {
+    const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
+    throw new Error(`store migration ${failed} failed: ${(error as Error).message ?? error}`);
+  }
+}
