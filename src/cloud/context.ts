@@ -7,6 +7,8 @@ export interface Caller {
   userName: string;
   accessKeyId: string;
   isAdmin: boolean;
+  /** JSON array of allowed action patterns (see src/auth/policy.ts); absent means everything. */
+  policy?: string;
 }
 
 export interface CloudSettings {
