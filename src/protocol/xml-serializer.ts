@@ -8,9 +8,11 @@ import { getOperation, XML_NAMESPACE, type Ref, type Shape } from './model.ts';
 
 const XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n';
 
-const NEEDS_ESCAPE = /[&<>\r\u0085\u2028]/;
+const NEEDS_ESCAPE = /[&<>\r\u0000-\u0008\u000B\u000C\u000E-\u001F\u0085\u2028\uFFFE\uFFFF]/;
+// XML 1.0 cannot carry these at all, not even as references; they become U+FFFD.
+const NOT_XML = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/g;
 
-/** Text as XML element content; carriage returns are kept as references so parsers do not fold them. */
+/** Text as XML element content; carriage returns are written as references so parsers do not fold them. */
 export function escapeXml(text: string): string {
   if (!NEEDS_ESCAPE.test(text)) return text;
   return text
@@ -19,7 +21,8 @@ export function escapeXml(text: string): string {
     .replace(/>/g, '&gt;')
     .replace(/\r/g, '&#x0D;')
     .replace(/\u0085/g, '&#x85;')
-    .replace(/\u2028/g, '&#x2028;');
+    .replace(/\u2028/g, '&#x2028;')
+    .replace(NOT_XML, '\uFFFD');
 }
 
 /** The EC2 XML response of `operation` for `output` (model member names; unknown members are ignored). */

@@ -1,0 +1,49 @@
+// DescribeAccountAttributes: the limits and defaults EC2 clients (the console, Terraform, boto)
+// read before launching — the platform, the default VPC and the account's quotas.
+import type { OperationTable, RequestContext } from './context.ts';
+import { Ec2Error } from '../protocol/errors.ts';
+
+const DEFAULT_MAX_INSTANCES = 20;
+const SECURITY_GROUPS_PER_INTERFACE = 5;
+const ELASTIC_IPS = 5;
+
+/** The store key of an operator's per-account instance quota. */
+export function maxInstancesSettingKey(accountId: string): string {
+  return `quota.${accountId}.max-instances`;
+}
+
+type Attribute = (ctx: RequestContext) => Promise<string[]>;
+
+// In the order EC2 lists them.
+const ATTRIBUTES: Record<string, Attribute> = {
+  'vpc-max-security-groups-per-interface': async () => [String(SECURITY_GROUPS_PER_INTERFACE)],
+  'max-instances': async (ctx) => {
+    const row = await ctx.store.db.selectFrom('settings').select('value')
+      .where('key', '=', maxInstancesSettingKey(ctx.caller.accountId)).executeTakeFirst();
+    const quota = row ? Number.parseInt(row.value, 10) : NaN;
+    return [String(Number.isInteger(quota) && quota >= 0 ? quota : DEFAULT_MAX_INSTANCES)];
+  },
+  'supported-platforms': async () => ['VPC'],
+  'default-vpc': async (ctx) => {
+    const vpc = await ctx.store.db.selectFrom('vpcs').select('id')
+      .where('account_id', '=', ctx.caller.accountId).where('is_default', '=', 1).executeTakeFirst();
+    return [vpc?.id ?? 'none'];
+  },
+  'max-elastic-ips': async () => [String(ELASTIC_IPS)],
+  'vpc-max-elastic-ips': async () => [String(ELASTIC_IPS)],
+};
+
+async function DescribeAccountAttributes(ctx: RequestContext, input: { AttributeNames?: string[] }) {
+  const wanted = input.AttributeNames?.length ? [...new Set(input.AttributeNames)] : Object.keys(ATTRIBUTES);
+  for (const name of wanted) {
+    if (!ATTRIBUTES[name]) throw new Ec2Error('InvalidParameterValue', `Value (${name}) for parameter attributeName is invalid. Unknown attribute.`);
+  }
+  const AccountAttributes = [];
+  for (const name of wanted) {
+    const values = await ATTRIBUTES[name]!(ctx);
+    AccountAttributes.push({ AttributeName: name, AttributeValues: values.map((AttributeValue) => ({ AttributeValue })) });
+  }
+  return { AccountAttributes };
+}
+
+export const accountAttributeOperations: OperationTable = { DescribeAccountAttributes };
