@@ -1,0 +1,35 @@
+// What the cloud controller asks of a cluster controller (one per availability zone). The cloud
+// never talks to nodes: the cluster places instances, relays commands and reports actual state.
+import type { InstanceSpec, NodeInstanceStatus, NodeResources } from '../node/node-api.ts';
+
+export interface Placement { instanceId: string; nodeId: string }
+
+export interface ClusterInstanceStatus extends NodeInstanceStatus {
+  nodeId: string;
+  /** The node stopped answering: its instances are reported with an impaired status. */
+  nodeDown?: boolean;
+}
+
+export interface ClusterNodeStatus extends NodeResources {
+  name: string;
+  address: string;
+  state: 'up' | 'down' | 'asleep' | 'waking' | 'disabled';
+  lastSeen?: string;
+  lastPlacementReason?: string;
+}
+
+export interface ClusterApi {
+  readonly zone: string;
+  /**
+   * Places and starts all of them or none: throws Ec2Error InsufficientInstanceCapacity (with the
+   * scheduler's reasons) when they do not all fit.
+   */
+  runInstances(specs: InstanceSpec[]): Promise<Placement[]>;
+  startInstance(instanceId: string): Promise<void>;
+  stopInstance(instanceId: string, force?: boolean): Promise<void>;
+  rebootInstance(instanceId: string): Promise<void>;
+  terminateInstance(instanceId: string): Promise<void>;
+  consoleOutput(instanceId: string): Promise<string>;
+  describeInstances(): Promise<ClusterInstanceStatus[]>;
+  describeNodes(): Promise<ClusterNodeStatus[]>;
+}

@@ -1,0 +1,80 @@
+// What a cluster controller asks of a node controller, and what the node reports back. The same
+// interface is served in-process (`ironbark up`) and over authenticated HTTP/JSON (separate hosts).
+
+/** A base image a node fetches once (through its cluster controller) and caches by checksum. */
+export interface ImageRef {
+  /** ami-/aki-/ari- id. */
+  id: string;
+  /** Where the node fetches it: an http(s) URL served by the cluster controller, or a local file path. */
+  url: string;
+  sha256: string;
+  sizeBytes: number;
+  format: 'raw' | 'qcow2';
+}
+
+export interface VmTypeSpec { name: string; cores: number; memoryMiB: number; diskGiB: number }
+
+/** Everything a node needs to run one instance, including what its metadata service serves. */
+export interface InstanceSpec {
+  instanceId: string;
+  reservationId: string;
+  accountId: string;
+  imageId: string;
+  kernel: ImageRef;
+  ramdisk?: ImageRef;
+  root: ImageRef;
+  kernelCmdline: string;
+  vmType: VmTypeSpec;
+  zone: string;
+  region: string;
+  /** The zone's private network, e.g. 10.1.0.0/16; the instance's address lies in it. */
+  subnetCidr: string;
+  subnetId: string;
+  vpcId: string;
+  privateIp: string;
+  privateDnsName: string;
+  publicIp?: string;
+  mac: string;
+  /** base64, as the user gave it (already decoded once from the API's base64). */
+  userData?: string;
+  publicKeys: { name: string; openssh: string }[];
+  securityGroups: { id: string; name: string }[];
+  launchIndex: number;
+  launchTime: string;
+}
+
+/** Actual state of an instance on a node, as EC2 names states. */
+export type NodeInstanceState = 'pending' | 'running' | 'stopping' | 'stopped' | 'shutting-down' | 'terminated' | 'crashed';
+
+export interface NodeInstanceStatus {
+  instanceId: string;
+  state: NodeInstanceState;
+  /** Why it is in this state when that is not the expected one (e.g. "image checksum mismatch"). */
+  reason?: string;
+  accelerator?: 'kvm' | 'tcg' | 'none';
+  since: string;
+}
+
+export interface NodeResources {
+  nodeId: string;
+  hypervisor: 'qemu' | 'fake';
+  accelerator: 'kvm' | 'tcg' | 'none';
+  acceleratorReason?: string;
+  capacity: { cores: number; memoryMiB: number; diskGiB: number };
+  free: { cores: number; memoryMiB: number; diskGiB: number };
+  instanceCount: number;
+}
+
+export interface NodeApi {
+  describeResources(): Promise<NodeResources>;
+  describeInstances(): Promise<NodeInstanceStatus[]>;
+  /** Idempotent: running an instance the node already has is a no-op that returns its status. */
+  runInstance(spec: InstanceSpec): Promise<NodeInstanceStatus>;
+  /** Boots a stopped instance again from its kept root disk. */
+  startInstance(instanceId: string): Promise<NodeInstanceStatus>;
+  stopInstance(instanceId: string, force?: boolean): Promise<NodeInstanceStatus>;
+  rebootInstance(instanceId: string): Promise<void>;
+  /** Idempotent: terminating an unknown instance succeeds. Removes the VM, disk, tap and DHCP entry. */
+  terminateInstance(instanceId: string): Promise<void>;
+  consoleOutput(instanceId: string): Promise<string>;
+}
