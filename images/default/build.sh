@@ -69,8 +69,8 @@ resolve_kernel_package() {
   fi
 }
 
-package_file() { # package, file name suffix -> the host path of that file
-  dpkg -L "$1" | grep -E "/$2\$" | head -n 1
+package_file() { # package, program name -> the host path of that program
+  dpkg -L "$1" | grep -E "/s?bin/$2\$" | head -n 1
 }
 
 resolve_host_binaries() {
@@ -206,10 +206,11 @@ find "$ROOT" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 
 step "making ${ROOTFS_SIZE_MIB} MiB ext4 root disk"
 rm -f "$OUTDIR/rootfs.img"
+truncate -s "${ROOTFS_SIZE_MIB}M" "$OUTDIR/rootfs.img"
 E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mke2fs -q -F -t ext4 -b 4096 -I 256 -m 1 -L ironbark-root \
   -U "$ROOTFS_UUID" -E "root_owner=0:0,hash_seed=$ROOTFS_HASH_SEED" \
-  -d "$ROOT" "$OUTDIR/rootfs.img" "${ROOTFS_SIZE_MIB}M"
-e2fsck -fn "$OUTDIR/rootfs.img" >/dev/null || die "the new root disk does not pass e2fsck"
+  -d "$ROOT" "$OUTDIR/rootfs.img"
+e2fsck -fn "$OUTDIR/rootfs.img" >/dev/null 2>&1 || die "the new root disk does not pass e2fsck"
 
 step "writing manifest"
 file_entry() {

@@ -123,14 +123,20 @@ function shellUnquote(raw: string): string {
   return out;
 }
 
-/** Reads DIR/credentials.env back. Throws if the file lacks any of the values it must hold. */
-export function readCredentialsEnv(dataDir: string): CloudCredentials {
+/** The variables DIR/credentials.env sets, by name (e.g. `AWS_ACCESS_KEY_ID`). */
+export function readCredentialsEnv(dataDir: string): Record<string, string> {
   const text = readFileSync(join(dataDir, CREDENTIALS_ENV), 'utf8');
   const vars: Record<string, string> = {};
   for (const line of text.split('\n')) {
     const m = /^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(line);
     if (m) vars[m[1]!] = shellUnquote(m[2]!.trim());
   }
+  return vars;
+}
+
+/** DIR/credentials.env as credentials; throws if the file lacks any value it must hold. */
+export function readCredentials(dataDir: string): CloudCredentials {
+  const vars = readCredentialsEnv(dataDir);
   const pick = (name: string): string => {
     const v = vars[name];
     if (!v) throw new Error(`${join(dataDir, CREDENTIALS_ENV)} does not set ${name}`);

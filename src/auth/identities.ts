@@ -2,39 +2,19 @@
 // provisioning (default VPC etc.) around createAccount. Pass a transaction where several rows
 // must appear together (createAccount writes three).
 import type { Db } from '../store/store.ts';
+import type { AccessKeysTable, AccountsTable, UsersTable } from '../store/schema.ts';
 import { Ec2Error } from '../protocol/errors.ts';
 import { newAccountId, newPrincipalId, newSecretKey } from '../cloud/ids.ts';
 import type { ResolvedKey } from './authenticate.ts';
 import { policyToJson } from './policy.ts';
 
-export interface Account {
-  id: string;
-  name: string;
-  status: string;        // active | disabled
-  createdAt: string;
-}
-
-export interface User {
-  id: string;
-  accountId: string;
-  name: string;
-  isAdmin: boolean;
-  policy: string[];
-  createdAt: string;
-}
-
-export interface AccessKeySummary {
-  accessKeyId: string;
-  userId: string;
-  userName: string;
-  accountId: string;
-  status: string;        // Active | Inactive
-  createdAt: string;
-}
-
-export interface AccessKey extends Omit<AccessKeySummary, 'userName'> {
-  secretAccessKey: string;
-}
+// Results are the store's own rows (snake_case, booleans as 0/1, policy as JSON text), as the
+// callers that provision accounts and write credentials use them.
+export type Account = AccountsTable;
+export type User = UsersTable;
+export type AccessKey = AccessKeysTable;
+/** An access key as listed: without its secret, with its user's name. */
+export type AccessKeySummary = Omit<AccessKeysTable, 'secret_access_key'> & { user_name: string };
 
 /** The account's root user: full EC2 access within the account. */
 export const ADMIN_USER_NAME = 'admin';
@@ -48,14 +28,6 @@ const USER_NAME = /^[A-Za-z0-9_+=,.@-]{1,64}$/;
 function isUniqueViolation(e: unknown): boolean {
   const err = e as { code?: string };
   return err?.code === '23505' || err?.code === 'SQLITE_CONSTRAINT_UNIQUE' || err?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
-}
-
-function toAccount(r: { id: string; name: string; status: string; created_at: string }): Account {
-  return { id: r.id, name: r.name, status: r.status, createdAt: r.created_at };
-}
-
-function toUser(r: { id: string; account_id: string; name: string; is_admin: number; policy: string; created_at: string }): User {
-  return { id: r.id, accountId: r.account_id, name: r.name, isAdmin: Number(r.is_admin) === 1, policy: JSON.parse(r.policy), createdAt: r.created_at };
 }
 
 export async function createAccount(tx: Db, name: string): Promise<{ account: Account; adminUser: User; accessKey: AccessKey }> {
@@ -75,7 +47,7 @@ export async function createAccount(tx: Db, name: string): Promise<{ account: Ac
   }
   const adminUser = await insertUser(tx, row.id, ADMIN_USER_NAME, ADMIN_POLICY, true);
   const accessKey = await createAccessKey(tx, adminUser.id);
-  return { account: toAccount(row), adminUser, accessKey };
+  return { account: row, adminUser, accessKey };
 }
 
 async function insertUser(tx: Db, accountId: string, name: string, policy: readonly string[], isAdmin: boolean): Promise<User> {
@@ -93,7 +65,7 @@ async function insertUser(tx: Db, accountId: string, name: string, policy: reado
     if (isUniqueViolation(e)) throw new Ec2Error('InvalidParameterValue', `A user named "${name}" already exists in account ${accountId}.`);
     throw e;
   }
-  return toUser(row);
+  return row;
 }
 
 export async function createUser(tx: Db, accountId: string, name: string, policy: readonly string[] = DEFAULT_USER_POLICY): Promise<User> {
@@ -120,14 +92,7 @@ export async function createAccessKey(tx: Db, userId: string): Promise<AccessKey
     created_at: new Date().toISOString(),
   };
   await tx.insertInto('access_keys').values(row).execute();
-  return {
-    accessKeyId: row.access_key_id,
-    secretAccessKey: row.secret_access_key,
-    userId: row.user_id,
-    accountId: row.account_id,
-    status: row.status,
-    createdAt: row.created_at,
-  };
+  return row;
 }
 
 function noSuchKey(accessKeyId: string): Ec2Error {
@@ -148,19 +113,16 @@ export async function deleteAccessKey(tx: Db, accessKeyId: string): Promise<void
 }
 
 export async function listAccounts(db: Db): Promise<Account[]> {
-  const rows = await db.selectFrom('accounts').selectAll().orderBy('created_at').orderBy('id').execute();
-  return rows.map(toAccount);
+  return db.selectFrom('accounts').selectAll().orderBy('created_at').orderBy('id').execute();
 }
 
 export async function findAccountByName(db: Db, name: string): Promise<Account | undefined> {
-  const row = await db.selectFrom('accounts').selectAll().where('name', '=', name).executeTakeFirst();
-  return row ? toAccount(row) : undefined;
+  return db.selectFrom('accounts').selectAll().where('name', '=', name).executeTakeFirst();
 }
 
 export async function listUsers(db: Db, accountId: string): Promise<User[]> {
-  const rows = await db.selectFrom('users').selectAll().where('account_id', '=', accountId)
+  return db.selectFrom('users').selectAll().where('account_id', '=', accountId)
     .orderBy('created_at').orderBy('id').execute();
-  return rows.map(toUser);
 }
 
 /** Access keys without their secrets, optionally of one account or one user. */
@@ -170,15 +132,7 @@ export async function listAccessKeys(db: Db, filter: { accountId?: string; userI
       'access_keys.status', 'access_keys.created_at']);
   if (filter.accountId !== undefined) q = q.where('access_keys.account_id', '=', filter.accountId);
   if (filter.userId !== undefined) q = q.where('access_keys.user_id', '=', filter.userId);
-  const rows = await q.orderBy('access_keys.created_at').orderBy('access_keys.access_key_id').execute();
-  return rows.map((r) => ({
-    accessKeyId: r.access_key_id,
-    userId: r.user_id,
-    userName: r.user_name,
-    accountId: r.account_id,
-    status: r.status,
-    createdAt: r.created_at,
-  }));
+  return q.orderBy('access_keys.created_at').orderBy('access_keys.access_key_id').execute();
 }
 
 /** The key, its secret and the caller it stands for; status is Inactive when the key or its account is. */

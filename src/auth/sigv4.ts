@@ -136,7 +136,7 @@ export function parseAuthorizationHeader(authorization: string, headers: Record<
   for (const name of ['Credential', 'Signature', 'SignedHeaders']) {
     if (!fields[name]) missing.push(`Authorization header requires '${name}' parameter.`);
   }
-  let amzDate = headers['x-amz-date'];
+  let amzDate: string | undefined = headers['x-amz-date'];
   if (amzDate === undefined && headers['date'] !== undefined) amzDate = httpDateToLongDate(headers['date']);
   if (amzDate === undefined) missing.push("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.");
   if (missing.length > 0) throw incomplete(`${missing.join(' ')} Authorization=${authorization}`);

@@ -206,6 +206,29 @@ export function ruleSummary(r: RuleDefinition): string {
   return `peer: ${peer}, ${traffic}, ALLOW`;
 }
 
+const PEER_KIND_ORDER = (r: RuleDefinition) => (r.cidrIpv4 !== null ? 0 : r.cidrIpv6 !== null ? 1 : r.prefixListId !== null ? 2 : 3);
+
+function compareNullableNumbers(a: number | null, b: number | null): number {
+  return (a ?? -2) - (b ?? -2);
+}
+
+/**
+ * A stable display order for rules created at the same instant (one request): protocol, ports,
+ * then peer kind and peer, so Describe output never depends on random rule ids.
+ */
+export function compareRules(a: RuleDefinition, b: RuleDefinition): number {
+  if (a.ipProtocol !== b.ipProtocol) return a.ipProtocol < b.ipProtocol ? -1 : 1;
+  return compareNullableNumbers(a.fromPort, b.fromPort) || compareNullableNumbers(a.toPort, b.toPort)
+    || PEER_KIND_ORDER(a) - PEER_KIND_ORDER(b)
+    || (ruleKey(a) < ruleKey(b) ? -1 : ruleKey(a) > ruleKey(b) ? 1 : 0);
+}
+
+/** Rule rows in display order: oldest request first, then compareRules within a request. */
+export function sortRuleRows<T extends SecurityGroupRulesTable>(rows: T[]): T[] {
+  return rows.sort((a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : 0)
+    || compareRules(ruleFromRow(a), ruleFromRow(b)) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
 export function ruleFromRow(row: SecurityGroupRulesTable): RuleDefinition {
   return {
     ipProtocol: row.ip_protocol, fromPort: row.from_port, toPort: row.to_port,

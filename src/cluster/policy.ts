@@ -89,11 +89,13 @@ export function describeShortfall(need: Resources, free: Resources): string | un
   if (free.cores < need.cores) parts.push(`needs ${need.cores} cores, ${free.cores} free`);
   if (free.memoryMiB < need.memoryMiB) parts.push(`needs ${need.memoryMiB} MiB memory, ${free.memoryMiB} MiB free`);
   if (free.diskGiB < need.diskGiB) parts.push(`needs ${need.diskGiB} GiB disk, ${free.diskGiB} GiB free`);
-  return parts.length ? parts.join('; ') : undefined;
+  return parts.length ? parts.join(' and ') : undefined;
 }
 
 /** Stable node order for every policy: by name, then by id when two nodes share a name. */
-export function compareNodes(a: NodeView, b: NodeView): number {
+export type NodeKey = Pick<NodeView, 'name' | 'id'>;
+
+export function compareNodes(a: NodeKey, b: NodeKey): number {
   if (a.name !== b.name) return a.name < b.name ? -1 : 1;
   if (a.id !== b.id) return a.id < b.id ? -1 : 1;
   return 0;

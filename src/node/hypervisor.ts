@@ -166,3 +166,26 @@ export async function detachVolume(driver: HypervisorDriver, id: string, volumeI
   if (!driver.detachVolume) throw new UnsupportedOperationError(driver.name, 'detachVolume');
   await driver.detachVolume(id, volumeId);
 }
+
+export class InvalidVmSpecError extends Error {
+  constructor(vmId: string, problem: string) {
+    super(`invalid VM spec for ${vmId}: ${problem}`);
+    this.name = 'InvalidVmSpecError';
+  }
+}
+
+/** Checks what every driver relies on; a driver adds its own limits on top. */
+export function validateVmSpec(spec: VmSpec): void {
+  const fail = (problem: string) => { throw new InvalidVmSpecError(spec.id, problem); };
+  // The id names files and QEMU options on the node, so it must be a plain token.
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(spec.id)) fail('id must be letters, digits, ".", "_" or "-"');
+  if (!Number.isInteger(spec.vcpus) || spec.vcpus < 1 || spec.vcpus > 255) fail('vcpus must be an integer from 1 to 255');
+  if (!Number.isInteger(spec.memoryMiB) || spec.memoryMiB < 32) fail('memoryMiB must be an integer of at least 32');
+  if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(spec.macAddress)) fail(`macAddress ${spec.macAddress} is not a MAC address`);
+  for (const [name, path] of [['kernelPath', spec.kernelPath], ['diskPath', spec.diskPath], ['workDir', spec.workDir], ['initrdPath', spec.initrdPath]] as const) {
+    if (path !== undefined && !path.startsWith('/')) fail(`${name} must be an absolute path`);
+  }
+  if (spec.network.kind === 'tap' && !/^[A-Za-z0-9_.-]{1,15}$/.test(spec.network.tapName)) {
+    fail(`tapName ${spec.network.tapName} is not a valid interface name`);
+  }
+}

@@ -12,22 +12,26 @@ export type TagsOf<T> = (item: T) => { Key: string; Value: string }[] | undefine
 
 const patternCache = new Map<string, RegExp | string>();
 
-/** A filter value as a matcher: a plain string when it has no wildcard, else an anchored RegExp. */
+/**
+ * A filter value as a matcher: a plain string when it has no wildcard or escape, else an anchored
+ * RegExp. `*` is any run of characters, `?` exactly one character (a whole code point), and a
+ * backslash makes the next `*`, `?` or `\\` literal, as in EC2.
+ */
 function matcher(value: string): RegExp | string {
   let m = patternCache.get(value);
   if (m === undefined) {
-    if (!/[*?]/.test(value)) m = value;
+    if (!/[*?\\]/.test(value)) m = value;
     else {
-      // `\*` and `\?` stay literal, as in EC2.
+      const chars = [...value];
       let re = '';
-      for (let i = 0; i < value.length; i++) {
-        const c = value[i]!;
-        if (c === '\\' && (value[i + 1] === '*' || value[i + 1] === '?' || value[i + 1] === '\\')) { re += '\\' + value[++i]; continue; }
+      for (let i = 0; i < chars.length; i++) {
+        const c = chars[i]!;
+        if (c === '\\' && (chars[i + 1] === '*' || chars[i + 1] === '?' || chars[i + 1] === '\\')) { re += '\\' + chars[++i]; continue; }
         if (c === '*') re += '[\\s\\S]*';
         else if (c === '?') re += '[\\s\\S]';
         else re += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
       }
-      m = new RegExp(`^${re}$`);
+      m = new RegExp(`^${re}$`, 'u');
     }
     if (patternCache.size > 10_000) patternCache.clear();
     patternCache.set(value, m);

@@ -73,7 +73,12 @@ function invalid(value: string, path: string): Ec2Error {
 export function parseInput(operation: string, params: Record<string, string>): Record<string, any> {
   const op = getOperation(operation);
   if (!op) throw new Ec2Error('InvalidAction', `The action ${operation} is not valid for this web service.`);
-  return parseStructure(op.input, buildTree(params), '');
+  return parseParams(op.input, params);
+}
+
+/** The value of any structure shape from query parameters, by the same rules as parseInput. */
+export function parseParams(shape: Shape, params: Record<string, string>): Record<string, any> {
+  return parseStructure(shape, buildTree(params), '');
 }
 
 function parseStructure(shape: Shape, node: ParamNode, path: string): Record<string, any> {
@@ -111,14 +116,16 @@ function parseValue(ref: Ref, node: ParamNode, path: string): any {
 
 const LIST_INDEX = /^[1-9][0-9]{0,8}$/;
 
+function badIndex(segment: string, path: string): Ec2Error {
+  return new Ec2Error('InvalidParameterValue', `Invalid list index '${segment}' in parameter ${path}: list indexes are whole numbers starting at 1`);
+}
+
 function parseList(shape: Shape, node: ParamNode, path: string): any[] {
   if (node.value !== undefined || !node.children) throw unknown(path);
   const entries: [number, ParamNode, string][] = [];
   for (const [segment, child] of node.children) {
     const itemPath = `${path}.${segment}`;
-    if (!LIST_INDEX.test(segment)) {
-      throw new Ec2Error('InvalidParameterValue', `Invalid list index '${segment}' in parameter ${itemPath}: list indexes are whole numbers starting at 1`);
-    }
+    if (!LIST_INDEX.test(segment)) throw badIndex(segment, itemPath);
     entries.push([Number(segment), child, itemPath]);
   }
   entries.sort((a, b) => a[0] - b[0]);
@@ -141,7 +148,7 @@ function parseMap(shape: Shape, node: ParamNode, path: string): Record<string, a
   const pairs: [number, string, any][] = [];
   for (const [segment, child] of entriesNode.children ?? []) {
     const entryPath = `${entriesPath}.${segment}`;
-    if (!LIST_INDEX.test(segment)) throw new Ec2Error('InvalidParameterValue', `Invalid list index '${segment}' in parameter ${entryPath}: list indexes are whole numbers starting at 1`);
+    if (!LIST_INDEX.test(segment)) throw badIndex(segment, entryPath);
     for (const k of child.children?.keys() ?? []) if (k !== keyName && k !== valueName) throw unknown(`${entryPath}.${k}`);
     const keyNode = child.children?.get(keyName);
     if (keyNode === undefined) throw new Ec2Error('MissingParameter', `The request must contain the parameter ${entryPath}.${keyName}`);
@@ -203,7 +210,7 @@ function parseTimestamp(value: string, path: string): Date {
   const m = ISO_8601.exec(value);
   if (!m) throw invalid(value, path);
   const [, y, mo, d, h = '00', mi = '00', s = '00', frac = '', zone = 'Z'] = m;
-  const ms = frac ? Math.round(Number(`0.${frac}`) * 1000) : 0;
+  const ms = frac ? Math.floor(Number(`0.${frac}`) * 1000) : 0;
   let time = Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s), ms);
   // Date.UTC rolls over out-of-range fields (month 13, day 32); EC2 refuses them.
   const check = new Date(time);

@@ -34,6 +34,11 @@ export function serializeOutput(operation: string, output: any, requestId: strin
   return xml + '</' + operation + 'Response>';
 }
 
+/** The XML content (member elements, no wrapper) of any structure shape, by the same rules as serializeOutput. */
+export function serializeStructure(shape: Shape, value: any): string {
+  return structureContent(shape, value);
+}
+
 /** The EC2 error document; the HTTP status to send with it is `err.status`. */
 export function serializeError(err: Ec2Error, requestId: string): string {
   return XML_DECLARATION + '<Response><Errors><Error><Code>' + escapeXml(err.code) + '</Code><Message>' + escapeXml(err.message)

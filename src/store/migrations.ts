@@ -111,4 +111,67 @@ export const migrations: Record<string, Migration> = {
       await db.schema.createIndex('tags_account').on('tags').column('account_id').execute();
     },
   },
+  '0002-images-vm-types-instances': {
+    async up(db: Kysely<any>) {
+      await db.schema.createTable('images')
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('account_id', text, (c) => c.notNull())
+        .addColumn('name', text, (c) => c.notNull())
+        .addColumn('description', text)
+        .addColumn('kind', text, (c) => c.notNull())
+        .addColumn('architecture', text, (c) => c.notNull())
+        .addColumn('state', text, (c) => c.notNull())
+        .addColumn('is_public', 'integer', (c) => c.notNull())
+        .addColumn('kernel_id', text)
+        .addColumn('ramdisk_id', text)
+        .addColumn('root_device_name', text)
+        .addColumn('kernel_cmdline', text)
+        .addColumn('location', text, (c) => c.notNull())
+        .addColumn('sha256', text, (c) => c.notNull())
+        .addColumn('size_bytes', 'bigint', (c) => c.notNull())
+        .addColumn('format', text, (c) => c.notNull())
+        .addColumn('created_at', text, (c) => c.notNull())
+        .execute();
+      await db.schema.createTable('vm_types')
+        .addColumn('name', text, (c) => c.primaryKey())
+        .addColumn('cores', 'integer', (c) => c.notNull())
+        .addColumn('memory_mib', 'integer', (c) => c.notNull())
+        .addColumn('disk_gib', 'integer', (c) => c.notNull())
+        .addColumn('sort_order', 'integer', (c) => c.notNull())
+        .execute();
+      await db.schema.createTable('instances')
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('account_id', text, (c) => c.notNull())
+        .addColumn('reservation_id', text, (c) => c.notNull())
+        .addColumn('client_token', text)
+        .addColumn('request_hash', text)
+        .addColumn('image_id', text, (c) => c.notNull())
+        .addColumn('kernel_id', text)
+        .addColumn('ramdisk_id', text)
+        .addColumn('instance_type', text, (c) => c.notNull())
+        .addColumn('zone', text, (c) => c.notNull())
+        .addColumn('vpc_id', text, (c) => c.notNull())
+        .addColumn('subnet_id', text, (c) => c.notNull())
+        .addColumn('private_ip', text)
+        .addColumn('public_ip', text)
+        .addColumn('mac', text, (c) => c.notNull())
+        .addColumn('key_name', text)
+        .addColumn('user_data', text)
+        .addColumn('security_groups', text, (c) => c.notNull())
+        .addColumn('launch_index', 'integer', (c) => c.notNull())
+        .addColumn('launch_time', text, (c) => c.notNull())
+        .addColumn('state', text, (c) => c.notNull())
+        .addColumn('state_reason', text)
+        .addColumn('state_changed_at', text, (c) => c.notNull())
+        .addColumn('node_id', text)
+        .addColumn('disable_api_termination', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('status_impaired', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('accelerator', text)
+        .execute();
+      await db.schema.createIndex('instances_account').on('instances').columns(['account_id', 'state']).execute();
+      await db.schema.createIndex('instances_client_token').on('instances').columns(['account_id', 'client_token']).execute();
+      // One address per zone among live instances; terminated instances give theirs up (NULL).
+      await db.schema.createIndex('instances_zone_ip').on('instances').columns(['zone', 'private_ip']).unique().execute();
+    },
+  },
 };

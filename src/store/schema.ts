@@ -119,4 +119,65 @@ export interface Database {
   security_group_rules: SecurityGroupRulesTable;
   tags: TagsTable;
   settings: SettingsTable;
+  images: ImagesTable;
+  vm_types: VmTypesTable;
+  instances: InstancesTable;
+}
+
+export interface ImagesTable {
+  id: string;            // ami- | aki- | ari-
+  account_id: string;    // owner; public images are visible to every account
+  name: string;
+  description: string | null;
+  kind: string;          // machine | kernel | ramdisk
+  architecture: string;  // x86_64
+  state: string;         // available | pending | failed | deregistered
+  is_public: number;
+  kernel_id: string | null;
+  ramdisk_id: string | null;
+  root_device_name: string | null;
+  kernel_cmdline: string | null;
+  location: string;      // path of the image file in the cloud's data directory
+  sha256: string;
+  size_bytes: number;
+  format: string;        // raw | qcow2
+  created_at: string;
+}
+
+export interface VmTypesTable {
+  name: string;
+  cores: number;
+  memory_mib: number;
+  disk_gib: number;
+  sort_order: number;
+}
+
+export interface InstancesTable {
+  id: string;
+  account_id: string;
+  reservation_id: string;
+  client_token: string | null;
+  request_hash: string | null;
+  image_id: string;
+  kernel_id: string | null;
+  ramdisk_id: string | null;
+  instance_type: string;
+  zone: string;
+  vpc_id: string;
+  subnet_id: string;
+  private_ip: string | null;
+  public_ip: string | null;
+  mac: string;
+  key_name: string | null;
+  user_data: string | null;     // base64
+  security_groups: string;      // JSON [{id, name}]
+  launch_index: number;
+  launch_time: string;
+  state: string;                // pending | running | stopping | stopped | shutting-down | terminated
+  state_reason: string | null;
+  state_changed_at: string;
+  node_id: string | null;
+  disable_api_termination: number;
+  status_impaired: number;
+  accelerator: string | null;
 }

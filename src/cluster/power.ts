@@ -1,0 +1,150 @@
+// Putting idle nodes to sleep and waking them for power-save scheduling (Eucalyptus' POWERSAVE:
+// ncPowerDown after POWER_IDLETHRESH seconds with no instances, powerwake before use). The
+// commands are the operator's own shell lines, e.g. `ssh root@{address} systemctl suspend` and
+// `wakeonlan {mac}`; placeholders are replaced by shell-quoted values.
+import { execFile } from 'node:child_process';
+import { placementLog, type NodeState, type NodeView, type PlacementLog, type PlacementLogSink } from './policy.ts';
+
+export interface CommandOutcome {
+  exitCode: number | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+}
+
+export type CommandRunner = (command: string, timeoutMs: number) => Promise<CommandOutcome>;
+
+export interface PowerOptions {
+  /** Seconds a node must sit with no instances before it is put to sleep (Eucalyptus: 300). */
+  idleThresholdS?: number;
+  /** Seconds a sleep or wake is taken to be under way while the node's own report has not caught up. */
+  transitionS?: number;
+  sleepCommand?: string;
+  wakeCommand?: string;
+  commandTimeoutMs?: number;
+  now?: () => number;
+  run?: CommandRunner;
+  log?: PlacementLogSink;
+}
+
+export interface PowerAction {
+  nodeId: string;
+  action: 'sleep' | 'wake';
+  command: string;
+  ok: boolean;
+  error?: string;
+}
+
+interface Transition {
+  to: 'asleep' | 'waking';
+  at: number;
+}
+
+export const runShellCommand: CommandRunner = (command, timeoutMs) =>
+  new Promise((resolve) => {
+    execFile('/bin/sh', ['-c', command], { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+      const failure = err as (NodeJS.ErrnoException & { killed?: boolean; code?: number | string }) | null;
+      const exitCode = failure ? (typeof failure.code === 'number' ? failure.code : null) : 0;
+      resolve({ exitCode, stdout: String(stdout), stderr: String(stderr), timedOut: Boolean(failure?.killed) });
+    });
+  });
+
+function shellQuote(value: string): string {
+  return `'${value.replaceAll("'", `'\\''`)}'`;
+}
+
+export function expandPowerCommand(template: string, node: NodeView): string {
+  return template.replace(/\{(node|address|mac|id)\}/g, (_, key: string) => {
+    const value = key === 'node' ? node.name : key === 'address' ? node.address : key === 'mac' ? node.mac : node.id;
+    if (!value) throw new Error(`node ${node.name} has no ${key === 'mac' ? 'MAC address' : key} for {${key}}`);
+    return shellQuote(value);
+  });
+}
+
+export class PowerManager {
+  readonly idleThresholdS: number;
+  private readonly transitionMs: number;
+  private readonly sleepCommand?: string;
+  private readonly wakeCommand?: string;
+  private readonly timeoutMs: number;
+  private readonly now: () => number;
+  private readonly run: CommandRunner;
+  private readonly log: PlacementLog;
+  private readonly transitions = new Map<string, Transition>();
+
+  constructor(opts: PowerOptions = {}) {
+    const idle = opts.idleThresholdS ?? 300;
+    if (!(idle > 0)) throw new Error(`idleThresholdS must be a positive number of seconds, not ${idle}`);
+    this.idleThresholdS = idle;
+    this.transitionMs = (opts.transitionS ?? 300) * 1000;
+    this.sleepCommand = opts.sleepCommand || undefined;
+    this.wakeCommand = opts.wakeCommand || undefined;
+    this.timeoutMs = opts.commandTimeoutMs ?? 30_000;
+    this.now = opts.now ?? Date.now;
+    this.run = opts.run ?? runShellCommand;
+    this.log = placementLog(opts.log);
+  }
+
+  get canWake(): boolean {
+    return this.wakeCommand !== undefined;
+  }
+
+  /**
+   * The node's state with our own recent sleeps and wakes applied: a node we just put to sleep
+   * still reports 'up' until its next report, and must not be given instances meanwhile.
+   */
+  effectiveState(node: NodeView): NodeState {
+    if (this.transitions.size === 0) return node.state;
+    const t = this.transitions.get(node.id);
+    if (!t) return node.state;
+    const settled = t.to === 'asleep' ? node.state !== 'up' : node.state !== 'asleep';
+    if (settled || this.now() - t.at >= this.transitionMs) {
+      this.transitions.delete(node.id);
+      return node.state;
+    }
+    return t.to;
+  }
+
+  /** Puts to sleep every node idle for longer than the threshold, except those `isBusy` names (reserved, say). */
+  async tick(nodes: readonly NodeView[], isBusy: (nodeId: string) => boolean = () => false): Promise<PowerAction[]> {
+    const command = this.sleepCommand;
+    if (!command) return [];
+    const now = this.now();
+    const limitMs = this.idleThresholdS * 1000;
+    const idle = nodes.filter((node) =>
+      this.effectiveState(node) === 'up' && node.instanceCount === 0 && node.idleSince !== undefined &&
+      now - node.idleSince >= limitMs && !isBusy(node.id));
+    return Promise.all(idle.map((node) => this.execute('sleep', command, node)));
+  }
+
+  /** Runs the wake command for an asleep node; a node already being woken is not woken twice. */
+  async wake(node: NodeView): Promise<PowerAction> {
+    const command = this.wakeCommand;
+    if (!command) return { nodeId: node.id, action: 'wake', command: '', ok: false, error: 'no wake command is configured' };
+    if (this.effectiveState(node) === 'waking') return { nodeId: node.id, action: 'wake', command: '', ok: true };
+    return this.execute('wake', command, node);
+  }
+
+  private async execute(action: 'sleep' | 'wake', template: string, node: NodeView): Promise<PowerAction> {
+    let command = '';
+    let error: string | undefined;
+    try {
+      command = expandPowerCommand(template, node);
+      const outcome = await this.run(command, this.timeoutMs);
+      if (outcome.timedOut) error = `${action} command timed out after ${this.timeoutMs} ms`;
+      else if (outcome.exitCode !== 0) {
+        const detail = outcome.stderr.trim().split('\n')[0];
+        error = `${action} command exited with ${outcome.exitCode ?? 'a signal'}${detail ? `: ${detail}` : ''}`;
+      }
+    } catch (e) {
+      error = e instanceof Error ? e.message : String(e);
+    }
+    if (error) {
+      this.log.write('warn', `could not ${action} node ${node.name}: ${error}`, { nodeId: node.id, action, command });
+      return { nodeId: node.id, action, command, ok: false, error };
+    }
+    this.transitions.set(node.id, { to: action === 'sleep' ? 'asleep' : 'waking', at: this.now() });
+    this.log.write('info', `${action === 'sleep' ? 'put idle node to sleep' : 'woke node'} ${node.name}`, { nodeId: node.id, action, command });
+    return { nodeId: node.id, action, command, ok: true };
+  }
+}

@@ -1,0 +1,268 @@
+// The default guest image (kernel, initramfs, raw ext4 root disk) is built on this host from
+// Debian packages by images/default/build.sh and cached; this module runs that recipe with
+// visible progress, installs the Debian tools it needs, and rebuilds only when the recipe or
+// one of its inputs (kernel package, busybox, dropbear, shared libraries) changed.
+import { spawn } from 'node:child_process';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export const DEFAULT_RECIPE_SCRIPT = resolve(dirname(fileURLToPath(import.meta.url)), '../../images/default/build.sh');
+
+export interface GuestImageFileInfo {
+  sha256: string;
+  size: number;
+}
+
+export interface GuestImageManifest {
+  recipe: string;
+  recipeVersion: number;
+  fingerprint: string;
+  kernel: { package: string; version: string; release: string };
+  cmdline: string;
+  rootfsFormat: 'raw';
+  files: Record<string, GuestImageFileInfo>;
+}
+
+export interface GuestImage {
+  dir: string;
+  kernel: string;
+  initrd?: string;
+  rootfs: string;
+  cmdline: string;
+  manifest: GuestImageManifest;
+}
+
+/** One line of progress: `step` of `total` while building, 0 for host preparation. */
+export interface GuestImageProgress {
+  step: number;
+  total: number;
+  message: string;
+}
+
+export interface EnsureGuestImageOptions {
+  /** Root of the image cache; the default image lives in `<cacheDir>/default`. */
+  cacheDir?: string;
+  onProgress?: (progress: GuestImageProgress) => void;
+  /** The recipe to run (tests may point at a copy). */
+  recipeScript?: string;
+}
+
+export class GuestImageBuildError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'GuestImageBuildError';
+  }
+}
+
+export function defaultImageCacheDir(): string {
+  const base = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
+  return join(base, 'ironbark', 'images');
+}
+
+interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function run(command: string, args: string[], onLine?: (line: string) => void, env?: NodeJS.ProcessEnv): Promise<RunResult> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
+    let stdout = '';
+    let stderr = '';
+    let pending = '';
+    child.stdout.setEncoding('utf8');
+    child.stderr.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => {
+      stdout += chunk;
+      if (!onLine) return;
+      pending += chunk;
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      for (const line of lines) if (line.trim()) onLine(line);
+    });
+    child.stderr.on('data', (chunk: string) => {
+      stderr += chunk;
+    });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (onLine && pending.trim()) onLine(pending);
+      resolvePromise({ code: code ?? 1, stdout, stderr });
+    });
+  });
+}
+
+function lastLines(text: string, count = 15): string {
+  return text.trim().split('\n').slice(-count).join('\n');
+}
+
+async function missingPackages(packages: string[]): Promise<string[]> {
+  const result = await run('dpkg-query', ['-W', '-f=${Package} ${db:Status-Status}\n', ...packages]);
+  const installed = new Set(
+    result.stdout
+      .split('\n')
+      .map((line) => line.trim().split(' '))
+      .filter(([, status]) => status === 'installed')
+      .map(([name]) => name),
+  );
+  return packages.filter((name) => !installed.has(name));
+}
+
+/** apt-get install only what is missing; apt needs one `apt-get update` on a fresh machine. */
+async function ensureHostPackages(packages: string[], progress: (message: string) => void): Promise<void> {
+  const missing = await missingPackages(packages);
+  if (missing.length === 0) return;
+  if (process.getuid?.() !== 0) {
+    throw new GuestImageBuildError(`the guest image needs these Debian packages: ${missing.join(' ')} (run: apt-get install -y ${missing.join(' ')})`);
+  }
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const install = () => run('apt-get', ['install', '-y', '--no-install-recommends', ...missing], (line) => progress(line), env);
+  progress(`installing Debian packages: ${missing.join(' ')}`);
+  let result = await install();
+  if (result.code !== 0) {
+    progress('updating the apt package lists');
+    const update = await run('apt-get', ['update'], undefined, env);
+    if (update.code !== 0) throw new GuestImageBuildError(`apt-get update failed:\n${lastLines(update.stderr)}`);
+    result = await install();
+  }
+  if (result.code !== 0) throw new GuestImageBuildError(`apt-get install ${missing.join(' ')} failed:\n${lastLines(result.stderr)}`);
+}
+
+async function readManifest(dir: string): Promise<GuestImageManifest | undefined> {
+  try {
+    return JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as GuestImageManifest;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The cached build is usable when it was made from the same inputs and its files are whole. */
+async function isCurrent(dir: string, manifest: GuestImageManifest | undefined, fingerprint: string): Promise<boolean> {
+  if (!manifest || manifest.fingerprint !== fingerprint) return false;
+  for (const [name, info] of Object.entries(manifest.files)) {
+    try {
+      if ((await stat(join(dir, name))).size !== info.size) return false;
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
+
+function describe(dir: string, manifest: GuestImageManifest): GuestImage {
+  return {
+    dir,
+    kernel: join(dir, 'vmlinuz'),
+    initrd: manifest.files['initrd.img'] ? join(dir, 'initrd.img') : undefined,
+    rootfs: join(dir, 'rootfs.img'),
+    cmdline: manifest.cmdline,
+    manifest,
+  };
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** A lock directory next to the image so two processes never build into it at once. */
+async function withBuildLock<T>(dir: string, progress: (message: string) => void, body: () => Promise<T>): Promise<T> {
+  const lock = `${dir}.lock`;
+  await mkdir(dirname(lock), { recursive: true });
+  let waiting = false;
+  for (;;) {
+    try {
+      await mkdir(lock);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const owner = Number((await readFile(join(lock, 'pid'), 'utf8').catch(() => '')).trim());
+      if (owner && !processAlive(owner)) {
+        await rm(lock, { recursive: true, force: true });
+        continue;
+      }
+      if (!waiting) progress('waiting for another build of this image to finish');
+      waiting = true;
+      await sleep(500);
+    }
+  }
+  await writeFile(join(lock, 'pid'), String(process.pid));
+  try {
+    return await body();
+  } finally {
+    await rm(lock, { recursive: true, force: true });
+  }
+}
+
+const inFlight = new Map<string, Promise<GuestImage>>();
+
+/**
+ * Returns the default guest image, building it first when the cache is missing or stale.
+ * Building needs root (device nodes and root-owned files inside the images).
+ */
+export function ensureDefaultGuestImage(options: EnsureGuestImageOptions = {}): Promise<GuestImage> {
+  const dir = join(resolve(options.cacheDir ?? defaultImageCacheDir()), 'default');
+  const existing = inFlight.get(dir);
+  if (existing) return existing;
+  const promise = ensureImage(dir, options).finally(() => inFlight.delete(dir));
+  inFlight.set(dir, promise);
+  return promise;
+}
+
+async function ensureImage(dir: string, options: EnsureGuestImageOptions): Promise<GuestImage> {
+  const script = options.recipeScript ?? DEFAULT_RECIPE_SCRIPT;
+  const onProgress = options.onProgress ?? (() => {});
+  let total = 0;
+  let step = 0;
+  const prepare = (message: string) => onProgress({ step: 0, total, message });
+
+  const required = await run(script, ['--required-packages']);
+  if (required.code !== 0) throw new GuestImageBuildError(`${script} --required-packages failed:\n${lastLines(required.stderr)}`);
+  await ensureHostPackages(required.stdout.trim().split(/\s+/).filter(Boolean), prepare);
+
+  let fingerprintRun = await run(script, ['--fingerprint']);
+  if (fingerprintRun.code !== 0 && process.getuid?.() === 0) {
+    // Without the kernel installed on the host the recipe asks apt, which knows nothing
+    // until its package lists were fetched once.
+    prepare('updating the apt package lists');
+    await run('apt-get', ['update'], undefined, { ...process.env, DEBIAN_FRONTEND: 'noninteractive' });
+    fingerprintRun = await run(script, ['--fingerprint']);
+  }
+  if (fingerprintRun.code !== 0) throw new GuestImageBuildError(`${script} --fingerprint failed:\n${lastLines(fingerprintRun.stderr)}`);
+  const fingerprint = fingerprintRun.stdout.trim();
+  const cached = await readManifest(dir);
+  if (cached && (await isCurrent(dir, cached, fingerprint))) return describe(dir, cached);
+
+  return withBuildLock(dir, prepare, async () => {
+    // Another process may have finished the same build while this one waited for the lock.
+    const built = await readManifest(dir);
+    if (built && (await isCurrent(dir, built, fingerprint))) return describe(dir, built);
+
+    prepare(`building the default guest image in ${dir}`);
+    const result = await run(script, [dir], (line) => {
+      const match = /^step (\d+)\/(\d+) (.*)$/.exec(line);
+      if (match) {
+        step = Number(match[1]);
+        total = Number(match[2]);
+        onProgress({ step, total, message: match[3] });
+      } else {
+        onProgress({ step, total, message: line.trim() });
+      }
+    });
+    if (result.code !== 0) {
+      throw new GuestImageBuildError(`building the default guest image failed (exit ${result.code}):\n${lastLines(result.stderr || result.stdout)}`);
+    }
+    const manifest = await readManifest(dir);
+    if (!manifest || !(await isCurrent(dir, manifest, fingerprint))) {
+      throw new GuestImageBuildError(`the guest image build in ${dir} left no complete manifest`);
+    }
+    return describe(dir, manifest);
+  });
+}

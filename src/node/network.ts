@@ -1,0 +1,307 @@
+// A node host's side of a zone's private network: one Linux bridge per zone network that carries
+// the zone gateway address and the metadata address, one tap per instance enslaved to it, DHCP
+// reservations served by dnsmasq, and per-port anti-spoofing rules. Every piece is named with
+// Ironbark's `ib` prefix, recorded in a state file, and rebuilt from that file after a crash.
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Ec2Error } from '../protocol/errors.ts';
+import { ipJson, runCommand } from './network-commands.ts';
+import { writeFileAtomic } from './network-files.ts';
+import { DhcpServer } from './dhcp.ts';
+import { applyAntiSpoofTable, removeAntiSpoofTable } from './network-antispoof.ts';
+import {
+  allocateMac,
+  assertIbInterfaceName,
+  bridgeNameForZone,
+  firewallTableName,
+  isAssignableHost,
+  isValidMac,
+  parseCidr,
+  tapNameForInstance,
+  type Ipv4Range,
+} from './network-addressing.ts';
+
+export { allocateMac } from './network-addressing.ts';
+
+/** Where guests find the instance metadata service, as on EC2. */
+export const METADATA_ADDRESS = '169.254.169.254';
+
+export interface NodeNetworkOptions {
+  zone: string;
+  cidr: string;
+  bridgeName?: string;
+  stateDir: string;
+  /** Named network namespace (from `ip netns add`) that plays the host; the real host when absent. */
+  netns?: string;
+  /** DNS servers handed to guests by DHCP; none when absent. */
+  dnsServers?: string[];
+}
+
+export interface InstancePort {
+  mac: string;
+  ip: string;
+  tapName: string;
+}
+
+interface NetworkState {
+  zone: string;
+  cidr: string;
+  bridgeName: string;
+  instances: Record<string, InstancePort>;
+}
+
+interface IpLink {
+  ifname: string;
+  master?: string;
+  address?: string;
+  flags?: string[];
+  linkinfo?: { info_kind?: string };
+}
+
+interface IpAddress {
+  addr_info?: { family: string; local: string; prefixlen: number }[];
+}
+
+/** Link kinds accepted as an instance port: the hypervisor's tap, or a veth for a container/namespace guest. */
+const PORT_KINDS = new Set(['tun', 'veth']);
+
+export class NodeNetwork {
+  readonly zone: string;
+  readonly bridgeName: string;
+  readonly range: Ipv4Range;
+  readonly netns: string | undefined;
+  readonly firewallTable: string;
+  readonly dhcp: DhcpServer;
+  private readonly stateDir: string;
+  private readonly statePath: string;
+  private state: NetworkState | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(opts: NodeNetworkOptions) {
+    this.zone = opts.zone;
+    this.range = parseCidr(opts.cidr);
+    this.bridgeName = opts.bridgeName ?? bridgeNameForZone(opts.zone);
+    assertIbInterfaceName(this.bridgeName);
+    this.netns = opts.netns;
+    this.stateDir = opts.stateDir;
+    this.statePath = join(opts.stateDir, `${this.bridgeName}.json`);
+    this.firewallTable = firewallTableName(this.bridgeName);
+    this.dhcp = new DhcpServer({
+      bridgeName: this.bridgeName,
+      range: this.range,
+      stateDir: opts.stateDir,
+      netns: opts.netns,
+      dnsServers: opts.dnsServers,
+    });
+  }
+
+  /** The gateway address on the bridge, which instances use as their default route. */
+  get gateway(): string {
+    return this.range.gateway;
+  }
+
+  /** Creates the bridge, addresses, firewall table and DHCP server, adopting and repairing what exists. */
+  setUp(): Promise<void> {
+    return this.serialized(() => this.converge());
+  }
+
+  /** Attaches an instance: its tap on the bridge, its DHCP reservation and its anti-spoofing rules. */
+  addInstance(input: { instanceId: string; mac: string; ip: string }): Promise<{ tapName: string }> {
+    return this.serialized(async () => {
+      const state = await this.readyState();
+      const mac = input.mac.toLowerCase();
+      this.validatePort(state, input.instanceId, mac, input.ip);
+      const tapName = tapNameForInstance(input.instanceId);
+      const previous = state.instances[input.instanceId];
+      for (const [otherId, other] of Object.entries(state.instances)) {
+        if (otherId !== input.instanceId && other.tapName === tapName) {
+          throw new Ec2Error('InternalError', `Instance ${input.instanceId} maps to tap ${tapName}, already used by ${otherId}.`);
+        }
+      }
+      await this.ensurePort(tapName);
+      state.instances[input.instanceId] = { mac, ip: input.ip, tapName };
+      await this.saveState(state);
+      await this.applyFirewall(state);
+      if (previous && (previous.mac !== mac || previous.ip !== input.ip)) await this.dhcp.release(previous);
+      // A lease left on this address by an earlier owner would stop dnsmasq offering it to the new MAC.
+      const stale = (await this.dhcp.readLeases()).find((l) => (l.ip === input.ip) !== (l.mac === mac));
+      if (stale) await this.dhcp.release(stale);
+      await this.dhcp.update(this.reservations(state));
+      return { tapName };
+    });
+  }
+
+  /** Detaches an instance and forgets its lease; a no-op for an instance that is not attached. */
+  removeInstance(instanceId: string): Promise<void> {
+    return this.serialized(async () => {
+      const state = await this.readyState();
+      const port = state.instances[instanceId];
+      await this.deleteLink(port?.tapName ?? tapNameForInstance(instanceId));
+      if (!port) return;
+      delete state.instances[instanceId];
+      await this.saveState(state);
+      await this.applyFirewall(state);
+      await this.dhcp.update(this.reservations(state));
+      await this.dhcp.release(port);
+    });
+  }
+
+  /** Removes everything this network made on the host: dnsmasq, taps, firewall table, bridge, state. */
+  tearDown(): Promise<void> {
+    return this.serialized(async () => {
+      const state = this.state ?? (await this.loadState());
+      await this.dhcp.stop();
+      await this.dhcp.removeFiles();
+      await removeAntiSpoofTable(this.firewallTable, this.netns);
+      const ports = new Set(Object.values(state?.instances ?? {}).map((p) => p.tapName));
+      for (const link of await this.links(['master', this.bridgeName])) {
+        if (link.ifname.startsWith('ibtap-')) ports.add(link.ifname);
+      }
+      for (const tapName of ports) await this.deleteLink(tapName);
+      await this.deleteLink(this.bridgeName);
+      await rm(this.statePath, { force: true });
+      this.state = undefined;
+    });
+  }
+
+  /** The attached instances, as recorded in the state file. */
+  async instances(): Promise<Record<string, InstancePort>> {
+    const state = this.state ?? (await this.loadState());
+    return { ...(state?.instances ?? {}) };
+  }
+
+  private serialized<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(work, work);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async readyState(): Promise<NetworkState> {
+    if (!this.state) await this.converge();
+    return this.state!;
+  }
+
+  private async converge(): Promise<void> {
+    await mkdir(this.stateDir, { recursive: true });
+    const state = await this.adoptState();
+    await this.ensureBridge();
+    await this.ensureAddresses();
+    const wanted = new Set<string>();
+    for (const port of Object.values(state.instances)) {
+      await this.ensurePort(port.tapName);
+      wanted.add(port.tapName);
+    }
+    // Ports left behind by an instance whose removal was interrupted.
+    for (const link of await this.links(['master', this.bridgeName])) {
+      if (link.ifname.startsWith('ibtap-') && !wanted.has(link.ifname)) await this.deleteLink(link.ifname);
+    }
+    await this.applyFirewall(state);
+    await this.dhcp.start(this.reservations(state));
+    await this.saveState(state);
+    this.state = state;
+  }
+
+  private async adoptState(): Promise<NetworkState> {
+    const saved = await this.loadState();
+    if (!saved) return { zone: this.zone, cidr: this.range.cidr, bridgeName: this.bridgeName, instances: {} };
+    if (saved.cidr !== this.range.cidr && Object.keys(saved.instances).length > 0) {
+      throw new Ec2Error(
+        'InvalidParameterValue',
+        `Bridge ${this.bridgeName} serves ${saved.cidr} with ${Object.keys(saved.instances).length} attached instance(s); remove them before changing it to ${this.range.cidr}.`,
+      );
+    }
+    return { ...saved, zone: this.zone, cidr: this.range.cidr };
+  }
+
+  private async loadState(): Promise<NetworkState | undefined> {
+    const text = await readFile(this.statePath, 'utf8').catch(() => undefined);
+    if (text === undefined) return undefined;
+    try {
+      return JSON.parse(text) as NetworkState;
+    } catch {
+      throw new Ec2Error('InternalError', `Network state file ${this.statePath} is not valid JSON.`);
+    }
+  }
+
+  private async saveState(state: NetworkState): Promise<void> {
+    await writeFileAtomic(this.statePath, JSON.stringify(state, null, 2) + '\n');
+  }
+
+  private validatePort(state: NetworkState, instanceId: string, mac: string, ip: string): void {
+    if (!/^[A-Za-z0-9-]+$/.test(instanceId)) {
+      throw new Ec2Error('InvalidInstanceID.Malformed', `Invalid id: "${instanceId}"`);
+    }
+    if (!isValidMac(mac)) {
+      throw new Ec2Error('InvalidParameterValue', `Invalid MAC address '${mac}' for ${instanceId}: expected six lower-case hex octets, unicast.`);
+    }
+    if (!isAssignableHost(this.range, ip)) {
+      throw new Ec2Error('InvalidParameterValue', `Address ${ip} is not an assignable host address in ${this.range.cidr}.`);
+    }
+    for (const [otherId, other] of Object.entries(state.instances)) {
+      if (otherId === instanceId) continue;
+      if (other.ip === ip) throw new Ec2Error('InvalidIPAddress.InUse', `Address ${ip} is in use by ${otherId}.`);
+      if (other.mac === mac) throw new Ec2Error('InvalidParameterValue', `MAC address ${mac} is in use by ${otherId}.`);
+    }
+  }
+
+  private reservations(state: NetworkState): { mac: string; ip: string }[] {
+    return Object.values(state.instances).map(({ mac, ip }) => ({ mac, ip }));
+  }
+
+  private applyFirewall(state: NetworkState): Promise<void> {
+    return applyAntiSpoofTable(this.firewallTable, Object.values(state.instances), this.netns);
+  }
+
+  private async ensureBridge(): Promise<void> {
+    const [link] = await this.links(['dev', this.bridgeName]);
+    // A fixed MAC keeps the gateway's address stable for guests as ports come and go.
+    const mac = allocateMac(`bridge:${this.bridgeName}`);
+    if (!link) {
+      await this.ip(['link', 'add', this.bridgeName, 'address', mac, 'type', 'bridge']);
+    } else if (link.linkinfo?.info_kind !== 'bridge') {
+      throw new Ec2Error('InternalError', `${this.bridgeName} exists but is a ${link.linkinfo?.info_kind ?? 'plain'} link, not a bridge.`);
+    } else if (link.address !== mac) {
+      await this.ip(['link', 'set', this.bridgeName, 'address', mac]);
+    }
+    await this.ip(['link', 'set', this.bridgeName, 'up']);
+  }
+
+  private async ensureAddresses(): Promise<void> {
+    const wanted = new Map([
+      [`${this.range.gateway}/${this.range.prefixLength}`, true],
+      [`${METADATA_ADDRESS}/32`, true],
+    ]);
+    const [entry] = await ipJson<IpAddress>(['-4', 'addr', 'show', 'dev', this.bridgeName], this.netns);
+    for (const a of entry?.addr_info ?? []) {
+      const key = `${a.local}/${a.prefixlen}`;
+      if (wanted.has(key)) wanted.delete(key);
+      else await this.ip(['addr', 'del', key, 'dev', this.bridgeName]); // left from an earlier range
+    }
+    for (const key of wanted.keys()) await this.ip(['addr', 'add', key, 'dev', this.bridgeName]);
+  }
+
+  /** Makes `tapName` a running port of the bridge, creating a persistent tap when no such link exists. */
+  private async ensurePort(tapName: string): Promise<void> {
+    const [link] = await this.links(['dev', tapName]);
+    if (!link) {
+      await this.ip(['tuntap', 'add', 'dev', tapName, 'mode', 'tap']);
+    } else if (!PORT_KINDS.has(link.linkinfo?.info_kind ?? '')) {
+      throw new Ec2Error('InternalError', `${tapName} exists but is a ${link.linkinfo?.info_kind ?? 'plain'} link, not a tap.`);
+    }
+    if (link?.master !== this.bridgeName) await this.ip(['link', 'set', tapName, 'master', this.bridgeName]);
+    await this.ip(['link', 'set', tapName, 'up']);
+  }
+
+  private async deleteLink(name: string): Promise<void> {
+    if ((await this.links(['dev', name])).length === 0) return;
+    await this.ip(['link', 'del', name]);
+  }
+
+  private links(selector: string[]): Promise<IpLink[]> {
+    return ipJson<IpLink>(['-d', 'link', 'show', ...selector], this.netns);
+  }
+
+  private async ip(args: string[]): Promise<void> {
+    await runCommand('ip', args, { netns: this.netns });
+  }
+}
