@@ -200,6 +200,8 @@ for lib in $SHARED_LIBS; do
 done
 cp -a "$RECIPE_DIR/rootfs/." "$ROOT/"
 chmod 600 "$ROOT/etc/shadow"
+mkdir -p "$ROOT/var/lib/ironbark"
+echo $((ROOTFS_SIZE_MIB * 1048576)) > "$ROOT/var/lib/ironbark/disk-bytes"
 echo "$KERNEL_RELEASE" > "$ROOT/etc/ironbark-kernel"
 printf 'recipe=default\nrecipe_version=%s\nfingerprint=%s\n' "$RECIPE_VERSION" "$FINGERPRINT" > "$ROOT/etc/ironbark-image"
 find "$ROOT" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +

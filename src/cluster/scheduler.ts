@@ -133,14 +133,20 @@ function inNameOrder(nodes: readonly NodeView[]): readonly NodeView[] {
   return nodes;
 }
 
-function addTo(map: Map<string, Resources>, nodeId: string, need: Resources): void {
+/** Capacity taken on one node, and by how many instances. */
+interface Taken extends Resources {
+  instances: number;
+}
+
+function addTo(map: Map<string, Taken>, nodeId: string, need: Resources): void {
   const r = map.get(nodeId);
   if (r) {
     r.cores += need.cores;
     r.memoryMiB += need.memoryMiB;
     r.diskGiB += need.diskGiB;
+    r.instances += 1;
   } else {
-    map.set(nodeId, { cores: need.cores, memoryMiB: need.memoryMiB, diskGiB: need.diskGiB });
+    map.set(nodeId, { cores: need.cores, memoryMiB: need.memoryMiB, diskGiB: need.diskGiB, instances: 1 });
   }
 }
 
@@ -169,7 +175,7 @@ export class Scheduler {
   private readonly log: PlacementLog;
   private readonly mutex = new AsyncMutex();
   /** Capacity held by uncommitted reservations, per node. */
-  private readonly held = new Map<string, Resources>();
+  private readonly held = new Map<string, Taken>();
   private readonly reservations = new Map<string, Map<string, HeldInstance>>();
   private reservationCounter = 0;
 
@@ -197,7 +203,7 @@ export class Scheduler {
   /** Capacity held on a node by uncommitted reservations. */
   reservedOn(nodeId: string): Resources | undefined {
     const r = this.held.get(nodeId);
-    return r ? { ...r } : undefined;
+    return r ? { cores: r.cores, memoryMiB: r.memoryMiB, diskGiB: r.diskGiB } : undefined;
   }
 
   /** One power-save round: sleeps nodes idle past the threshold, never one with a reservation in flight. */
@@ -218,7 +224,7 @@ export class Scheduler {
       r.cores -= held.need.cores;
       r.memoryMiB -= held.need.memoryMiB;
       r.diskGiB -= held.need.diskGiB;
-      if (r.cores <= 0 && r.memoryMiB <= 0 && r.diskGiB <= 0) this.held.delete(held.nodeId);
+      if (--r.instances === 0) this.held.delete(held.nodeId);
     }
     if (reservation.size === 0) this.reservations.delete(reservationId);
     return true;
@@ -272,7 +278,7 @@ export class Scheduler {
     const acceptsAsleep = Boolean(policy.wakesSleepingNodes) && Boolean(this.power?.canWake);
     const acceptsWaking = Boolean(policy.wakesSleepingNodes);
     const held = this.held;
-    const inRequest = new Map<string, Resources>();
+    const inRequest = new Map<string, Taken>();
     const placements: NodePlacement[] = [];
     const decisions: PlacementDecision[] = [];
     const chosen: NodeView[] = [];

@@ -2,7 +2,7 @@
 // always gets the address the cluster chose for it. dnsmasq runs as a daemon with a pid file in
 // the state directory, so a restarted node agent adopts the running server instead of racing it.
 import { readFileSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { chmod, readFile, rm, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { runCommand } from './network-commands.ts';
@@ -44,6 +44,7 @@ export class DhcpServer {
 
   /** Starts dnsmasq, or adopts the one already serving this bridge with the same configuration. */
   async start(reservations: DhcpReservation[]): Promise<void> {
+    await this.letDnsmasqReachStateDir();
     await this.writeHosts(reservations);
     const configChanged = await writeFileIfChanged(this.configPath, this.renderConfig());
     const pid = await this.runningPid();
@@ -128,6 +129,17 @@ export class DhcpServer {
   private async writeHosts(reservations: DhcpReservation[]): Promise<void> {
     const lines = reservations.map((r) => `${r.mac},${r.ip},${hostnameForIp(r.ip)}\n`);
     await writeFileIfChanged(this.hostsPath, lines.join(''));
+    await chmod(this.hostsPath, 0o644); // whatever the umask: dnsmasq re-reads it as 'nobody'
+  }
+
+  /**
+   * dnsmasq drops root for 'nobody' (a guest-facing parser should not run as root) and re-reads
+   * the hosts file after that, so 'nobody' must be able to pass through the state directory.
+   * Search permission alone is enough: it still cannot list or read anything else there.
+   */
+  private async letDnsmasqReachStateDir(): Promise<void> {
+    const { mode } = await stat(this.opts.stateDir);
+    if ((mode & 0o001) === 0) await chmod(this.opts.stateDir, (mode & 0o7777) | 0o001);
   }
 
   private renderConfig(): string {

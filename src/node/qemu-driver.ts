@@ -106,7 +106,7 @@ export class QemuDriver implements HypervisorDriver {
     this.notify(vm);
   }
 
-  start(id: string): Promise<void> {
+  async start(id: string): Promise<void> {
     const vm = this.get(id);
     return this.withLock(vm, async () => {
       assertOperationAllowed(id, vm.state, 'start');
@@ -158,7 +158,7 @@ export class QemuDriver implements HypervisorDriver {
     });
   }
 
-  reboot(id: string): Promise<void> {
+  async reboot(id: string): Promise<void> {
     const vm = this.get(id);
     return this.withLock(vm, async () => {
       assertOperationAllowed(id, vm.state, 'reboot');
@@ -168,7 +168,7 @@ export class QemuDriver implements HypervisorDriver {
     });
   }
 
-  destroy(id: string): Promise<void> {
+  async destroy(id: string): Promise<void> {
     const vm = this.get(id);
     return this.withLock(vm, async () => {
       assertOperationAllowed(id, vm.state, 'destroy');

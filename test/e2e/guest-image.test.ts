@@ -130,9 +130,7 @@ after(async () => {
     qemu.kill('SIGKILL');
     await once(qemu, 'exit');
   }
-  const t0 = Date.now();
   if (imds) await new Promise((done) => imds!.close(done));
-  process.stderr.write(`# DEBUG imds close ${Date.now() - t0}\n`);
   if (workDir) await rm(workDir, { recursive: true, force: true });
 });
 
@@ -238,7 +236,7 @@ test('default guest image boots, reads IMDSv2 metadata, serves SSH and powers of
     const powerdownAt = Date.now();
     await qmpCommand(qmpPath, 'system_powerdown');
     const exited = once(qemu, 'exit');
-    const [code] = (await Promise.race([exited, sleep(60_000).then(() => ['timeout'])])) as [number | string];
+    const [code] = (await Promise.race([exited, sleep(60_000, undefined, { ref: false }).then(() => ['timeout'])])) as [number | string];
     assert.equal(code, 0, `QEMU exits by itself after system_powerdown (stderr: ${qemuStderr.trim()})`);
     process.stderr.write(`# power-off took ${Date.now() - powerdownAt} ms\n`);
     assert.match(await readConsole(), /ironbark-guest: shutting down/);

@@ -288,6 +288,7 @@ exit 0
 
   it('removes the instance and tears everything down, leaving no ib link, dnsmasq or nft table', async () => {
     await metadata.close();
+    assert.ok((await network.dhcp.readLeases()).some((l) => l.ip === vmIp && l.mac === vmMac), 'dnsmasq recorded the lease');
     await network.removeInstance(instanceId);
     assert.equal((await linksInHost()).some((l) => l.ifname === tapNameForInstance(instanceId)), false);
     assert.equal((await network.dhcp.readLeases()).some((l) => l.ip === vmIp), false, 'the lease is released');
