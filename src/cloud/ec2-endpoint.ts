@@ -21,7 +21,8 @@ export interface Ec2EndpointDeps {
 }
 
 // A fresh object per response: the node adapter adds content-length to the object it is given.
-const xmlHeaders = () => ({ 'Content-Type': 'text/xml;charset=UTF-8' });
+// SDK v3 reads the request id from this header, older clients from the body.
+const xmlHeaders = (requestId: string) => ({ 'Content-Type': 'text/xml;charset=UTF-8', 'x-amzn-requestid': requestId });
 
 /** Query string and form body merged into one decoded map; the body wins on a clash, as in EC2. */
 function collectParams(rawQuery: string, body: string, contentType: string): Record<string, string> {
@@ -70,12 +71,12 @@ export function createEc2Handler(deps: Ec2EndpointDeps) {
 
       const ctx: RequestContext = { requestId, action, caller, store, settings };
       const output = await handler(ctx, input);
-      return new Response(serializeOutput(action, output ?? {}, requestId), { status: 200, headers: xmlHeaders() });
+      return new Response(serializeOutput(action, output ?? {}, requestId), { status: 200, headers: xmlHeaders(requestId) });
     } catch (err) {
       const ec2 = err instanceof Ec2Error ? err : new Ec2Error('InternalError', 'An internal error has occurred.');
       if (!(err instanceof Ec2Error)) log.error({ err, action, requestId }, 'operation failed with an unexpected error');
       else if (ec2.status >= 500) log.warn({ code: ec2.code, action, requestId }, ec2.message);
-      return new Response(serializeError(ec2, requestId), { status: ec2.status, headers: xmlHeaders() });
+      return new Response(serializeError(ec2, requestId), { status: ec2.status, headers: xmlHeaders(requestId) });
     }
   };
 }

@@ -151,6 +151,7 @@ describe('EC2 API through the AWS SDK v3', () => {
     const keyed = await ec2.send(new DescribeSecurityGroupsCommand({ Filters: [{ Name: 'tag-key', Values: ['env'] }] }));
     assert.deepEqual(keyed.SecurityGroups!.map((g) => g.GroupId), [sg.GroupId]);
 
+    await ec2.send(new CreateTagsCommand({ Resources: [sg.GroupId!], Tags: Array.from({ length: 8 }, (_, i) => ({ Key: `k${i}`, Value: String(i) })) }));
     const pages: number[] = [];
     for await (const page of paginateDescribeTags({ client: ec2, pageSize: 5 }, {})) pages.push(page.Tags!.length);
     assert.ok(pages.length >= 2, `expected several pages, got ${pages}`);
