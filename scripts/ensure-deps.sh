@@ -7,7 +7,7 @@ purpose=${1:-run}
 
 packages=(qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 busybox-static dropbear-bin e2fsprogs cpio openssh-client procps)
 if [ "$purpose" = test ]; then
-  packages+=(awscli postgresql)
+  packages+=(awscli postgresql putty-tools)
 fi
 
 missing=()

@@ -185,7 +185,9 @@ export class QemuDriver implements HypervisorDriver {
       vm.qmp = undefined;
       vm.pid = undefined;
       const dir = vm.spec.workDir;
-      await Promise.all(Object.values(FILES).map((f) => rm(join(dir, f), { force: true })));
+      await this.persistChain; // no queued record write may land after the removal
+      const files = [...Object.values(FILES), `${FILES.record}.tmp`];
+      await Promise.all(files.map((f) => rm(join(dir, f), { force: true })));
       await rmdir(dir).catch(() => undefined); // keeps anything the caller put there, such as the disk
       const indexEntry = join(this.opts.runDir, id);
       if (indexEntry !== dir) await unlink(indexEntry).catch(() => undefined);
@@ -196,7 +198,7 @@ export class QemuDriver implements HypervisorDriver {
   async info(id: string): Promise<VmInfo | undefined> {
     const vm = this.vms.get(id);
     if (!vm) return undefined;
-    if (vm.state === 'running' && vm.busy === 0) await this.refresh(vm);
+    if (vm.state === 'running' && vm.busy === 0) await this.withLock(vm, () => this.refresh(vm));
     return this.describe(vm);
   }
 
@@ -318,17 +320,28 @@ export class QemuDriver implements HypervisorDriver {
     vm.qmp = undefined;
     for (const wake of [...vm.shutdownWaiters]) wake();
     if (vm.expectingExit || this.closing) return;
-    this.withLock(vm, () => this.refresh(vm)).catch(() => undefined);
+    this.withLock(vm, () => this.refresh(vm, true)).catch(() => undefined);
   }
 
   /** Brings a running VM's recorded state in line with its QEMU process. */
-  private async refresh(vm: QemuVm): Promise<void> {
+  private async refresh(vm: QemuVm, monitorJustClosed = false): Promise<void> {
     if (vm.state !== 'running') return;
     const pid = vm.pid;
     if (pid && processAlive(pid)) {
-      // QEMU closes its monitor a moment before it exits.
-      if (vm.qmp && !vm.qmp.isClosed) return;
-      if (!(await waitForExit(pid, 2000))) return;
+      if (vm.qmp && !vm.qmp.isClosed) {
+        const status = await vm.qmp.execute<{ status: string }>('query-status', undefined, { timeoutMs: 2000 }).catch(() => undefined);
+        if (status?.status !== 'internal-error' && status?.status !== 'guest-panicked') return;
+        // QEMU lives but the guest is dead for good: end it and report the crash.
+        vm.expectingExit = true;
+        try {
+          await this.terminate(vm);
+        } finally {
+          vm.expectingExit = false;
+        }
+      } else if (!monitorJustClosed || !(await waitForExit(pid, 2000))) {
+        // QEMU closes its monitor a moment before it exits; one that lives on keeps running unmonitored.
+        return;
+      }
     }
     vm.pid = undefined;
     vm.qmp = undefined;

@@ -119,9 +119,9 @@ before(async () => {
   const started = Date.now();
   image = await ensureDefaultGuestImage({
     cacheDir: process.env.IRONBARK_IMAGE_CACHE,
-    onProgress: ({ step, total, message }) => process.stderr.write(`# image ${step}/${total} ${message}\n`),
+    onProgress: ({ step, total, message }) => process.stderr.write(`image ${step}/${total} ${message}\n`),
   });
-  process.stderr.write(`# guest image ready in ${Date.now() - started} ms: ${image.dir}\n`);
+  process.stderr.write(`guest image ready in ${Date.now() - started} ms: ${image.dir}\n`);
   workDir = await mkdtemp(join(tmpdir(), 'ironbark-guest-image-'));
 });
 
@@ -177,7 +177,7 @@ test('default guest image boots, reads IMDSv2 metadata, serves SSH and powers of
     `guestfwd=tcp:169.254.169.254:80-cmd:${process.execPath} ${bridge} ${imdsPort}`,
   ].join(',');
   const args = [
-    '-accel', 'tcg', '-m', '256', '-smp', '1',
+    '-machine', 'q35', '-accel', 'tcg', '-cpu', 'max', '-m', '256', '-smp', '1',
     '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
     '-kernel', image.kernel,
     ...(image.initrd ? ['-initrd', image.initrd] : []),
@@ -231,14 +231,14 @@ test('default guest image boots, reads IMDSv2 metadata, serves SSH and powers of
     await ssh('echo kept-across-stop > /root/persisted.txt');
 
     t.diagnostic(`boot to instance-id console line: ${consoleLineMs} ms; boot to SSH answering: ${sshMs} ms`);
-    process.stderr.write(`# boot to instance-id console line: ${consoleLineMs} ms; boot to SSH answering: ${sshMs} ms\n`);
+    process.stderr.write(`boot to instance-id console line: ${consoleLineMs} ms; boot to SSH answering: ${sshMs} ms\n`);
 
     const powerdownAt = Date.now();
     await qmpCommand(qmpPath, 'system_powerdown');
     const exited = once(qemu, 'exit');
     const [code] = (await Promise.race([exited, sleep(60_000, undefined, { ref: false }).then(() => ['timeout'])])) as [number | string];
     assert.equal(code, 0, `QEMU exits by itself after system_powerdown (stderr: ${qemuStderr.trim()})`);
-    process.stderr.write(`# power-off took ${Date.now() - powerdownAt} ms\n`);
+    process.stderr.write(`power-off took ${Date.now() - powerdownAt} ms\n`);
     assert.match(await readConsole(), /ironbark-guest: shutting down/);
 
     // Read the file back from the guest's disk on the host side (debugfs reads the raw image).
@@ -249,7 +249,7 @@ test('default guest image boots, reads IMDSv2 metadata, serves SSH and powers of
     // e2fsck -n exits non-zero (and execFile rejects) on any error or a journal left to replay.
     await execFileAsync('e2fsck', ['-fn', flat]);
   } catch (err) {
-    process.stderr.write(`# console so far:\n${await readConsole()}\n# qemu stderr: ${qemuStderr}\n`);
+    process.stderr.write(`console so far:\n${await readConsole()}\nqemu stderr: ${qemuStderr}\n`);
     throw err;
   }
 });

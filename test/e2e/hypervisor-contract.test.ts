@@ -44,15 +44,21 @@ const qemuSkipReason =
   : !existsSync('/bin/busybox') ? 'no static busybox at /bin/busybox for the test initramfs'
   : undefined;
 
+const guestHandlesPowerButton = kernelPath !== undefined
+  && ['input/evdev.ko', 'acpi/button.ko'].every((m) => existsSync(`${moduleDir(kernelPath)}/${m}`));
+
+function moduleDir(kernel: string): string {
+  return `/lib/modules/${kernel.replace(/^.*\/vmlinuz-/, '')}/kernel/drivers`;
+}
+
 /**
  * The guest: busybox as init. It prints the same "ironbark-guest: instance-id=" line as real images
  * (the id comes from the kernel command line) and, when the ACPI button modules are available,
  * runs acpid so a graceful stop (system_powerdown) really powers it off.
  */
 function buildTestInitramfs(kernel: string): Buffer {
-  const release = kernel.replace(/^.*\/vmlinuz-/, '');
-  const moduleDir = `/lib/modules/${release}/kernel/drivers`;
-  const modules = [`${moduleDir}/input/evdev.ko`, `${moduleDir}/acpi/button.ko`].filter((m) => existsSync(m));
+  const dir = moduleDir(kernel);
+  const modules = [`${dir}/input/evdev.ko`, `${dir}/acpi/button.ko`].filter((m) => existsSync(m));
   const init = [
     '#!/bin/sh',
     '/bin/busybox --install -s /bin',
@@ -61,9 +67,11 @@ function buildTestInitramfs(kernel: string): Buffer {
     'mount -t sysfs sysfs /sys',
     'mount -t devtmpfs devtmpfs /dev',
     ...modules.map((_, i) => `insmod /lib/mod${i}.ko`),
-    'acpid -c /etc/acpi',
+    // Foreground (backgrounded by the shell): busybox acpid as a daemon does not survive in this bare guest.
+    'acpid -f -c /etc/acpi -l /dev/null &',
     'id=$(sed -n "s/.*ironbark.instance-id=\\([^ ]*\\).*/\\1/p" /proc/cmdline)',
     'echo "ironbark-guest: instance-id=$id" > /dev/console',
+    'grep -q ironbark.test=poweroff /proc/cmdline && poweroff -f',
     'while true; do sleep 3600; done',
   ].join('\n') + '\n';
   const powerButton = '#!/bin/sh\necho "ironbark-guest: power button, powering off" > /dev/console\npoweroff -f\n';
@@ -86,6 +94,8 @@ interface Harness {
   crash(id: string): Promise<void>;
   /** A second driver instance over the same node state (a node controller restart), if the driver has state to adopt. */
   reopen?(): Promise<HypervisorDriver>;
+  /** Checks, from the console, that a graceful stop went through the guest rather than a timeout. */
+  checkGracefulStop?(consoleText: string): void;
   /** Checks that nothing of the VM but the caller's disk is left on the node. */
   leftovers?(id: string): Promise<string[]>;
   cleanup(): Promise<void>;
@@ -155,7 +165,9 @@ function contractSuite(name: string, skip: string | undefined, makeHarness: () =
       await h.driver.stop(id, { timeoutMs: 30_000 });
       assert.equal(await state(), 'stopped');
       assert.equal((await h.driver.info(id))?.startedAt, undefined);
-      assert.ok((await h.driver.consoleOutput(id)).includes(marker(id)), 'a stopped VM keeps its last console output');
+      const consoleText = await h.driver.consoleOutput(id);
+      assert.ok(consoleText.includes(marker(id)), 'a stopped VM keeps its last console output');
+      h.checkGracefulStop?.(consoleText);
       await assert.rejects(h.driver.stop(id), isStateError('stopped', 'stop'));
       await assert.rejects(h.driver.reboot(id), isStateError('stopped', 'reboot'));
       await h.driver.start(id);
@@ -250,6 +262,10 @@ contractSuite('qemu', qemuSkipReason, async () => {
       assert.ok(pid, 'a running qemu VM has a pid');
       process.kill(pid, 'SIGKILL');
     },
+    checkGracefulStop: (consoleText) => {
+      if (!guestHandlesPowerButton) return;
+      assert.match(consoleText, /ironbark-guest: power button, powering off/);
+    },
     reopen: async () => {
       // The old instance lets go of the monitors the way a dying process would.
       await drivers.at(-1)!.close();
@@ -300,6 +316,24 @@ describe('qemu driver specifics', { skip: qemuSkipReason ?? false }, () => {
     });
     await assert.rejects(driver.start(id), /QEMU could not start VM .*missing\.qcow2/);
     assert.equal((await driver.info(id))?.state, 'defined');
+    await driver.destroy(id);
+  });
+
+  test('a guest that powers itself off is recorded as stopped, not crashed', async () => {
+    const id = 'i-0ff0000000000000001';
+    const initrdPath = join(root, 'initrd.cpio');
+    await writeFile(initrdPath, buildTestInitramfs(kernelPath!));
+    const diskPath = join(root, 'disks', `${id}.qcow2`);
+    await writeFile(join(root, 'base.raw'), Buffer.alloc(1024 * 1024));
+    await createInstanceDisk(join(root, 'base.raw'), diskPath, { baseFormat: 'raw' });
+    await driver.create({
+      id, vcpus: 1, memoryMiB: 192, kernelPath: kernelPath!, initrdPath,
+      kernelCmdline: `console=ttyS0 panic=-1 quiet rdinit=/init ironbark.instance-id=${id} ironbark.test=poweroff`,
+      diskPath, macAddress: 'd0:0d:00:00:00:03', network: { kind: 'none' }, workDir: join(root, 'run', id),
+    });
+    await driver.start(id);
+    await waitFor('the guest to power off', async () => (await driver.info(id))?.state === 'stopped');
+    assert.ok((await driver.consoleOutput(id)).includes(marker(id)));
     await driver.destroy(id);
   });
 

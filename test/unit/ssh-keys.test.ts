@@ -41,10 +41,11 @@ function sshKeygenPublic(privateKeyMaterial: string): string {
 }
 
 /** A node private key from any private key file sshpk reads (OpenSSH, PuTTY...). */
-function nodePrivateKey(material: string | Buffer, format: sshpk.PrivateKeyFormatType): KeyObject {
-  const key = sshpk.parsePrivateKey(material, format);
+function nodePrivateKey(material: string | Buffer, format: 'ssh-private' | 'putty' | 'auto'): KeyObject {
+  // @types/sshpk does not list the 'putty' format sshpk reads.
+  const key = sshpk.parsePrivateKey(material, format as sshpk.PrivateKeyFormatType);
   if (key.type === 'rsa') return createPrivateKey(key.toString('pkcs1'));
-  const part = (name: string) => key.part[name]!.data.subarray(-32).toString('base64url');
+  const part = (name: string) => key.parts.find((p) => String(p.name) === name)!.data.subarray(-32).toString('base64url');
   return createPrivateKey({ key: { kty: 'OKP', crv: 'Ed25519', d: part('k'), x: part('A') }, format: 'jwk' });
 }
 

@@ -1,0 +1,200 @@
+// How instance rows look through the EC2 API: the Instance and Reservation structures, the
+// state names and codes, and the DescribeInstances / DescribeInstanceStatus filters.
+import { createHash } from 'node:crypto';
+import type { InstancesTable } from '../store/schema.ts';
+import type { VmTypeSpec } from '../node/node-api.ts';
+import type { FilterAccessors } from '../protocol/filters.ts';
+import type { Tag } from './tags.ts';
+import { ARCHITECTURE, HYPERVISOR, ROOT_DEVICE_NAME, VIRTUALIZATION_TYPE } from './images.ts';
+import { privateDnsName } from './ip-allocation.ts';
+
+export type InstanceState = 'pending' | 'running' | 'shutting-down' | 'terminated' | 'stopping' | 'stopped';
+
+export const STATE_CODES: Record<InstanceState, number> = {
+  pending: 0, running: 16, 'shutting-down': 32, terminated: 48, stopping: 64, stopped: 80,
+};
+
+export function stateOf(row: Pick<InstancesTable, 'state'>): { Code: number; Name: string } {
+  return { Code: STATE_CODES[row.state as InstanceState] ?? 0, Name: row.state };
+}
+
+export interface SecurityGroupRef { id: string; name: string }
+
+export function groupsOf(row: Pick<InstancesTable, 'security_groups'>): SecurityGroupRef[] {
+  return JSON.parse(row.security_groups) as SecurityGroupRef[];
+}
+
+/** Stored state reasons read "Code: Message", e.g. "Client.UserInitiatedShutdown: User initiated shutdown". */
+export const REASONS = {
+  userShutdown: 'Client.UserInitiatedShutdown: User initiated shutdown',
+  instanceShutdown: 'Client.InstanceInitiatedShutdown: Instance initiated shutdown',
+  lost: 'Server.InternalError: Internal error on launch',
+  crashed: (why?: string) => `Server.InternalError: ${why ? `The instance stopped unexpectedly (${why})` : 'The instance stopped unexpectedly'}`,
+  launchFailed: (why?: string) => `Server.InternalError: ${why ?? 'Internal error on launch'}`,
+} as const;
+
+function stateReason(row: InstancesTable): { Code: string; Message: string } | undefined {
+  if (row.state_reason) {
+    const colon = row.state_reason.indexOf(':');
+    return { Code: colon > 0 ? row.state_reason.slice(0, colon) : row.state_reason, Message: row.state_reason };
+  }
+  if (row.state === 'pending') return { Code: 'pending', Message: 'pending' };
+  return undefined;
+}
+
+/** EC2's StateTransitionReason: "User initiated (2024-05-01 10:00:00 GMT)" after a user's stop or terminate. */
+function stateTransitionReason(row: InstancesTable): string {
+  if (!row.state_reason) return '';
+  if (row.state_reason.startsWith('Client.UserInitiatedShutdown')) {
+    return `User initiated (${row.state_changed_at.slice(0, 19).replace('T', ' ')} GMT)`;
+  }
+  return row.state_reason;
+}
+
+/** A stable id for the instance's one network interface, which has no row of its own. */
+function derivedId(prefix: string, instanceId: string): string {
+  return `${prefix}-${createHash('sha256').update(`${prefix}:${instanceId}`).digest('hex').slice(0, 17)}`;
+}
+
+export function dnsNameOf(row: InstancesTable, region: string): string {
+  return row.private_ip ? privateDnsName(row.private_ip, region) : '';
+}
+
+export interface ViewContext {
+  region: string;
+  vmTypes: Map<string, VmTypeSpec>;
+}
+
+/** The EC2 Instance structure for one row. */
+export function instanceView(row: InstancesTable, tags: Tag[], view: ViewContext) {
+  const groups = groupsOf(row).map((g) => ({ GroupName: g.name, GroupId: g.id }));
+  const dnsName = dnsNameOf(row, view.region);
+  const live = row.private_ip !== null;
+  const reason = stateReason(row);
+  const vmType = view.vmTypes.get(row.instance_type);
+  return {
+    AmiLaunchIndex: row.launch_index,
+    ImageId: row.image_id,
+    InstanceId: row.id,
+    InstanceType: row.instance_type,
+    ...(row.kernel_id ? { KernelId: row.kernel_id } : {}),
+    ...(row.ramdisk_id ? { RamdiskId: row.ramdisk_id } : {}),
+    ...(row.key_name ? { KeyName: row.key_name } : {}),
+    LaunchTime: new Date(row.launch_time),
+    Monitoring: { State: 'disabled' },
+    Placement: { AvailabilityZone: row.zone, GroupName: '', Tenancy: 'default' },
+    PrivateDnsName: dnsName,
+    ...(live ? { PrivateIpAddress: row.private_ip } : {}),
+    ProductCodes: [],
+    PublicDnsName: '',
+    ...(row.public_ip ? { PublicIpAddress: row.public_ip } : {}),
+    State: stateOf(row),
+    StateTransitionReason: stateTransitionReason(row),
+    ...(live ? { SubnetId: row.subnet_id, VpcId: row.vpc_id } : {}),
+    Architecture: ARCHITECTURE,
+    BlockDeviceMappings: [],
+    ClientToken: row.client_token ?? '',
+    EbsOptimized: false,
+    EnaSupport: false,
+    Hypervisor: HYPERVISOR,
+    NetworkInterfaces: live ? [{
+      Attachment: {
+        AttachTime: new Date(row.launch_time), AttachmentId: derivedId('eni-attach', row.id), DeleteOnTermination: true,
+        DeviceIndex: 0, Status: 'attached', NetworkCardIndex: 0,
+      },
+      Description: '',
+      Groups: groups,
+      Ipv6Addresses: [],
+      MacAddress: row.mac,
+      NetworkInterfaceId: derivedId('eni', row.id),
+      OwnerId: row.account_id,
+      PrivateDnsName: dnsName,
+      PrivateIpAddress: row.private_ip,
+      PrivateIpAddresses: [{ Primary: true, PrivateDnsName: dnsName, PrivateIpAddress: row.private_ip }],
+      SourceDestCheck: true,
+      Status: 'in-use',
+      SubnetId: row.subnet_id,
+      VpcId: row.vpc_id,
+      InterfaceType: 'interface',
+    }] : [],
+    RootDeviceName: ROOT_DEVICE_NAME,
+    RootDeviceType: 'instance-store',
+    SecurityGroups: groups,
+    SourceDestCheck: true,
+    ...(reason ? { StateReason: reason } : {}),
+    Tags: tags,
+    VirtualizationType: VIRTUALIZATION_TYPE,
+    CpuOptions: { CoreCount: vmType?.cores ?? 1, ThreadsPerCore: 1 },
+    HibernationOptions: { Configured: false },
+    MetadataOptions: {
+      State: 'applied', HttpTokens: 'optional', HttpPutResponseHopLimit: 1, HttpEndpoint: 'enabled',
+      HttpProtocolIpv6: 'disabled', InstanceMetadataTags: 'disabled',
+    },
+    EnclaveOptions: { Enabled: false },
+    PlatformDetails: 'Linux/UNIX',
+    UsageOperation: 'RunInstances',
+    PrivateDnsNameOptions: { HostnameType: 'ip-name', EnableResourceNameDnsARecord: false, EnableResourceNameDnsAAAARecord: false },
+    MaintenanceOptions: { AutoRecovery: 'disabled' },
+  };
+}
+
+/** Groups instances (already in display order) into EC2 Reservations, keeping that order. */
+export function reservationsOf(rows: InstancesTable[], tagsOf: (id: string) => Tag[], view: ViewContext) {
+  const byId = new Map<string, { ReservationId: string; OwnerId: string; Groups: never[]; Instances: ReturnType<typeof instanceView>[] }>();
+  for (const row of rows) {
+    let reservation = byId.get(row.reservation_id);
+    if (!reservation) {
+      // Instances in a VPC carry their groups themselves; the reservation's group set stays empty.
+      reservation = { ReservationId: row.reservation_id, OwnerId: row.account_id, Groups: [], Instances: [] };
+      byId.set(row.reservation_id, reservation);
+    }
+    reservation.Instances.push(instanceView(row, tagsOf(row.id), view));
+  }
+  return [...byId.values()];
+}
+
+export interface InstanceItem { row: InstancesTable; tags: Tag[] }
+
+/** DescribeInstances filters, read straight from rows so 10,000 instances filter quickly. */
+export function instanceFilters(region: string): FilterAccessors<InstanceItem> {
+  const groups = (i: InstanceItem) => groupsOf(i.row);
+  return {
+    'instance-id': (i) => i.row.id,
+    'instance-state-name': (i) => i.row.state,
+    'instance-state-code': (i) => String(STATE_CODES[i.row.state as InstanceState]),
+    'instance-type': (i) => i.row.instance_type,
+    'image-id': (i) => i.row.image_id,
+    'kernel-id': (i) => i.row.kernel_id ?? undefined,
+    'ramdisk-id': (i) => i.row.ramdisk_id ?? undefined,
+    'availability-zone': (i) => i.row.zone,
+    'private-ip-address': (i) => i.row.private_ip ?? undefined,
+    'network-interface.addresses.private-ip-address': (i) => i.row.private_ip ?? undefined,
+    'ip-address': (i) => i.row.public_ip ?? undefined,
+    'private-dns-name': (i) => dnsNameOf(i.row, region) || undefined,
+    'dns-name': () => undefined,
+    'key-name': (i) => i.row.key_name ?? undefined,
+    'reservation-id': (i) => i.row.reservation_id,
+    'subnet-id': (i) => i.row.subnet_id,
+    'vpc-id': (i) => i.row.vpc_id,
+    'network-interface.mac-address': (i) => i.row.mac,
+    'instance.group-id': (i) => groups(i).map((g) => g.id),
+    'instance.group-name': (i) => groups(i).map((g) => g.name),
+    'group-id': (i) => groups(i).map((g) => g.id),
+    'group-name': (i) => groups(i).map((g) => g.name),
+    'owner-id': (i) => i.row.account_id,
+    'launch-time': (i) => new Date(i.row.launch_time).toISOString(),
+    'launch-index': (i) => String(i.row.launch_index),
+    'client-token': (i) => i.row.client_token ?? undefined,
+    'architecture': () => ARCHITECTURE,
+    'hypervisor': () => HYPERVISOR,
+    'root-device-type': () => 'instance-store',
+    'root-device-name': () => ROOT_DEVICE_NAME,
+    'virtualization-type': () => VIRTUALIZATION_TYPE,
+    'monitoring-state': () => 'disabled',
+    'tenancy': () => 'default',
+    'platform-details': () => 'Linux/UNIX',
+    'state-reason-code': (i) => stateReason(i.row)?.Code,
+    'state-reason-message': (i) => stateReason(i.row)?.Message,
+    'reason': (i) => stateTransitionReason(i.row) || undefined,
+  };
+}
