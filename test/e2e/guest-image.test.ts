@@ -5,17 +5,18 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { connect, createServer as createTcpServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
-import { ensureDefaultGuestImage, type GuestImage } from '../../src/node/guest-image.ts';
+import { DEFAULT_RECIPE_SCRIPT, ensureDefaultGuestImage, type GuestImage } from '../../src/node/guest-image.ts';
 
 const execFileAsync = promisify(execFile);
+const IMAGE_RECIPE_DIR = dirname(DEFAULT_RECIPE_SCRIPT);
 
 const INSTANCE_ID = `i-${randomBytes(9).toString('hex').slice(0, 17)}`;
 const HOSTNAME = 'ip-169-254-0-15.ironbark.internal';
@@ -23,10 +24,15 @@ const USER_DATA = '#!/bin/sh\necho hello-from-userdata\n';
 
 let workDir = '';
 let image: GuestImage;
-let imds: Server | undefined;
 let qemu: ChildProcess | undefined;
-const imdsRequests: { method: string; url: string; token?: string }[] = [];
-const issuedTokens = new Set<string>();
+const servers: Server[] = [];
+
+interface ImdsRequest {
+  method: string;
+  url: string;
+  token?: string;
+  tokenValid: boolean;
+}
 
 async function freePort(): Promise<number> {
   const server = createTcpServer();
@@ -38,17 +44,19 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-function serveMetadata(publicKey: string): Server {
-  const metadata: Record<string, string> = {
-    '/latest/meta-data/instance-id': INSTANCE_ID,
-    '/latest/meta-data/local-hostname': HOSTNAME,
-    '/latest/meta-data/public-keys/0/openssh-key': publicKey,
-    '/latest/user-data': USER_DATA,
-  };
-  return createServer((req: IncomingMessage, res) => {
+/** An IMDS look-alike: with `v2Only`, GETs need a token from PUT /latest/api/token; else PUT is refused. */
+function serveMetadata(metadata: Record<string, string>, mode: 'v2Only' | 'v1Only', requests: ImdsRequest[]): Server {
+  const issuedTokens = new Set<string>();
+  const server = createServer((req: IncomingMessage, res) => {
     const token = req.headers['x-aws-ec2-metadata-token'];
-    imdsRequests.push({ method: req.method ?? '', url: req.url ?? '', token: typeof token === 'string' ? token : undefined });
+    const seen = { method: req.method ?? '', url: req.url ?? '', token: typeof token === 'string' ? token : undefined, tokenValid: false };
+    seen.tokenValid = seen.token !== undefined && issuedTokens.has(seen.token);
+    requests.push(seen);
     if (req.method === 'PUT' && req.url === '/latest/api/token') {
+      if (mode === 'v1Only') {
+        res.writeHead(405).end();
+        return;
+      }
       if (!req.headers['x-aws-ec2-metadata-token-ttl-seconds']) {
         res.writeHead(400).end();
         return;
@@ -58,8 +66,7 @@ function serveMetadata(publicKey: string): Server {
       res.writeHead(200, { 'content-type': 'text/plain' }).end(issued);
       return;
     }
-    // IMDSv2 required: every GET must carry a token this server issued.
-    if (typeof token !== 'string' || !issuedTokens.has(token)) {
+    if (mode === 'v2Only' && !seen.tokenValid) {
       res.writeHead(401).end();
       return;
     }
@@ -70,6 +77,8 @@ function serveMetadata(publicKey: string): Server {
     }
     res.writeHead(200, { 'content-type': 'text/plain' }).end(body);
   });
+  servers.push(server);
+  return server;
 }
 
 async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
@@ -130,7 +139,7 @@ after(async () => {
     qemu.kill('SIGKILL');
     await once(qemu, 'exit');
   }
-  if (imds) await new Promise((done) => imds!.close(done));
+  for (const server of servers) if (server.listening) await new Promise((done) => server.close(done));
   if (workDir) await rm(workDir, { recursive: true, force: true });
 });
 
@@ -146,7 +155,17 @@ test('default guest image boots, reads IMDSv2 metadata, serves SSH and powers of
   await execFileAsync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'guest-image-test', '-f', keyPath]);
   const publicKey = (await readFile(`${keyPath}.pub`, 'utf8')).trim();
 
-  imds = serveMetadata(publicKey);
+  const imdsRequests: ImdsRequest[] = [];
+  const imds = serveMetadata(
+    {
+      '/latest/meta-data/instance-id': INSTANCE_ID,
+      '/latest/meta-data/local-hostname': HOSTNAME,
+      '/latest/meta-data/public-keys/0/openssh-key': publicKey,
+      '/latest/user-data': USER_DATA,
+    },
+    'v2Only',
+    imdsRequests,
+  );
   imds.listen(0, '127.0.0.1');
   await once(imds, 'listening');
   const imdsPort = (imds.address() as { port: number }).port;
@@ -204,7 +223,7 @@ test('default guest image boots, reads IMDSv2 metadata, serves SSH and powers of
     assert.ok(token, 'the guest asked for an IMDSv2 session token');
     const gets = imdsRequests.filter((r) => r.method === 'GET');
     assert.ok(gets.some((r) => r.url === '/latest/meta-data/instance-id'));
-    assert.ok(gets.every((r) => r.token && issuedTokens.has(r.token)), 'every GET carried the session token');
+    assert.ok(gets.every((r) => r.tokenValid), 'every GET carried the session token');
 
     await waitFor('the user-data output on the console', 60_000, async () =>
       (await readConsole()).includes('hello-from-userdata') ? true : undefined,
@@ -252,4 +271,38 @@ test('default guest image boots, reads IMDSv2 metadata, serves SSH and powers of
     process.stderr.write(`console so far:\n${await readConsole()}\nqemu stderr: ${qemuStderr}\n`);
     throw err;
   }
+});
+
+test('guest metadata client falls back to IMDSv1 GETs when the token PUT is refused', async () => {
+  // The guest's client script, run on the host under the same busybox the image ships.
+  const busybox = (await execFileAsync('dpkg', ['-L', 'busybox-static'])).stdout.split('\n').find((p) => /\/s?bin\/busybox$/.test(p));
+  assert.ok(busybox, 'busybox-static is installed');
+  const binDir = join(workDir, 'busybox-bin');
+  await mkdir(binDir);
+  for (const applet of ['sh', 'nc', 'wget', 'timeout', 'tr', 'sed', 'printf', 'cat', 'mkdir', 'dirname']) {
+    await symlink(busybox, join(binDir, applet));
+  }
+  const requests: ImdsRequest[] = [];
+  const server = serveMetadata({ '/latest/meta-data/instance-id': 'i-0123456789abcdef0' }, 'v1Only', requests);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const env = {
+    PATH: binDir,
+    IMDS_HOST: '127.0.0.1',
+    IMDS_PORT: String((server.address() as { port: number }).port),
+    IMDS_TOKEN_FILE: join(workDir, 'imds-v1', 'token'),
+  };
+  const client = join(IMAGE_RECIPE_DIR, 'rootfs/usr/libexec/ironbark/imds');
+  const imds = (path: string) => execFileAsync(join(binDir, 'sh'), [client, path], { env, timeout: 20_000 });
+
+  assert.equal((await imds('meta-data/instance-id')).stdout, 'i-0123456789abcdef0');
+  await assert.rejects(imds('meta-data/no-such-item'), 'a missing item is an error, not empty output');
+  assert.equal(requests.filter((r) => r.method === 'PUT').length, 1, 'the refused PUT is not retried within the boot');
+  assert.deepEqual(
+    requests.filter((r) => r.method === 'GET').map((r) => [r.url, r.token]),
+    [
+      ['/latest/meta-data/instance-id', undefined],
+      ['/latest/meta-data/no-such-item', undefined],
+    ],
+  );
 });
