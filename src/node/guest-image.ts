@@ -3,7 +3,7 @@
 // visible progress, installs the Debian tools it needs, and rebuilds only when the recipe or
 // one of its inputs (kernel package, busybox, dropbear, shared libraries) changed.
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -205,38 +205,43 @@ const inFlight = new Map<string, Promise<GuestImage>>();
 
 /**
  * Returns the default guest image, building it first when the cache is missing or stale.
+ * Each build lives in its own directory, `<cacheDir>/default/<fingerprint prefix>/`, and is
+ * never modified afterwards, so copy-on-write disks that name its rootfs.img as their backing
+ * file stay valid when a newer recipe or kernel produces a new build beside it.
  * Building needs root (device nodes and root-owned files inside the images).
  */
 export function ensureDefaultGuestImage(options: EnsureGuestImageOptions = {}): Promise<GuestImage> {
-  const dir = join(resolve(options.cacheDir ?? defaultImageCacheDir()), 'default');
-  const existing = inFlight.get(dir);
+  const root = join(resolve(options.cacheDir ?? defaultImageCacheDir()), 'default');
+  const existing = inFlight.get(root);
   if (existing) return existing;
-  const promise = ensureImage(dir, options).finally(() => inFlight.delete(dir));
-  inFlight.set(dir, promise);
+  const promise = ensureImage(root, options).finally(() => inFlight.delete(root));
+  inFlight.set(root, promise);
   return promise;
 }
 
-async function ensureImage(dir: string, options: EnsureGuestImageOptions): Promise<GuestImage> {
+async function ensureImage(root: string, options: EnsureGuestImageOptions): Promise<GuestImage> {
   const script = options.recipeScript ?? DEFAULT_RECIPE_SCRIPT;
   const onProgress = options.onProgress ?? (() => {});
   let total = 0;
   let step = 0;
   const prepare = (message: string) => onProgress({ step: 0, total, message });
 
-  const required = await run(script, ['--required-packages']);
+  const required = await run('bash', [script, '--required-packages']);
   if (required.code !== 0) throw new GuestImageBuildError(`${script} --required-packages failed:\n${lastLines(required.stderr)}`);
   await ensureHostPackages(required.stdout.trim().split(/\s+/).filter(Boolean), prepare);
 
-  let fingerprintRun = await run(script, ['--fingerprint']);
+  let fingerprintRun = await run('bash', [script, '--fingerprint']);
   if (fingerprintRun.code !== 0 && process.getuid?.() === 0) {
     // Without the kernel installed on the host the recipe asks apt, which knows nothing
     // until its package lists were fetched once.
     prepare('updating the apt package lists');
     await run('apt-get', ['update'], undefined, { ...process.env, DEBIAN_FRONTEND: 'noninteractive' });
-    fingerprintRun = await run(script, ['--fingerprint']);
+    fingerprintRun = await run('bash', [script, '--fingerprint']);
   }
   if (fingerprintRun.code !== 0) throw new GuestImageBuildError(`${script} --fingerprint failed:\n${lastLines(fingerprintRun.stderr)}`);
   const fingerprint = fingerprintRun.stdout.trim();
+  const dir = join(root, fingerprint.slice(0, 16));
+
   const cached = await readManifest(dir);
   if (cached && (await isCurrent(dir, cached, fingerprint))) return describe(dir, cached);
 
@@ -245,8 +250,12 @@ async function ensureImage(dir: string, options: EnsureGuestImageOptions): Promi
     const built = await readManifest(dir);
     if (built && (await isCurrent(dir, built, fingerprint))) return describe(dir, built);
 
+    // Build beside the final place and rename, so `dir` only ever holds a whole image.
+    const partial = `${dir}.partial`;
+    await rm(partial, { recursive: true, force: true });
+    await rm(dir, { recursive: true, force: true });
     prepare(`building the default guest image in ${dir}`);
-    const result = await run(script, [dir], (line) => {
+    const result = await run('bash', [script, partial], (line) => {
       const match = /^step (\d+)\/(\d+) (.*)$/.exec(line);
       if (match) {
         step = Number(match[1]);
@@ -257,12 +266,14 @@ async function ensureImage(dir: string, options: EnsureGuestImageOptions): Promi
       }
     });
     if (result.code !== 0) {
+      await rm(partial, { recursive: true, force: true });
       throw new GuestImageBuildError(`building the default guest image failed (exit ${result.code}):\n${lastLines(result.stderr || result.stdout)}`);
     }
-    const manifest = await readManifest(dir);
-    if (!manifest || !(await isCurrent(dir, manifest, fingerprint))) {
-      throw new GuestImageBuildError(`the guest image build in ${dir} left no complete manifest`);
+    const manifest = await readManifest(partial);
+    if (!manifest || !(await isCurrent(partial, manifest, fingerprint))) {
+      throw new GuestImageBuildError(`the guest image build in ${partial} left no complete manifest (its inputs changed during the build?)`);
     }
+    await rename(partial, dir);
     return describe(dir, manifest);
   });
 }
