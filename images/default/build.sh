@@ -94,7 +94,7 @@ resolve_host_binaries() {
 fingerprint() {
   {
     echo "recipe-version $RECIPE_VERSION"
-    (cd "$RECIPE_DIR" && find . -type f -print0 | sort -z | xargs -0 sha256sum && find . -type f -printf '%m %p\n' | sort)
+    (cd "$RECIPE_DIR" && find . -type f ! -name '*.md' -print0 | sort -z | xargs -0 sha256sum && find . -type f ! -name '*.md' -printf '%m %p\n' | sort)
     echo "kernel $KERNEL_PACKAGE $KERNEL_VERSION"
     for f in "$BUSYBOX" $DYNAMIC_BINARIES $SHARED_LIBS; do
       echo "$f $(sha256sum < "$f" | cut -d' ' -f1)"

@@ -1,0 +1,368 @@
+// The cluster controller of one availability zone: places instances on its nodes with the
+// scheduler, relays the cloud's commands to the node that runs each instance, and reports actual
+// state from what its nodes say. Like Eucalyptus' CC it keeps soft state only: which node runs
+// which instance is learnt from the nodes' own reports, so a restarted controller rebuilds its map
+// from one round of polling, and a node that comes back after being down is believed as it is.
+import { Ec2Error } from '../protocol/errors.ts';
+import type { InstanceSpec, NodeInstanceStatus } from '../node/node-api.ts';
+import type { ClusterApi, ClusterInstanceStatus, ClusterNodeStatus, Placement } from './cluster-api.ts';
+import { NodeRegistry, type NodeEntry, type NodeRegistration } from './node-registry.ts';
+import { createPolicy } from './policies/index.ts';
+import type { AllocationPolicy, PinoLikeLogger } from './policy.ts';
+import { Scheduler, type PlacementDecision } from './scheduler.ts';
+
+export interface ClusterControllerOptions {
+  zone: string;
+  /** The zone's private network; every instance's address lies in it. */
+  cidr: string;
+  /** An allocation policy name or plugin spec (see createPolicy), or a policy object. */
+  policy: string | AllocationPolicy;
+  /** Nodes to start with; more come and go through addNode/removeNode. */
+  nodes?: Record<string, NodeRegistration>;
+  log?: PinoLikeLogger;
+  /** 0 turns the background polling off (tests call pollOnce themselves). */
+  pollIntervalMs?: number;
+  downAfterMs?: number;
+  /** Limit for describe calls to a node. */
+  callTimeoutMs?: number;
+  /** Limit for commands that change an instance (a graceful stop may take the guest's full grace time). */
+  commandTimeoutMs?: number;
+  pollConcurrency?: number;
+  now?: () => number;
+}
+
+const noopLog: PinoLikeLogger = { debug() {}, info() {}, warn() {}, error() {} };
+
+export class ClusterController implements ClusterApi {
+  readonly zone: string;
+  readonly cidr: string;
+  readonly registry: NodeRegistry;
+  private readonly log: PinoLikeLogger;
+  private readonly commandTimeoutMs: number;
+  private readonly pollIntervalMs: number;
+  private readonly schedulerReady: Promise<Scheduler>;
+  /** instance id → node id, as the nodes last reported (plus launches made since). */
+  private readonly placements = new Map<string, string>();
+  /** Terminations a node could not be told about yet (it was down); finished when it answers. */
+  private readonly pendingTerminations = new Map<string, string>();
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private polling: Promise<void> | undefined;
+
+  constructor(opts: ClusterControllerOptions) {
+    this.zone = opts.zone;
+    this.cidr = opts.cidr;
+    this.log = opts.log ?? noopLog;
+    this.commandTimeoutMs = opts.commandTimeoutMs ?? 90_000;
+    this.pollIntervalMs = opts.pollIntervalMs ?? 2000;
+    this.registry = new NodeRegistry({
+      downAfterMs: opts.downAfterMs ?? 10_000,
+      callTimeoutMs: opts.callTimeoutMs ?? 5000,
+      concurrency: opts.pollConcurrency,
+      now: opts.now,
+      log: this.log,
+      onReport: (entry) => this.reconcile(entry),
+    });
+    const policy = opts.policy;
+    this.schedulerReady = (typeof policy === 'string' ? createPolicy(policy) : Promise.resolve(policy))
+      .then((p) => new Scheduler({ policy: p, log: this.log }));
+    this.schedulerReady.catch(() => undefined); // reported by the first request that needs it
+    for (const [id, reg] of Object.entries(opts.nodes ?? {})) this.registry.add(id, reg);
+    if (this.pollIntervalMs > 0) this.schedule(0);
+  }
+
+  /** Adds a node and asks it for its state once; resolves whether it answered. */
+  async addNode(id: string, reg: NodeRegistration): Promise<boolean> {
+    const entry = this.registry.add(id, reg);
+    this.log.info({ nodeId: id, node: reg.name, address: reg.address }, 'node added');
+    return this.registry.poll(entry);
+  }
+
+  removeNode(id: string): boolean {
+    const removed = this.registry.remove(id);
+    for (const [instanceId, nodeId] of this.placements) if (nodeId === id) this.placements.delete(instanceId);
+    for (const [instanceId, nodeId] of this.pendingTerminations) if (nodeId === id) this.pendingTerminations.delete(instanceId);
+    if (removed) this.log.info({ nodeId: id }, 'node removed');
+    return removed;
+  }
+
+  /** One round: every node's report, then any terminations that were waiting for a node. */
+  pollOnce(): Promise<void> {
+    this.polling ??= (async () => {
+      try {
+        await this.registry.pollAll();
+        await this.finishPendingTerminations();
+      } finally {
+        this.polling = undefined;
+      }
+    })();
+    return this.polling;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.timer);
+    await this.polling?.catch(() => undefined);
+  }
+
+  // --- ClusterApi --------------------------------------------------------------------------------
+
+  async runInstances(specs: InstanceSpec[]): Promise<Placement[]> {
+    if (!specs.length) throw new Ec2Error('InvalidParameterValue', 'No instances to run.');
+    for (const spec of specs) {
+      if (spec.zone !== this.zone) {
+        throw new Ec2Error('InvalidParameterValue', `Instance ${spec.instanceId} is for availability zone ${spec.zone}, not ${this.zone}.`);
+      }
+    }
+    // A retried request (the cloud restarted mid-launch): instances already placed stay where they are.
+    const known = specs.filter((s) => this.placements.has(s.instanceId));
+    if (known.length === specs.length) {
+      await Promise.all(known.map((s) => this.command(s.instanceId, 'runInstance', (c) => c.runInstance(s))));
+      return known.map((s) => ({ instanceId: s.instanceId, nodeId: this.placements.get(s.instanceId)! }));
+    }
+    if (known.length > 0) {
+      throw new Ec2Error('InvalidParameterValue', `Instances ${known.map((s) => s.instanceId).join(', ')} already run in ${this.zone}; run the others in a request of their own.`);
+    }
+
+    const scheduler = await this.schedulerReady;
+    const first = specs[0]!;
+    const result = await scheduler.place({
+      requestId: first.reservationId,
+      instances: specs.map((s) => ({ instanceId: s.instanceId, vmType: s.vmType })),
+      accountId: first.accountId,
+      imageId: first.imageId,
+    }, this.registry.views());
+    this.notePlacementReasons(result.decisions);
+    if (!result.ok) throw result.error;
+
+    const bySpec = new Map(specs.map((s) => [s.instanceId, s]));
+    const outcomes = await Promise.allSettled(result.placements.map((p) => {
+      const entry = this.registry.get(p.nodeId)!;
+      return this.registry.call(entry, 'runInstance', (c) => c.runInstance(bySpec.get(p.instanceId)!), this.commandTimeoutMs);
+    }));
+    const failed = outcomes.findIndex((o) => o.status === 'rejected');
+    if (failed >= 0) {
+      // All or nothing: whatever did start (or may have, behind a timeout) is terminated again.
+      await Promise.all(result.placements.map((p) => this.rollback(p.instanceId, p.nodeId)));
+      scheduler.release(result.reservationId);
+      const p = result.placements[failed]!;
+      const err = (outcomes[failed] as PromiseRejectedResult).reason as Error;
+      const node = this.registry.get(p.nodeId)?.name ?? p.nodeId;
+      this.log.warn({ requestId: first.reservationId, instanceId: p.instanceId, nodeId: p.nodeId, err: err.message }, 'launch failed on a node; request rolled back');
+      const message = `Instance ${p.instanceId} could not be started on node ${node}: ${err.message} The request was rolled back.`;
+      throw new Ec2Error(err instanceof Ec2Error ? err.code : 'InternalError', message);
+    }
+
+    result.placements.forEach((p, i) => {
+      const status = (outcomes[i] as PromiseFulfilledResult<NodeInstanceStatus>).value;
+      const entry = this.registry.get(p.nodeId)!;
+      this.placements.set(p.instanceId, p.nodeId);
+      this.remember(entry, status);
+      // Book-keep the capacity now taken until the node's next report says it itself.
+      const need = bySpec.get(p.instanceId)!.vmType;
+      if (entry.resources) {
+        const free = entry.resources.free;
+        free.cores -= need.cores;
+        free.memoryMiB -= need.memoryMiB;
+        free.diskGiB -= need.diskGiB;
+        entry.resources.instanceCount += 1;
+      }
+    });
+    scheduler.commit(result.reservationId);
+    return result.placements.map(({ instanceId, nodeId }) => ({ instanceId, nodeId }));
+  }
+
+  async startInstance(instanceId: string): Promise<void> {
+    await this.command(instanceId, 'startInstance', (c) => c.startInstance(instanceId));
+  }
+
+  async stopInstance(instanceId: string, force?: boolean): Promise<void> {
+    await this.command(instanceId, 'stopInstance', (c) => c.stopInstance(instanceId, force));
+  }
+
+  async rebootInstance(instanceId: string): Promise<void> {
+    await this.command(instanceId, 'rebootInstance', (c) => c.rebootInstance(instanceId));
+  }
+
+  async terminateInstance(instanceId: string): Promise<void> {
+    const nodeId = this.placements.get(instanceId);
+    if (nodeId === undefined) return; // unknown or already gone: terminating is idempotent
+    const entry = this.registry.get(nodeId);
+    if (!entry) {
+      this.placements.delete(instanceId);
+      return;
+    }
+    if (entry.state === 'down') {
+      this.pendingTerminations.set(instanceId, nodeId);
+      this.log.info({ instanceId, nodeId }, 'node is down: termination queued until it answers');
+      return;
+    }
+    try {
+      await this.registry.call(entry, 'terminateInstance', (c) => c.terminateInstance(instanceId), this.commandTimeoutMs);
+    } catch (err) {
+      if (err instanceof Ec2Error) throw err;
+      this.pendingTerminations.set(instanceId, nodeId);
+      this.log.warn({ instanceId, nodeId, err: (err as Error).message }, 'termination queued until the node answers');
+      return;
+    }
+    this.forget(entry, instanceId);
+  }
+
+  async consoleOutput(instanceId: string): Promise<string> {
+    const entry = this.route(instanceId);
+    return this.registry.call(entry, 'consoleOutput', (c) => c.consoleOutput(instanceId), this.commandTimeoutMs);
+  }
+
+  async describeInstances(): Promise<ClusterInstanceStatus[]> {
+    const out: ClusterInstanceStatus[] = [];
+    for (const entry of this.registry.list()) {
+      const nodeDown = entry.state === 'down';
+      for (const inst of entry.instances) {
+        const queued = this.pendingTerminations.has(inst.instanceId);
+        out.push({
+          ...inst,
+          ...(queued ? { state: 'shutting-down' as const, reason: `node ${entry.name} is not answering; termination is queued` } : {}),
+          nodeId: entry.id,
+          ...(nodeDown ? { nodeDown: true } : {}),
+        });
+      }
+    }
+    return out;
+  }
+
+  async describeNodes(): Promise<ClusterNodeStatus[]> {
+    return this.registry.list().map((entry) => {
+      const r = entry.resources;
+      return {
+        nodeId: entry.id,
+        hypervisor: r?.hypervisor ?? 'qemu',
+        accelerator: r?.accelerator ?? 'none',
+        acceleratorReason: r ? r.acceleratorReason : 'the node has not answered yet',
+        capacity: r ? { ...r.capacity } : { cores: 0, memoryMiB: 0, diskGiB: 0 },
+        free: r ? { ...r.free } : { cores: 0, memoryMiB: 0, diskGiB: 0 },
+        instanceCount: r?.instanceCount ?? 0,
+        name: entry.name,
+        address: entry.address,
+        state: entry.state,
+        lastSeen: entry.lastSeen !== undefined ? new Date(entry.lastSeen).toISOString() : undefined,
+        lastPlacementReason: entry.lastPlacementReason,
+      };
+    });
+  }
+
+  /** The node that runs an instance, as this controller knows it. */
+  nodeOf(instanceId: string): string | undefined {
+    return this.placements.get(instanceId);
+  }
+
+  // --- internals ---------------------------------------------------------------------------------
+
+  private route(instanceId: string): NodeEntry {
+    const nodeId = this.placements.get(instanceId);
+    const entry = nodeId !== undefined ? this.registry.get(nodeId) : undefined;
+    if (!entry || this.pendingTerminations.has(instanceId)) {
+      throw new Ec2Error('InvalidInstanceID.NotFound', `The instance ID '${instanceId}' does not exist`);
+    }
+    if (entry.state === 'down') {
+      throw new Ec2Error('Unavailable', `The node ${entry.name} that hosts instance ${instanceId} is not responding; try again later.`);
+    }
+    return entry;
+  }
+
+  /** Sends a command to the instance's node and keeps the status it answers. */
+  private async command<T extends NodeInstanceStatus | void | string>(instanceId: string, what: string,
+    fn: (client: NodeEntry['client']) => Promise<T>): Promise<T> {
+    const entry = this.route(instanceId);
+    const result = await this.registry.call(entry, what, fn, this.commandTimeoutMs);
+    if (result && typeof result === 'object') this.remember(entry, result as NodeInstanceStatus);
+    return result;
+  }
+
+  private remember(entry: NodeEntry, status: NodeInstanceStatus): void {
+    const i = entry.instances.findIndex((s) => s.instanceId === status.instanceId);
+    entry.instances = i >= 0 ? entry.instances.map((s, j) => (j === i ? status : s)) : [...entry.instances, status];
+    entry.version++;
+    this.registry.noteIdle(entry);
+  }
+
+  private forget(entry: NodeEntry, instanceId: string): void {
+    this.placements.delete(instanceId);
+    this.pendingTerminations.delete(instanceId);
+    entry.instances = entry.instances.filter((s) => s.instanceId !== instanceId);
+    entry.version++;
+    this.registry.noteIdle(entry);
+  }
+
+  private async rollback(instanceId: string, nodeId: string): Promise<void> {
+    const entry = this.registry.get(nodeId);
+    if (!entry) return;
+    try {
+      await this.registry.call(entry, 'terminateInstance', (c) => c.terminateInstance(instanceId), this.commandTimeoutMs);
+    } catch (err) {
+      // The node may still hold it: remember to terminate it when the node answers again.
+      this.placements.set(instanceId, nodeId);
+      this.pendingTerminations.set(instanceId, nodeId);
+      this.log.warn({ instanceId, nodeId, err: (err as Error).message }, 'rollback of a launch is queued until the node answers');
+    }
+  }
+
+  /** The node is the source of truth for what runs on it. */
+  private reconcile(entry: NodeEntry): void {
+    const reported = new Set<string>();
+    for (const inst of entry.instances) {
+      reported.add(inst.instanceId);
+      const previous = this.placements.get(inst.instanceId);
+      if (previous !== undefined && previous !== entry.id) {
+        const other = this.registry.get(previous);
+        if (other && other.instances.some((s) => s.instanceId === inst.instanceId)) {
+          this.log.error({ instanceId: inst.instanceId, nodes: [previous, entry.id] }, 'instance is reported by two nodes');
+          continue;
+        }
+      }
+      this.placements.set(inst.instanceId, entry.id);
+    }
+    for (const [instanceId, nodeId] of this.placements) {
+      if (nodeId === entry.id && !reported.has(instanceId)) {
+        this.placements.delete(instanceId);
+        this.pendingTerminations.delete(instanceId);
+      }
+    }
+  }
+
+  private async finishPendingTerminations(): Promise<void> {
+    const work: Promise<void>[] = [];
+    for (const [instanceId, nodeId] of this.pendingTerminations) {
+      const entry = this.registry.get(nodeId);
+      if (!entry || entry.state === 'down') continue;
+      work.push(this.registry.call(entry, 'terminateInstance', (c) => c.terminateInstance(instanceId), this.commandTimeoutMs)
+        .then(() => {
+          this.log.info({ instanceId, nodeId }, 'queued termination done');
+          this.forget(entry, instanceId);
+        }, (err: Error) => this.log.warn({ instanceId, nodeId, err: err.message }, 'queued termination failed; will retry')));
+    }
+    await Promise.all(work);
+  }
+
+  private notePlacementReasons(decisions: readonly PlacementDecision[]): void {
+    for (const d of decisions) {
+      if (d.nodeId !== undefined) {
+        const entry = this.registry.get(d.nodeId);
+        if (entry) entry.lastPlacementReason = `chose it for ${d.instanceId}: ${d.chosenBecause}`;
+      }
+      for (const skip of d.skipped) {
+        const entry = this.registry.get(skip.nodeId);
+        if (entry) entry.lastPlacementReason = `skipped it for ${d.instanceId}: ${skip.reason}`;
+      }
+    }
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.closed) return;
+    this.timer = setTimeout(() => {
+      this.pollOnce()
+        .catch((err: Error) => this.log.error({ err: err.message }, 'polling nodes failed'))
+        .finally(() => this.schedule(this.pollIntervalMs));
+    }, delayMs);
+    this.timer.unref();
+  }
+}
