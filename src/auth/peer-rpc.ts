@@ -75,6 +75,30 @@ export function createPeerRpcHandler(opts: PeerRpcHandlerOptions) {
   };
 }
 
+// ---- reading named parameters ----------------------------------------------------------------
+
+export function requiredString(params: Record<string, unknown>, name: string): string {
+  const value = params[name];
+  if (value === undefined || value === null || value === '') throw new Ec2Error('MissingParameter', `The request must contain the parameter ${name}`);
+  if (typeof value !== 'string') throw new Ec2Error('InvalidParameterValue', `Value for parameter ${name} must be a string.`);
+  return value;
+}
+
+export function optionalBoolean(params: Record<string, unknown>, name: string): boolean | undefined {
+  const value = params[name];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'boolean') throw new Ec2Error('InvalidParameterValue', `Value for parameter ${name} must be true or false.`);
+  return value;
+}
+
+export function requiredObject<T>(params: Record<string, unknown>, name: string): T {
+  const value = params[name];
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new Ec2Error('MissingParameter', `The request must contain the parameter ${name}`);
+  }
+  return value as T;
+}
+
 function remoteAddress(c: Context): string | undefined {
   const incoming = (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming;
   return incoming?.socket?.remoteAddress;

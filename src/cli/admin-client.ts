@@ -1,8 +1,8 @@
 // A small JSON client for the cloud's admin API. It signs every request with SigV4 (service
 // "ec2", like the EC2 endpoint) using the cloud admin's key, found in order: `--data-dir`'s
 // credentials.env, the AWS_* environment variables, then $IRONBARK_DATA_DIR (or
-// /var/lib/ironbark)/credentials.env. The endpoint is `--endpoint`, else AWS_ENDPOINT_URL_EC2,
-// else the one in the credentials file.
+// /var/lib/ironbark)/credentials.env. The endpoint is `--endpoint`, else AWS_ENDPOINT_URL_EC2 from
+// the same place as the credentials, else from the environment.
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { existsSync } from 'node:fs';
@@ -54,7 +54,8 @@ export function resolveAdminConfig(opts: AdminConnectionOptions, env: NodeJS.Pro
   if (!accessKeyId || !secretAccessKey) {
     throw new Error('The admin credentials are incomplete: both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are needed.');
   }
-  const endpoint = opts.endpoint ?? env.AWS_ENDPOINT_URL_EC2 ?? vars.AWS_ENDPOINT_URL_EC2;
+  // The endpoint that came with the credentials belongs to them; the environment's may be another cloud's.
+  const endpoint = opts.endpoint ?? vars.AWS_ENDPOINT_URL_EC2 ?? env.AWS_ENDPOINT_URL_EC2;
   if (!endpoint) throw new Error('No endpoint known: pass --endpoint URL or set AWS_ENDPOINT_URL_EC2.');
   let url: URL;
   try {
@@ -112,7 +113,9 @@ export async function signAdminRequest(config: AdminClientConfig, method: string
     method, protocol: url.protocol, hostname: url.hostname, port: url.port ? Number(url.port) : undefined,
     path: url.pathname, query, headers, body,
   }, { signingDate: options.now });
-  return { url: url.toString(), method, headers: signed.headers as Record<string, string>, body };
+  const sent = { ...(signed.headers as Record<string, string>) };
+  if (body !== undefined) sent['content-length'] = String(Buffer.byteLength(body));
+  return { url: url.toString(), method, headers: sent, body };
 }
 
 export class AdminClient {

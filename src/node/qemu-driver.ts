@@ -482,6 +482,8 @@ export function buildQemuArgs(spec: VmSpec, run: {
   ];
   if (spec.initrdPath) args.push('-initrd', spec.initrdPath);
   args.push('-drive', `file=${optValue(spec.diskPath)},if=virtio,format=qcow2`);
+  // Entropy for the guest's first-boot host keys; without it key generation stalls on TCG.
+  args.push('-device', 'virtio-rng-pci');
   const net = spec.network;
   if (net.kind === 'none') {
     args.push('-nic', 'none');
@@ -498,7 +500,7 @@ export function buildQemuArgs(spec: VmSpec, run: {
         netdev += `,guestfwd=tcp:${f.guestAddress}:${f.guestPort}-${optValue(f.target)}`;
       }
     }
-    args.push('-netdev', netdev, '-device', `virtio-net-pci,netdev=net0,mac=${spec.macAddress}`);
+    args.push('-netdev', netdev, '-device', `virtio-net-pci,netdev=net0,mac=${spec.macAddress},romfile=`);
   }
   args.push(
     '-chardev', `file,id=serial0,path=${optValue(run.consoleLog)}`,

@@ -1,0 +1,71 @@
+// NodeApi over HTTP: how a cluster controller on another host drives a node controller. Calls are
+// signed with the node's secret; a node that does not answer in time fails with Unavailable.
+import type { InstanceSpec, NodeApi, NodeInstanceStatus, NodeResources } from './node-api.ts';
+import { PeerClient } from '../auth/peer-rpc.ts';
+
+export interface NodeHttpClientOptions {
+  nodeId: string;
+  /** Base URL the node advertised when it joined, e.g. http://172.30.0.11:8775. */
+  url: string;
+  /** The node's secret, read per call: undefined once the node is revoked. */
+  secret: () => string | undefined;
+  timeoutMs?: number;
+  /** How long runInstance may take: the node may first fetch the image. */
+  runTimeoutMs?: number;
+}
+
+export class NodeHttpClient implements NodeApi {
+  readonly nodeId: string;
+  readonly #peer: PeerClient;
+
+  constructor(opts: NodeHttpClientOptions) {
+    this.nodeId = opts.nodeId;
+    const runTimeoutMs = opts.runTimeoutMs ?? 10 * 60_000;
+    this.#peer = new PeerClient({
+      baseUrl: opts.url,
+      peerName: `node ${opts.nodeId}`,
+      credentials: () => {
+        const secret = opts.secret();
+        return secret === undefined ? undefined : { keyId: opts.nodeId, secret };
+      },
+      timeoutMs: opts.timeoutMs,
+      timeoutsMs: { runInstance: runTimeoutMs, startInstance: runTimeoutMs, stopInstance: 2 * 60_000, terminateInstance: 2 * 60_000, rebootInstance: 2 * 60_000 },
+    });
+  }
+
+  get url(): string {
+    return this.#peer.baseUrl;
+  }
+
+  describeResources(): Promise<NodeResources> {
+    return this.#peer.call('describeResources');
+  }
+
+  describeInstances(): Promise<NodeInstanceStatus[]> {
+    return this.#peer.call('describeInstances');
+  }
+
+  runInstance(spec: InstanceSpec): Promise<NodeInstanceStatus> {
+    return this.#peer.call('runInstance', { spec });
+  }
+
+  startInstance(instanceId: string): Promise<NodeInstanceStatus> {
+    return this.#peer.call('startInstance', { instanceId });
+  }
+
+  stopInstance(instanceId: string, force?: boolean): Promise<NodeInstanceStatus> {
+    return this.#peer.call('stopInstance', { instanceId, force });
+  }
+
+  async rebootInstance(instanceId: string): Promise<void> {
+    await this.#peer.call('rebootInstance', { instanceId });
+  }
+
+  async terminateInstance(instanceId: string): Promise<void> {
+    await this.#peer.call('terminateInstance', { instanceId });
+  }
+
+  async consoleOutput(instanceId: string): Promise<string> {
+    return (await this.#peer.call<{ output: string }>('consoleOutput', { instanceId })).output;
+  }
+}

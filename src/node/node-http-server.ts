@@ -1,0 +1,42 @@
+// A node controller's API served over HTTP to its cluster controller, and to nothing else: every
+// call must be signed with the secret this node received when it joined (key id = its node id).
+import { Hono } from 'hono';
+import type { Logger } from 'pino';
+import type { NodeApi } from './node-api.ts';
+import { PeerVerifier } from '../auth/peer-auth.ts';
+import { createPeerRpcHandler, optionalBoolean, requiredObject, requiredString, type PeerMethods } from '../auth/peer-rpc.ts';
+
+export interface NodeIdentity { nodeId: string; secret: string }
+
+export interface NodeHttpServerOptions {
+  agent: NodeApi;
+  /** The node's identity from joining; read per request so a re-join takes effect at once. */
+  identity: () => NodeIdentity | undefined;
+  log: Pick<Logger, 'warn' | 'error'>;
+}
+
+export function nodeApiMethods(agent: NodeApi): PeerMethods {
+  return {
+    describeResources: () => agent.describeResources(),
+    describeInstances: () => agent.describeInstances(),
+    runInstance: (p) => agent.runInstance(requiredObject(p, 'spec')),
+    startInstance: (p) => agent.startInstance(requiredString(p, 'instanceId')),
+    stopInstance: (p) => agent.stopInstance(requiredString(p, 'instanceId'), optionalBoolean(p, 'force')),
+    rebootInstance: (p) => agent.rebootInstance(requiredString(p, 'instanceId')),
+    terminateInstance: (p) => agent.terminateInstance(requiredString(p, 'instanceId')),
+    consoleOutput: async (p) => ({ output: await agent.consoleOutput(requiredString(p, 'instanceId')) }),
+  };
+}
+
+export function createNodeHttpApp(opts: NodeHttpServerOptions): Hono {
+  const verifier = new PeerVerifier({
+    secretFor: (keyId) => {
+      const id = opts.identity();
+      return id && id.nodeId === keyId ? id.secret : undefined;
+    },
+  });
+  const app = new Hono();
+  app.get('/healthz', (c) => c.json({ ok: true, joined: opts.identity() !== undefined }));
+  app.post('/v1/:method', createPeerRpcHandler({ verifier, methods: nodeApiMethods(opts.agent), log: opts.log, peerKind: 'cluster' }));
+  return app;
+}
