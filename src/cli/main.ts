@@ -1,6 +1,7 @@
 // The `ironbark` command: every role and the operator's tools from one binary.
 import { Command, Option } from 'commander';
 import { runUp } from './up.ts';
+import { registerAdminCommands } from './admin.ts';
 
 const program = new Command();
 program.name('ironbark').description('An open-source private cloud that speaks the Amazon EC2 API');
@@ -15,6 +16,8 @@ program.command('up')
   .option('--zone-cidr <cidr>', 'private network of the zone', '10.1.0.0/16')
   .addOption(new Option('--driver <driver>', 'hypervisor driver').choices(['qemu', 'fake']).default('qemu'))
   .action(async (opts) => { await runUp(opts); });
+
+registerAdminCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`ironbark: ${err instanceof Error ? err.message : String(err)}\n`);

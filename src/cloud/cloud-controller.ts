@@ -1,6 +1,6 @@
 // The cloud controller process: the state store, the EC2 endpoint and (later) the admin API,
 // served over HTTP.
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
 import { serve, type ServerType } from '@hono/node-server';
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
@@ -11,6 +11,9 @@ import { createEc2Handler } from './ec2-endpoint.ts';
 import { allOperations } from './operations.ts';
 import { ensureAdminAccount, type AdminCredentials } from './bootstrap.ts';
 import type { CloudSettings } from './context.ts';
+import { ComputeDirectory } from './compute-directory.ts';
+import { InstanceReconciler } from './instance-reconciler.ts';
+import { seedVmTypes } from './vm-types.ts';
 
 export interface CloudControllerOptions {
   dataDir: string;
@@ -22,6 +25,9 @@ export interface CloudControllerOptions {
   /** Public endpoint if it differs from http://host:port (e.g. behind a proxy). */
   endpoint?: string;
   log: Logger;
+  /** Where clusters fetch image files; without it they get local paths (all on one host). */
+  imageUrl?: (imageId: string) => string;
+  reconcileIntervalMs?: number;
 }
 
 export interface RunningCloud {
@@ -29,6 +35,8 @@ export interface RunningCloud {
   store: Store;
   settings: CloudSettings;
   admin: AdminCredentials;
+  /** Clusters by availability zone: register a ClusterApi here to give the cloud a zone's compute. */
+  directory: ComputeDirectory;
   close(): Promise<void>;
 }
 
@@ -36,7 +44,15 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
   mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
   const store = await openStore({ url: opts.storeUrl ?? join(opts.dataDir, 'ironbark.sqlite') });
   try {
+    await seedVmTypes(store.db);
+    const directory = new ComputeDirectory();
     const app = new Hono();
+    // Routes exist before the port opens; requests that arrive before set-up ends get a 503.
+    let ec2: ((c: Context) => Promise<Response>) | undefined;
+    app.get('/healthz', (c) => c.json({ ok: ec2 !== undefined }, ec2 ? 200 : 503));
+    const ec2Route = (c: Context) => (ec2 ? ec2(c) : c.text('starting', 503));
+    app.post('/', ec2Route);
+    app.get('/', ec2Route);
     const server = await listen(app, opts.host, opts.port);
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : opts.port;
@@ -44,14 +60,15 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     const url = opts.endpoint ?? `http://${hostForUrl}:${port}`;
     const settings: CloudSettings = { region: opts.region, endpoint: url };
     const admin = await ensureAdminAccount(store, opts.dataDir, settings);
-    const ec2 = createEc2Handler({ store, settings, keys: createKeyResolver(store), operations: allOperations(), log: opts.log });
-    app.get('/healthz', (c) => c.json({ ok: true }));
-    app.post('/', ec2);
-    app.get('/', ec2);
+    const operations = allOperations({ directory, log: opts.log, imageUrl: opts.imageUrl });
+    ec2 = createEc2Handler({ store, settings, keys: createKeyResolver(store), operations, log: opts.log });
+    const reconciler = new InstanceReconciler({ store, directory, log: opts.log, intervalMs: opts.reconcileIntervalMs ?? 1000 });
+    reconciler.start();
     opts.log.info({ url, store: store.kind }, 'cloud controller listening');
     return {
-      url, store, settings, admin,
+      url, store, settings, admin, directory,
       async close() {
+        await reconciler.stop();
         await new Promise<void>((resolve) => server.close(() => resolve()));
         await store.close();
       },

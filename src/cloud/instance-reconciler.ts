@@ -29,7 +29,7 @@ export interface InstanceReconcilerOptions {
   resendAfterMs?: number;
 }
 
-type Row = Pick<InstancesTable, 'id' | 'state' | 'node_id' | 'status_impaired' | 'state_changed_at' | 'launch_time' | 'accelerator'>;
+type Row = Pick<InstancesTable, 'id' | 'state' | 'node_id' | 'status_impaired' | 'state_changed_at' | 'accelerator'>;
 
 interface StateChange { from: string; to: string; reason: string | null | undefined; releaseAddress: boolean }
 
@@ -93,6 +93,11 @@ export class InstanceReconciler {
     await Promise.all(zones.map(async (zone) => {
       const cluster = this.#directory.forZone(zone);
       if (!cluster) return;
+      // Rows are read before the cluster is asked, so a row the cluster does not report was
+      // already there (and, if placed, already on a node) when it answered.
+      const rows: Row[] = await this.#store.db.selectFrom('instances')
+        .select(['id', 'state', 'node_id', 'status_impaired', 'state_changed_at', 'accelerator'])
+        .where('zone', '=', zone).execute();
       let reported: ClusterInstanceStatus[];
       try {
         reported = await cluster.describeInstances();
@@ -101,16 +106,13 @@ export class InstanceReconciler {
         this.#log.warn({ zone, err: (e as Error)?.message ?? String(e) }, 'cluster did not report its instances');
         return;
       }
-      await this.#reconcileZone(zone, cluster, reported);
+      await this.#reconcileZone(zone, cluster, rows, reported);
     }));
     await this.#deleteExpired();
   }
 
-  async #reconcileZone(zone: string, cluster: ClusterApi, reported: ClusterInstanceStatus[]): Promise<void> {
+  async #reconcileZone(zone: string, cluster: ClusterApi, rows: Row[], reported: ClusterInstanceStatus[]): Promise<void> {
     const actual = new Map(reported.map((r) => [r.instanceId, r]));
-    const rows: Row[] = await this.#store.db.selectFrom('instances')
-      .select(['id', 'state', 'node_id', 'status_impaired', 'state_changed_at', 'launch_time', 'accelerator'])
-      .where('zone', '=', zone).execute();
     const now = Date.now();
     const changes = new Map<string, { change: StateChange; ids: string[] }>();
     const impaired: string[] = [];
@@ -167,8 +169,14 @@ export class InstanceReconciler {
 
     // Instances the cluster runs that no row wants (a launch that was rolled back after the
     // cluster had in fact started them): terminate them so they do not hold resources.
-    for (const r of reported) {
-      if (!known.has(r.instanceId) && r.state !== 'terminated') commands.push({ id: r.instanceId, command: 'terminate' });
+    const unknown = reported.filter((r) => !known.has(r.instanceId) && r.state !== 'terminated').map((r) => r.instanceId);
+    if (unknown.length > 0) {
+      // A launch may have written its rows since they were read: only ids still without a row go.
+      const exist = new Set<string>();
+      await chunked(unknown, async (chunk) => {
+        for (const r of await this.#store.db.selectFrom('instances').select('id').where('id', 'in', chunk).execute()) exist.add(r.id);
+      });
+      for (const id of unknown) if (!exist.has(id)) commands.push({ id, command: 'terminate' });
     }
     await this.#send(zone, cluster, commands, now);
   }
@@ -181,8 +189,8 @@ export class InstanceReconciler {
       case 'pending':
         if (!seen) {
           // Not placed yet is normal while RunInstances waits for the cluster; for long, it is lost.
-          const placed = row.node_id !== null;
-          return placed || now - Date.parse(row.state_changed_at) > this.#pendingGraceMs ? lost() : undefined;
+          if (row.node_id !== null) return lost();
+          return now - Date.parse(row.state_changed_at) > this.#pendingGraceMs ? to('terminated', REASONS.launchLost, true) : undefined;
         }
         if (seen.state === 'running') return to('running', null);
         if (seen.state === 'crashed') return to('stopped', REASONS.crashed(seen.reason));

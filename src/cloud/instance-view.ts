@@ -28,9 +28,9 @@ export function groupsOf(row: Pick<InstancesTable, 'security_groups'>): Security
 export const REASONS = {
   userShutdown: 'Client.UserInitiatedShutdown: User initiated shutdown',
   instanceShutdown: 'Client.InstanceInitiatedShutdown: Instance initiated shutdown',
-  lost: 'Server.InternalError: Internal error on launch',
+  launchLost: 'Server.InternalError: Internal error on launch',
+  lost: 'Server.InternalError: The instance is no longer known to its availability zone',
   crashed: (why?: string) => `Server.InternalError: ${why ? `The instance stopped unexpectedly (${why})` : 'The instance stopped unexpectedly'}`,
-  launchFailed: (why?: string) => `Server.InternalError: ${why ?? 'Internal error on launch'}`,
 } as const;
 
 function stateReason(row: InstancesTable): { Code: string; Message: string } | undefined {

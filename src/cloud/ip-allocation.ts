@@ -57,11 +57,11 @@ export async function allocatePrivateIps(tx: Db | Tx, zone: string, cidr: string
 
 /**
  * A MAC derived from the instance id, so every controller computes the same one: Eucalyptus'
- * d0:0d prefix, then four bytes of the id's SHA-256.
+ * d2:0d prefix, then four bytes of the id's SHA-256.
  */
 export function macForInstance(instanceId: string): string {
   const digest = createHash('sha256').update(instanceId).digest();
-  return ['d0', '0d', ...[0, 1, 2, 3].map((i) => digest[i]!.toString(16).padStart(2, '0'))].join(':');
+  return ['d2', '0d', ...[0, 1, 2, 3].map((i) => digest[i]!.toString(16).padStart(2, '0'))].join(':');
 }
 
 /** EC2's private host name for an address, e.g. ip-10-1-0-5.ironbark-1.compute.internal. */

@@ -7,8 +7,11 @@ import { keyPairOperations } from './key-pairs.ts';
 import { taggingOperations } from './tagging.ts';
 import { vpcOperations } from './vpcs.ts';
 import { securityGroupOperations } from './security-groups.ts';
+import { vmTypeOperations } from './vm-types.ts';
+import { imageOperations } from './images.ts';
+import { instanceOperations, type InstanceOperationDeps } from './instances.ts';
 
-export function allOperations(): OperationTable {
+export function allOperations(compute: InstanceOperationDeps): OperationTable {
   return {
     ...regionOperations,
     ...accountAttributeOperations,
@@ -16,5 +19,8 @@ export function allOperations(): OperationTable {
     ...taggingOperations,
     ...vpcOperations,
     ...securityGroupOperations,
+    ...vmTypeOperations,
+    ...imageOperations,
+    ...instanceOperations(compute),
   };
 }

@@ -174,4 +174,15 @@ export const migrations: Record<string, Migration> = {
       await db.schema.createIndex('instances_zone_ip').on('instances').columns(['zone', 'private_ip']).unique().execute();
     },
   },
+  '0003-clusters': {
+    async up(db: Kysely<any>) {
+      // The cluster controller of each zone the cloud reaches over the network, and its shared secret.
+      await db.schema.createTable('clusters')
+        .addColumn('zone', text, (c) => c.primaryKey())
+        .addColumn('url', text, (c) => c.notNull())
+        .addColumn('secret', text, (c) => c.notNull())
+        .addColumn('created_at', text, (c) => c.notNull())
+        .execute();
+    },
+  },
 };

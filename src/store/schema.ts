@@ -122,6 +122,7 @@ export interface Database {
   images: ImagesTable;
   vm_types: VmTypesTable;
   instances: InstancesTable;
+  clusters: ClustersTable;
 }
 
 export interface ImagesTable {
@@ -180,4 +181,11 @@ export interface InstancesTable {
   disable_api_termination: number;
   status_impaired: number;
   accelerator: string | null;
+}
+
+export interface ClustersTable {
+  zone: string;          // the availability zone the cluster controller serves
+  url: string;           // base URL of its cluster API, as the cloud reaches it
+  secret: string;        // shared secret that signs every cloud <-> cluster message
+  created_at: string;
 }

@@ -61,9 +61,9 @@ describe('ip allocation', () => {
     await store.db.insertInto('instances').values(instanceRow('i-00000000000000006', 'zone-c', '10.1.0.4')).execute();
   });
 
-  it('derives a stable MAC with the d0:0d prefix from the instance id', () => {
+  it('derives a stable MAC with the locally administered d2:0d prefix from the instance id', () => {
     const mac = macForInstance('i-0123456789abcdef0');
-    assert.match(mac, /^d0:0d(:[0-9a-f]{2}){4}$/);
+    assert.match(mac, /^d2:0d(:[0-9a-f]{2}){4}$/);
     assert.equal(macForInstance('i-0123456789abcdef0'), mac);
     assert.notEqual(macForInstance('i-0123456789abcdef1'), mac);
   });

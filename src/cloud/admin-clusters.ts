@@ -1,0 +1,117 @@
+// Admin API for the cluster controllers of the zones and the nodes behind them (conventions in
+// admin-api.ts). The cloud never reaches a node itself: node listings and revocations go through
+// the zone's cluster controller, and node join tokens are minted here with the cluster's secret so
+// the cluster can check them without asking back.
+//
+//   GET    /v1/clusters                       POST /v1/clusters {zone, url, cidr, secret?} -> cluster + secret (once)
+//   DELETE /v1/clusters/:zone                 (refused while the zone has instances that are not terminated)
+//   POST   /v1/clusters/:zone/node-tokens {ttlSeconds?} -> token
+//   GET    /v1/clusters/:zone/nodes           joined nodes with their state and resources
+//   DELETE /v1/clusters/:zone/nodes/:node     revokes the node: the cluster forgets its secret
+import type { Hono } from 'hono';
+import type { Logger } from 'pino';
+import type { Store } from '../store/store.ts';
+import type { KeyResolver } from '../auth/authenticate.ts';
+import type { ClustersTable } from '../store/schema.ts';
+import { Ec2Error } from '../protocol/errors.ts';
+import { newAdminApp, readJsonObject, requiredString, type AdminEnv } from './admin-api.ts';
+import { addCluster, findCluster, listClusters, removeCluster, type ClusterConnections } from './clusters.ts';
+import { DEFAULT_JOIN_TOKEN_TTL_SECONDS, MAX_JOIN_TOKEN_TTL_SECONDS, mintJoinToken } from '../cluster/join-tokens.ts';
+import type { ClusterHttpClient } from '../cluster/cluster-http-client.ts';
+
+export interface ClusterAdminDeps {
+  store: Store;
+  keys: KeyResolver;
+  log: Pick<Logger, 'info' | 'warn' | 'error'>;
+  region: string;
+  connections: ClusterConnections;
+}
+
+async function zoneCidr(store: Store, zone: string): Promise<string | undefined> {
+  return (await store.db.selectFrom('zones').select('cidr').where('name', '=', zone).executeTakeFirst())?.cidr;
+}
+
+function clusterView(row: ClustersTable, cidr: string | undefined) {
+  return { zone: row.zone, url: row.url, cidr: cidr ?? null, createdAt: row.created_at };
+}
+
+export function createClusterAdminApi(deps: ClusterAdminDeps): Hono<AdminEnv> {
+  const { store, connections, log } = deps;
+  const db = store.db;
+  const app = newAdminApp(deps);
+
+  const clientOf = async (zone: string): Promise<ClusterHttpClient> => {
+    const row = await findCluster(db, zone);
+    return connections.client(zone) ?? connections.connect(row);
+  };
+
+  app.get('/v1/clusters', async (c) => {
+    const rows = await listClusters(db);
+    const cidrs = new Map((await db.selectFrom('zones').select(['name', 'cidr']).execute()).map((z) => [z.name, z.cidr]));
+    return c.json({ clusters: rows.map((r) => clusterView(r, cidrs.get(r.zone))) });
+  });
+
+  app.post('/v1/clusters', async (c) => {
+    const body = await readJsonObject(c);
+    const secret = body.secret === undefined || body.secret === null ? undefined : requiredString(body, 'secret');
+    const row = await addCluster(store, {
+      zone: requiredString(body, 'zone'), url: requiredString(body, 'url'), cidr: requiredString(body, 'cidr'), region: deps.region, secret,
+    });
+    connections.connect(row);
+    log.info({ zone: row.zone, url: row.url }, 'cluster added');
+    return c.json({ cluster: clusterView(row, await zoneCidr(store, row.zone)), secret: row.secret }, 201);
+  });
+
+  app.delete('/v1/clusters/:zone', async (c) => {
+    const zone = c.req.param('zone');
+    await findCluster(db, zone);
+    const live = await db.selectFrom('instances').select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('zone', '=', zone).where('state', '!=', 'terminated').executeTakeFirstOrThrow();
+    if (Number(live.n) > 0) {
+      throw new Ec2Error('DependencyViolation', `Zone ${zone} has ${live.n} instance(s) that are not terminated; terminate them before removing its cluster.`, 409);
+    }
+    await removeCluster(db, zone);
+    connections.disconnect(zone);
+    log.info({ zone }, 'cluster removed');
+    return c.json({ deleted: zone });
+  });
+
+  app.post('/v1/clusters/:zone/node-tokens', async (c) => {
+    const body = await readJsonObject(c);
+    const row = await findCluster(db, c.req.param('zone'));
+    const ttl = body.ttlSeconds ?? DEFAULT_JOIN_TOKEN_TTL_SECONDS;
+    if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 1 || ttl > MAX_JOIN_TOKEN_TTL_SECONDS) {
+      throw new Ec2Error('InvalidParameterValue', `ttlSeconds must be a whole number of seconds from 1 to ${MAX_JOIN_TOKEN_TTL_SECONDS}.`);
+    }
+    const { token, claims } = mintJoinToken(row.secret, row.zone, ttl);
+    log.info({ zone: row.zone, expiresAt: new Date(claims.expiresAt).toISOString() }, 'node join token created');
+    return c.json({ token, zone: row.zone, clusterUrl: row.url, expiresAt: new Date(claims.expiresAt).toISOString() }, 201);
+  });
+
+  app.get('/v1/clusters/:zone/nodes', async (c) => {
+    const client = await clientOf(c.req.param('zone'));
+    const [joined, statuses] = await Promise.all([client.listJoinedNodes(), client.describeNodes()]);
+    const byId = new Map(statuses.map((s) => [s.nodeId, s]));
+    return c.json({
+      nodes: joined.map((n) => {
+        const s = byId.get(n.id);
+        return {
+          id: n.id, name: n.name, url: n.url, joinedAt: n.joinedAt,
+          state: s?.state ?? 'down', lastSeen: s?.lastSeen ?? null,
+          hypervisor: s?.hypervisor ?? null, accelerator: s?.accelerator ?? null,
+          capacity: s?.capacity ?? null, free: s?.free ?? null, instanceCount: s?.instanceCount ?? 0,
+        };
+      }),
+    });
+  });
+
+  app.delete('/v1/clusters/:zone/nodes/:node', async (c) => {
+    const zone = c.req.param('zone');
+    const nodeId = c.req.param('node');
+    await (await clientOf(zone)).revokeNode(nodeId);
+    log.warn({ zone, nodeId }, 'node revoked');
+    return c.json({ deleted: nodeId });
+  });
+
+  return app;
+}

@@ -1,0 +1,79 @@
+// ClusterApi over HTTP: how the cloud controller drives the cluster controller of a zone on another
+// host. Calls are signed with the zone's shared secret (key id = the zone); errors come back as
+// Ec2Error with the cluster's code, and a cluster that does not answer fails with Unavailable.
+import type { ClusterApi, ClusterInstanceStatus, ClusterNodeStatus, Placement } from './cluster-api.ts';
+import type { InstanceSpec } from '../node/node-api.ts';
+import type { JoinedNodeView } from './cluster-http-server.ts';
+import { PeerClient } from '../auth/peer-rpc.ts';
+
+export interface ClusterHttpClientOptions {
+  zone: string;
+  /** Base URL of the cluster controller, e.g. http://192.168.250.2:8774. */
+  url: string;
+  secret: string;
+  timeoutMs?: number;
+  /** How long a launch may take: the cluster waits for its nodes to accept the instances. */
+  runTimeoutMs?: number;
+}
+
+export class ClusterHttpClient implements ClusterApi {
+  readonly zone: string;
+  readonly url: string;
+  readonly #peer: PeerClient;
+
+  constructor(opts: ClusterHttpClientOptions) {
+    this.zone = opts.zone;
+    this.url = opts.url.replace(/\/+$/, '');
+    const credentials = { keyId: opts.zone, secret: opts.secret };
+    const runTimeoutMs = opts.runTimeoutMs ?? 5 * 60_000;
+    this.#peer = new PeerClient({
+      baseUrl: this.url,
+      peerName: `cluster ${opts.zone}`,
+      credentials: () => credentials,
+      timeoutMs: opts.timeoutMs,
+      timeoutsMs: { runInstances: runTimeoutMs, startInstance: runTimeoutMs, stopInstance: 3 * 60_000, rebootInstance: 3 * 60_000, terminateInstance: 3 * 60_000 },
+    });
+  }
+
+  runInstances(specs: InstanceSpec[]): Promise<Placement[]> {
+    return this.#peer.call('runInstances', { specs });
+  }
+
+  async startInstance(instanceId: string): Promise<void> {
+    await this.#peer.call('startInstance', { instanceId });
+  }
+
+  async stopInstance(instanceId: string, force?: boolean): Promise<void> {
+    await this.#peer.call('stopInstance', { instanceId, force });
+  }
+
+  async rebootInstance(instanceId: string): Promise<void> {
+    await this.#peer.call('rebootInstance', { instanceId });
+  }
+
+  async terminateInstance(instanceId: string): Promise<void> {
+    await this.#peer.call('terminateInstance', { instanceId });
+  }
+
+  async consoleOutput(instanceId: string): Promise<string> {
+    return (await this.#peer.call<{ output: string }>('consoleOutput', { instanceId })).output;
+  }
+
+  describeInstances(): Promise<ClusterInstanceStatus[]> {
+    return this.#peer.call('describeInstances');
+  }
+
+  describeNodes(): Promise<ClusterNodeStatus[]> {
+    return this.#peer.call('describeNodes');
+  }
+
+  /** The nodes that joined the zone (without their secrets). */
+  listJoinedNodes(): Promise<JoinedNodeView[]> {
+    return this.#peer.call('listJoinedNodes');
+  }
+
+  /** Makes the cluster forget the node's secret and stop using it. */
+  async revokeNode(nodeId: string): Promise<void> {
+    await this.#peer.call('revokeNode', { nodeId });
+  }
+}

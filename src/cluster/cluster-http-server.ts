@@ -1,0 +1,227 @@
+// A cluster controller served over HTTP, to two kinds of peers:
+// - the cloud controller calls ClusterApi as `POST /v1/<method>`, signed with the cluster's shared
+//   secret (key id = the zone), plus two admin methods: listJoinedNodes and revokeNode;
+// - nodes join with `POST /join` and a join token, re-announce their address with
+//   `POST /node/v1/hello` signed with their own secret, and fetch base images from
+//   `GET /images/<id>?…&sig=…` — URLs this server signs when it relays a launch, so a node (which may
+//   have no route to the cloud) gets its images through its cluster and nothing else can.
+import http from 'node:http';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { isAbsolute } from 'node:path';
+import { Hono } from 'hono';
+import { getRequestListener } from '@hono/node-server';
+import type { Logger } from 'pino';
+import type { ClusterApi } from './cluster-api.ts';
+import type { NodeRegistration } from './node-registry.ts';
+import type { ImageRef, InstanceSpec, NodeApi } from '../node/node-api.ts';
+import { NodeHttpClient } from '../node/node-http-client.ts';
+import { PeerVerifier } from '../auth/peer-auth.ts';
+import { createPeerRpcHandler, optionalBoolean, requiredString, type PeerMethods } from '../auth/peer-rpc.ts';
+import { Ec2Error } from '../protocol/errors.ts';
+import { JoinTokenError, verifyJoinToken } from './join-tokens.ts';
+import { JoinedNodes, TokenAlreadyUsedError, type JoinedNode } from './joined-nodes.ts';
+import { createImageRelay, type RelayedImage } from './image-relay.ts';
+
+/** What the server needs of the cluster controller besides ClusterApi: adding and removing nodes. */
+export interface ClusterNodeControl {
+  /** The zone's private network, told to nodes when they join. */
+  readonly cidr: string;
+  addNode(id: string, reg: NodeRegistration): Promise<boolean> | boolean | void;
+  removeNode(id: string): boolean;
+}
+
+export interface ClusterHttpServerOptions {
+  cluster: ClusterApi & ClusterNodeControl;
+  /** The secret shared with the cloud controller for this zone. */
+  cloudSecret: string;
+  joined: JoinedNodes;
+  log: Pick<Logger, 'info' | 'warn' | 'error'>;
+  /**
+   * Base URL at which nodes reach this server (e.g. http://172.30.0.1:8774). When set, a launch's
+   * image URLs are rewritten to this server's relay; otherwise nodes get the cloud's URLs as they are.
+   */
+  nodeFacingUrl?: string;
+  /** Where the relay keeps images it fetched from an http(s) URL. */
+  imageCacheDir?: string;
+  /** How this cluster talks to a joined node (tests put an in-memory node behind it). */
+  connectNode?: (node: JoinedNode, secret: () => string | undefined) => NodeApi;
+}
+
+export interface JoinedNodeView {
+  id: string;
+  name: string;
+  url: string;
+  joinedAt: string;
+}
+
+export interface ClusterHttpServer {
+  app: Hono;
+  /** A node:http listener for the whole surface (API, join, images). */
+  listener: http.RequestListener;
+  /** Registers every node that joined before (at start); resolves when each answered or failed once. */
+  registerJoinedNodes(): Promise<void>;
+}
+
+const URL_PATTERN = /^https?:\/\/[^\s/]+(\/[^\s]*)?$/;
+
+function imageSignature(key: Buffer, id: string, src: string, sha256: string, size: string): string {
+  return createHmac('sha256', key).update([id, src, sha256, size].join('\n')).digest('base64url');
+}
+
+export function createClusterHttpServer(opts: ClusterHttpServerOptions): ClusterHttpServer {
+  const { cluster, joined, log } = opts;
+  const zone = cluster.zone;
+  const connect = opts.connectNode ?? ((node, secret) => new NodeHttpClient({ nodeId: node.id, url: node.url, secret }));
+  const imageKey = createHmac('sha256', opts.cloudSecret).update('ironbark image relay v1').digest();
+
+  const register = async (node: JoinedNode): Promise<void> => {
+    const client = connect(node, () => joined.secretOf(node.id));
+    await cluster.addNode(node.id, { name: node.name, address: node.url, client });
+  };
+
+  // ---- images for nodes ----------------------------------------------------------------------
+
+  /** Images whose signed URL a node presented, by id: what the relay serves. */
+  const requestedImages = new Map<string, RelayedImage>();
+  const relay = createImageRelay({
+    resolveImage: async (id) => requestedImages.get(id),
+    cacheDir: opts.imageCacheDir,
+    log,
+  });
+
+  function relayedRef(ref: ImageRef): ImageRef {
+    if (!opts.nodeFacingUrl) return ref;
+    const size = String(ref.sizeBytes);
+    const sig = imageSignature(imageKey, ref.id, ref.url, ref.sha256, size);
+    const query = new URLSearchParams({ src: ref.url, sha256: ref.sha256, size, sig });
+    return { ...ref, url: `${opts.nodeFacingUrl.replace(/\/+$/, '')}/images/${encodeURIComponent(ref.id)}?${query}` };
+  }
+
+  function relaySpec(spec: InstanceSpec): InstanceSpec {
+    return { ...spec, kernel: relayedRef(spec.kernel), root: relayedRef(spec.root), ...(spec.ramdisk ? { ramdisk: relayedRef(spec.ramdisk) } : {}) };
+  }
+
+  function serveImage(req: http.IncomingMessage, res: http.ServerResponse, url: URL): void {
+    const id = decodeURIComponent(url.pathname.slice('/images/'.length));
+    const src = url.searchParams.get('src') ?? '';
+    const sha256 = url.searchParams.get('sha256') ?? '';
+    const size = url.searchParams.get('size') ?? '';
+    const given = Buffer.from(url.searchParams.get('sig') ?? '', 'base64url');
+    const expected = Buffer.from(imageSignature(imageKey, id, src, sha256, size), 'base64url');
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      log.warn({ imageId: id, remote: req.socket.remoteAddress }, 'refused image request: the URL is not one this cluster signed');
+      res.writeHead(403, { 'content-type': 'text/plain' }).end('image URL not signed by this cluster\n');
+      return;
+    }
+    const image: RelayedImage = { sha256, size: Number(size) };
+    if (/^https?:\/\//i.test(src)) image.url = src;
+    else image.path = src.startsWith('file:') ? fileURLToPath(src) : src;
+    if (image.path !== undefined && !isAbsolute(image.path)) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end(`image ${id} has no absolute location\n`);
+      return;
+    }
+    // Same id, same checksum: a concurrent request for the same image sets the same entry.
+    requestedImages.set(id, image);
+    req.url = url.pathname;
+    relay(req, res);
+  }
+
+  // ---- the cloud's calls ---------------------------------------------------------------------
+
+  const cloudVerifier = new PeerVerifier({ secretFor: (keyId) => (keyId === zone ? opts.cloudSecret : undefined) });
+  const cloudMethods: PeerMethods = {
+    runInstances: async (p) => {
+      const specs = p.specs;
+      if (!Array.isArray(specs) || specs.length === 0) throw new Ec2Error('MissingParameter', 'The request must contain the parameter specs');
+      return cluster.runInstances((specs as InstanceSpec[]).map(relaySpec));
+    },
+    startInstance: (p) => cluster.startInstance(requiredString(p, 'instanceId')),
+    stopInstance: (p) => cluster.stopInstance(requiredString(p, 'instanceId'), optionalBoolean(p, 'force')),
+    rebootInstance: (p) => cluster.rebootInstance(requiredString(p, 'instanceId')),
+    terminateInstance: (p) => cluster.terminateInstance(requiredString(p, 'instanceId')),
+    consoleOutput: async (p) => ({ output: await cluster.consoleOutput(requiredString(p, 'instanceId')) }),
+    describeInstances: () => cluster.describeInstances(),
+    describeNodes: () => cluster.describeNodes(),
+    listJoinedNodes: async (): Promise<JoinedNodeView[]> => joined.list().map(({ id, name, url, joinedAt }) => ({ id, name, url, joinedAt })),
+    revokeNode: async (p) => {
+      const nodeId = requiredString(p, 'nodeId');
+      const node = joined.get(nodeId);
+      if (!node) throw new Ec2Error('InvalidNodeID.NotFound', `The node ${nodeId} has not joined zone ${zone}.`, 404);
+      await joined.revoke(nodeId);
+      cluster.removeNode(nodeId);
+      log.warn({ nodeId, node: node.name, url: node.url }, 'node revoked: its secret is forgotten and it is no longer used');
+      return { revoked: nodeId };
+    },
+  };
+
+  // ---- nodes' calls --------------------------------------------------------------------------
+
+  const nodeVerifier = new PeerVerifier({ secretFor: (keyId) => joined.secretOf(keyId) });
+  const nodeMethods: PeerMethods = {
+    hello: async (p, peer) => {
+      const url = requiredNodeUrl(p);
+      const node = await joined.updateUrl(peer.keyId, url);
+      if (!node) throw new Ec2Error('AuthFailure', `Node ${peer.keyId} is not a member of zone ${zone}.`, 401);
+      await register(node);
+      log.info({ nodeId: node.id, node: node.name, url }, 'node said hello');
+      return { nodeId: node.id, zone, cidr: cluster.cidr };
+    },
+  };
+
+  const app = new Hono();
+  app.get('/healthz', (c) => c.json({ ok: true, zone }));
+  app.post('/v1/:method', createPeerRpcHandler({ verifier: cloudVerifier, methods: cloudMethods, log, peerKind: 'cloud' }));
+  app.post('/node/v1/:method', createPeerRpcHandler({ verifier: nodeVerifier, methods: nodeMethods, log, peerKind: 'node' }));
+
+  app.post('/join', async (c) => {
+    const remote = (c.env as { incoming?: http.IncomingMessage } | undefined)?.incoming?.socket.remoteAddress;
+    let body: Record<string, unknown>;
+    try {
+      body = await c.req.json();
+    } catch {
+      return c.json({ code: 'InvalidParameterValue', message: 'The join request body must be a JSON object.' }, 400);
+    }
+    try {
+      const token = requiredString(body, 'token');
+      const url = requiredNodeUrl(body);
+      const name = typeof body.name === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(body.name) ? body.name : undefined;
+      const claims = verifyJoinToken(opts.cloudSecret, zone, token);
+      const node = await joined.join({ nonce: claims.nonce, expiresAt: claims.expiresAt }, { name, url });
+      log.info({ nodeId: node.id, node: node.name, url, remote }, 'node joined');
+      // Not awaited: the first poll can only succeed once the node has stored the secret we answer.
+      register(node).catch((err: Error) => log.warn({ nodeId: node.id, err: err.message }, 'cannot register the node that joined'));
+      return c.json({ nodeId: node.id, name: node.name, zone, cidr: cluster.cidr, secret: node.secret });
+    } catch (err) {
+      if (err instanceof JoinTokenError || err instanceof TokenAlreadyUsedError) {
+        log.warn({ remote, reason: err instanceof JoinTokenError ? err.reason : 'reused' }, `refused node join: ${err.message}`);
+        return c.json({ code: 'AuthFailure', message: `Join refused: ${err.message}.` }, 401);
+      }
+      if (err instanceof Ec2Error) return c.json({ code: err.code, message: err.message }, 400);
+      throw err;
+    }
+  });
+
+  const honoListener = getRequestListener(app.fetch);
+  const listener: http.RequestListener = (req, res) => {
+    const url = new URL(req.url ?? '/', 'http://cluster');
+    if (url.pathname.startsWith('/images/') && (req.method === 'GET' || req.method === 'HEAD')) return serveImage(req, res, url);
+    void honoListener(req, res);
+  };
+
+  return {
+    app,
+    listener,
+    async registerJoinedNodes() {
+      await Promise.all(joined.list().map((node) => register(node).catch((err: Error) => {
+        log.warn({ nodeId: node.id, err: err.message }, 'cannot register a joined node');
+      })));
+    },
+  };
+}
+
+function requiredNodeUrl(p: Record<string, unknown>): string {
+  const url = requiredString(p, 'url');
+  if (!URL_PATTERN.test(url)) throw new Ec2Error('InvalidParameterValue', `The node URL ${JSON.stringify(url)} is not an http(s) URL such as http://172.30.0.11:8775.`);
+  return url.replace(/\/+$/, '');
+}

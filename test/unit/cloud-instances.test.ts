@@ -1,0 +1,763 @@
+// Instances through their operation handlers and an in-memory cluster: RunInstances' checks,
+// addresses, ClientToken, capacity fallback and quota; Describe* with filters and paging;
+// state changes with EC2's codes and errors; attributes; account isolation; the reconciler;
+// and DescribeInstances over 10,000 instances.
+import { describe, it, beforeEach, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { openStore, type Store } from '../../src/store/store.ts';
+import type { InstancesTable } from '../../src/store/schema.ts';
+import { createAccountWithDefaults, ensureZone } from '../../src/cloud/provision.ts';
+import { seedVmTypes } from '../../src/cloud/vm-types.ts';
+import { registerImageFiles, type RegisteredImage } from '../../src/cloud/images.ts';
+import { instanceOperations } from '../../src/cloud/instances.ts';
+import { InstanceReconciler } from '../../src/cloud/instance-reconciler.ts';
+import { ComputeDirectory } from '../../src/cloud/compute-directory.ts';
+import { securityGroupOperations } from '../../src/cloud/security-groups.ts';
+import { taggingOperations } from '../../src/cloud/tagging.ts';
+import { maxInstancesSettingKey } from '../../src/cloud/account-attributes.ts';
+import { macForInstance } from '../../src/cloud/ip-allocation.ts';
+import type { OperationTable, RequestContext } from '../../src/cloud/context.ts';
+import type { InstanceSpec } from '../../src/node/node-api.ts';
+import { Ec2Error } from '../../src/protocol/errors.ts';
+import { FakeCluster } from '../helpers/fake-cluster.ts';
+
+const REGION = 'ironbark-1';
+const ZONE_A = 'ironbark-1a';
+const ZONE_B = 'ironbark-1b';
+const sha = (s: string) => createHash('sha256').update(s).digest('hex');
+const quiet = { info() {}, warn() {}, error() {} };
+const PUBLIC_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ7fV1GmUq5zBvH2kq3m2b3yTQ0v3h2e5Z1oJ0m3eY7Q mykey';
+
+async function expectError(promise: Promise<unknown>, code: string, message?: string | RegExp) {
+  await assert.rejects(promise, (e: unknown) => {
+    assert.ok(e instanceof Ec2Error, `expected Ec2Error ${code}, got ${e}`);
+    assert.equal(e.code, code, e.message);
+    if (typeof message === 'string') assert.equal(e.message, message);
+    else if (message) assert.match(e.message, message);
+    return true;
+  });
+}
+
+interface World {
+  store: Store;
+  A: string;
+  B: string;
+  image: RegisteredImage;
+  clusterA: FakeCluster;
+  clusterB: FakeCluster;
+  directory: ComputeDirectory;
+  ops: OperationTable;
+  reconciler: InstanceReconciler;
+  call(account: string, action: string, input?: object): Promise<any>;
+  row(id: string): Promise<InstancesTable | undefined>;
+  launch(input?: object, account?: string): Promise<any>;
+}
+
+async function makeWorld(opts: { statusInitializingMs?: number; resendAfterMs?: number; retentionMs?: number } = {}): Promise<World> {
+  const store = await openStore({ url: ':memory:' });
+  await ensureZone(store, { name: ZONE_A, cidr: '10.1.0.0/16', region: REGION });
+  await ensureZone(store, { name: ZONE_B, cidr: '10.2.0.0/16', region: REGION });
+  await seedVmTypes(store.db);
+  const A = (await createAccountWithDefaults(store, 'alpha')).account.id;
+  const B = (await createAccountWithDefaults(store, 'beta')).account.id;
+  const image = await registerImageFiles(store, {
+    name: 'ironbark-default', description: 'default guest', ownerAccountId: A, public: true, kernelCmdline: 'console=ttyS0',
+    kernel: { path: '/img/vmlinuz', sha256: sha('k'), sizeBytes: 10 },
+    ramdisk: { path: '/img/initrd', sha256: sha('r'), sizeBytes: 20 },
+    rootfs: { path: '/img/rootfs.qcow2', sha256: sha('root'), sizeBytes: 30, format: 'qcow2' },
+  });
+  await store.db.insertInto('key_pairs').values({
+    id: 'key-0123456789abcdef0', account_id: A, name: 'mykey', key_type: 'ed25519', fingerprint: 'x', public_key: PUBLIC_KEY,
+    created_at: new Date().toISOString(),
+  }).execute();
+  const clusterA = new FakeCluster(ZONE_A);
+  const clusterB = new FakeCluster(ZONE_B);
+  const directory = new ComputeDirectory();
+  directory.register(clusterA);
+  directory.register(clusterB);
+  const ops = {
+    ...instanceOperations({ directory, imageUrl: (id) => `http://cluster/images/${id}`, statusInitializingMs: opts.statusInitializingMs ?? 0, log: quiet }),
+    ...securityGroupOperations, ...taggingOperations,
+  };
+  const reconciler = new InstanceReconciler({
+    store, directory, log: quiet, resendAfterMs: opts.resendAfterMs, terminatedRetentionMs: opts.retentionMs,
+  });
+  const call = (account: string, action: string, input: object = {}) => {
+    const ctx: RequestContext = {
+      requestId: 'req-1', action, store,
+      caller: { accountId: account, userId: `AIDA${account}`, userName: 'admin', accessKeyId: `AKIA${account}`, isAdmin: true },
+      settings: { region: REGION, endpoint: 'http://127.0.0.1:8773' },
+    };
+    return ops[action]!(ctx, input);
+  };
+  return {
+    store, A, B, image, clusterA, clusterB, directory, ops, reconciler, call,
+    row: (id) => store.db.selectFrom('instances').selectAll().where('id', '=', id).executeTakeFirst(),
+    launch: (input = {}, account = A) => call(account, 'RunInstances', { ImageId: image.imageId, MinCount: 1, MaxCount: 1, Placement: { AvailabilityZone: ZONE_A }, ...input }),
+  };
+}
+
+const idsOf = (reservation: any): string[] => reservation.Instances.map((i: any) => i.InstanceId);
+const allIds = (out: any): string[] => out.Reservations.flatMap(idsOf).sort();
+const stateChange = (id: string, previous: [number, string], current: [number, string]) => ({
+  InstanceId: id, PreviousState: { Code: previous[0], Name: previous[1] }, CurrentState: { Code: current[0], Name: current[1] },
+});
+
+describe('RunInstances', () => {
+  let w: World;
+  beforeEach(async () => { w = await makeWorld(); });
+  afterEach(async () => w.store.close());
+
+  it('launches one instance with everything EC2 reports, and hands the cluster a full spec', async () => {
+    const groupA = (await w.call(w.A, 'DescribeSecurityGroups', { GroupNames: ['default'] })).SecurityGroups[0];
+    const userData = Buffer.from('#!/bin/sh\necho hi\n').toString('base64');
+    const out = await w.launch({ KeyName: 'mykey', UserData: userData, TagSpecifications: [{ ResourceType: 'instance', Tags: [{ Key: 'Name', Value: 'web' }] }] });
+    assert.match(out.ReservationId, /^r-[0-9a-f]{17}$/);
+    assert.equal(out.OwnerId, w.A);
+    assert.deepEqual(out.Groups, []);
+    assert.equal(out.Instances.length, 1);
+    const i = out.Instances[0];
+    assert.match(i.InstanceId, /^i-[0-9a-f]{17}$/);
+    const subnet = await w.store.db.selectFrom('subnets').selectAll().where('account_id', '=', w.A).where('zone', '=', ZONE_A).executeTakeFirstOrThrow();
+    const mac = macForInstance(i.InstanceId);
+    const groups = [{ GroupName: 'default', GroupId: groupA.GroupId }];
+    assert.deepEqual({ ...i, LaunchTime: undefined, NetworkInterfaces: undefined }, {
+      AmiLaunchIndex: 0, ImageId: w.image.imageId, InstanceId: i.InstanceId, InstanceType: 'm1.small',
+      KernelId: w.image.kernelId, RamdiskId: w.image.ramdiskId, KeyName: 'mykey', LaunchTime: undefined,
+      Monitoring: { State: 'disabled' }, Placement: { AvailabilityZone: ZONE_A, GroupName: '', Tenancy: 'default' },
+      PrivateDnsName: 'ip-10-1-0-4.ironbark-1.compute.internal', PrivateIpAddress: '10.1.0.4', ProductCodes: [], PublicDnsName: '',
+      State: { Code: 0, Name: 'pending' }, StateTransitionReason: '', SubnetId: subnet.id, VpcId: subnet.vpc_id,
+      Architecture: 'x86_64', BlockDeviceMappings: [], ClientToken: '', EbsOptimized: false, EnaSupport: false, Hypervisor: 'kvm',
+      NetworkInterfaces: undefined, RootDeviceName: '/dev/vda', RootDeviceType: 'instance-store', SecurityGroups: groups,
+      SourceDestCheck: true, StateReason: { Code: 'pending', Message: 'pending' }, Tags: [{ Key: 'Name', Value: 'web' }],
+      VirtualizationType: 'paravirtual', CpuOptions: { CoreCount: 1, ThreadsPerCore: 1 }, HibernationOptions: { Configured: false },
+      MetadataOptions: { State: 'applied', HttpTokens: 'optional', HttpPutResponseHopLimit: 1, HttpEndpoint: 'enabled', HttpProtocolIpv6: 'disabled', InstanceMetadataTags: 'disabled' },
+      EnclaveOptions: { Enabled: false }, PlatformDetails: 'Linux/UNIX', UsageOperation: 'RunInstances',
+      PrivateDnsNameOptions: { HostnameType: 'ip-name', EnableResourceNameDnsARecord: false, EnableResourceNameDnsAAAARecord: false },
+      MaintenanceOptions: { AutoRecovery: 'disabled' },
+    });
+    assert.ok(i.LaunchTime instanceof Date && Date.now() - i.LaunchTime.getTime() < 60_000);
+    assert.equal(i.NetworkInterfaces.length, 1);
+    assert.equal(i.NetworkInterfaces[0].MacAddress, mac);
+    assert.equal(i.NetworkInterfaces[0].PrivateIpAddress, '10.1.0.4');
+    assert.match(i.NetworkInterfaces[0].NetworkInterfaceId, /^eni-[0-9a-f]{17}$/);
+
+    const specs = w.clusterA.callsTo('runInstances')[0]![0] as InstanceSpec[];
+    assert.equal(specs.length, 1);
+    const spec = specs[0]!;
+    assert.deepEqual({ ...spec, launchTime: undefined }, {
+      instanceId: i.InstanceId, reservationId: out.ReservationId, accountId: w.A, imageId: w.image.imageId,
+      kernel: { id: w.image.kernelId, url: `http://cluster/images/${w.image.kernelId}`, sha256: sha('k'), sizeBytes: 10, format: 'raw' },
+      ramdisk: { id: w.image.ramdiskId, url: `http://cluster/images/${w.image.ramdiskId}`, sha256: sha('r'), sizeBytes: 20, format: 'raw' },
+      root: { id: w.image.imageId, url: `http://cluster/images/${w.image.imageId}`, sha256: sha('root'), sizeBytes: 30, format: 'qcow2' },
+      kernelCmdline: 'console=ttyS0', vmType: { name: 'm1.small', cores: 1, memoryMiB: 256, diskGiB: 5 },
+      zone: ZONE_A, region: REGION, subnetCidr: '10.1.0.0/16', subnetId: subnet.id, vpcId: subnet.vpc_id,
+      privateIp: '10.1.0.4', privateDnsName: 'ip-10-1-0-4.ironbark-1.compute.internal', mac, userData,
+      publicKeys: [{ name: 'mykey', openssh: PUBLIC_KEY }], securityGroups: [{ id: groupA.GroupId, name: 'default' }],
+      launchIndex: 0, launchTime: undefined,
+    });
+    assert.equal(w.clusterB.callsTo('runInstances').length, 0);
+    const row = await w.row(i.InstanceId);
+    assert.equal(row!.node_id, `node-${ZONE_A}`);
+    assert.equal(row!.state, 'pending');
+  });
+
+  it('launches MaxCount instances in one reservation with consecutive addresses', async () => {
+    const out = await w.launch({ MinCount: 2, MaxCount: 3, InstanceType: 't2.micro', TagSpecifications: [{ ResourceType: 'instance', Tags: [{ Key: 'k', Value: 'v' }] }] });
+    assert.equal(out.Instances.length, 3);
+    assert.deepEqual(out.Instances.map((i: any) => [i.AmiLaunchIndex, i.PrivateIpAddress, i.InstanceType]),
+      [[0, '10.1.0.4', 't2.micro'], [1, '10.1.0.5', 't2.micro'], [2, '10.1.0.6', 't2.micro']]);
+    assert.ok(out.Instances.every((i: any) => i.Tags.length === 1));
+    assert.equal(new Set(out.Instances.map((i: any) => i.NetworkInterfaces[0].MacAddress)).size, 3);
+    const again = await w.launch();
+    assert.equal(again.Instances[0].PrivateIpAddress, '10.1.0.7');
+  });
+
+  it('honours SecurityGroups, SecurityGroupIds, SubnetId, PrivateIpAddress, KernelId and DisableApiTermination', async () => {
+    const web = (await w.call(w.A, 'CreateSecurityGroup', { GroupName: 'web', Description: 'web' })).GroupId;
+    const byName = await w.launch({ SecurityGroups: ['web', 'default'] });
+    assert.deepEqual(byName.Instances[0].SecurityGroups.map((g: any) => g.GroupName).sort(), ['default', 'web']);
+    const subnetB = await w.store.db.selectFrom('subnets').selectAll().where('account_id', '=', w.A).where('zone', '=', ZONE_B).executeTakeFirstOrThrow();
+    const inSubnet = await w.call(w.A, 'RunInstances', {
+      ImageId: w.image.imageId, MinCount: 1, MaxCount: 1, SubnetId: subnetB.id, SecurityGroupIds: [web], PrivateIpAddress: '10.2.3.4',
+      KernelId: w.image.kernelId, DisableApiTermination: true,
+    });
+    const i = inSubnet.Instances[0];
+    assert.deepEqual([i.Placement.AvailabilityZone, i.SubnetId, i.PrivateIpAddress, i.SecurityGroups], [ZONE_B, subnetB.id, '10.2.3.4', [{ GroupName: 'web', GroupId: web }]]);
+    assert.equal((await w.row(i.InstanceId))!.disable_api_termination, 1);
+    assert.equal(w.clusterB.callsTo('runInstances').length, 1);
+    await expectError(w.call(w.A, 'RunInstances', { ImageId: w.image.imageId, MinCount: 1, MaxCount: 1, SubnetId: subnetB.id, PrivateIpAddress: '10.2.3.4' }),
+      'InvalidIPAddress.InUse', 'Address 10.2.3.4 is in use.');
+  });
+
+  it('refuses bad requests with EC2 errors and writes nothing', async () => {
+    const img = w.image.imageId;
+    const subnetB = await w.store.db.selectFrom('subnets').select('id').where('account_id', '=', w.A).where('zone', '=', ZONE_B).executeTakeFirstOrThrow();
+    const cases: [object, string, string | RegExp | undefined][] = [
+      [{ ImageId: undefined }, 'MissingParameter', undefined],
+      [{ ImageId: 'ami-nothex' }, 'InvalidAMIID.Malformed', 'Invalid id: "ami-nothex" (expecting "ami-...")'],
+      [{ ImageId: 'ami-00000000' }, 'InvalidAMIID.NotFound', "The image id '[ami-00000000]' does not exist"],
+      [{ ImageId: w.image.kernelId }, 'InvalidAMIID.NotFound', `The image id '[${w.image.kernelId}]' does not exist`],
+      [{ KernelId: w.image.ramdiskId }, 'InvalidAMIID.NotFound', `The image id '[${w.image.ramdiskId}]' does not exist`],
+      [{ RamdiskId: w.image.kernelId }, 'InvalidAMIID.NotFound', undefined],
+      [{ MinCount: 0 }, 'InvalidParameterValue', /minCount/],
+      [{ MinCount: 3, MaxCount: 2 }, 'InvalidParameterValue', /maxCount/],
+      [{ InstanceType: 'x9.huge' }, 'InvalidParameterValue', "Invalid value 'x9.huge' for InstanceType."],
+      [{ KeyName: 'nokey' }, 'InvalidKeyPair.NotFound', "The key pair 'nokey' does not exist"],
+      [{ SecurityGroups: ['nogroup'] }, 'InvalidGroup.NotFound', /nogroup/],
+      [{ SecurityGroupIds: ['sg-00000000'] }, 'InvalidGroup.NotFound', /sg-00000000/],
+      [{ SecurityGroups: ['default'], SubnetId: subnetB.id, Placement: undefined }, 'InvalidParameterCombination', 'The parameter groupName cannot be used with the parameter subnet'],
+      [{ SubnetId: 'subnet-zz' }, 'InvalidSubnetID.Malformed', undefined],
+      [{ SubnetId: 'subnet-00000000', Placement: undefined }, 'InvalidSubnetID.NotFound', "The subnet ID 'subnet-00000000' does not exist"],
+      [{ SubnetId: subnetB.id }, 'InvalidParameterValue', /is in the availability zone ironbark-1b/],
+      [{ UserData: Buffer.alloc(16 * 1024 + 1).toString('base64') }, 'InvalidParameterValue', 'User data is limited to 16384 bytes'],
+      [{ UserData: 'not base64!' }, 'InvalidParameterValue', 'Invalid BASE64 encoding of user data.'],
+      [{ Placement: { AvailabilityZone: 'mars-1a' } }, 'InvalidParameterValue', 'Invalid availability zone: [mars-1a]'],
+      [{ TagSpecifications: [{ ResourceType: 'volume', Tags: [{ Key: 'a', Value: 'b' }] }] }, 'InvalidParameterValue', /volume/],
+      [{ PrivateIpAddress: '10.1.0.9', MaxCount: 2 }, 'InvalidParameterCombination', undefined],
+      [{ SubnetId: subnetB.id, Placement: undefined, PrivateIpAddress: '10.2.0.1' }, 'InvalidParameterValue', /does not fall within/],
+      [{ ClientToken: 'x'.repeat(65) }, 'InvalidParameterValue', undefined],
+    ];
+    for (const [input, code, message] of cases) await expectError(w.launch({ ImageId: img, ...input }), code, message);
+    await expectError(w.launch({}, w.B).then(() => w.call(w.B, 'RunInstances', { ImageId: img, MinCount: 1, MaxCount: 1, KeyName: 'mykey' })),
+      'InvalidKeyPair.NotFound');
+    const rows = await w.store.db.selectFrom('instances').select('id').where('account_id', '=', w.A).execute();
+    assert.equal(rows.length, 0);
+    assert.equal(w.clusterA.callsTo('runInstances').length + w.clusterB.callsTo('runInstances').length, 1);
+  });
+
+  it('falls back from MaxCount towards MinCount when the zone is short of capacity', async () => {
+    w.clusterA.capacity = 2;
+    const out = await w.launch({ MinCount: 1, MaxCount: 5 });
+    assert.equal(out.Instances.length, 2);
+    assert.deepEqual(out.Instances.map((i: any) => i.PrivateIpAddress), ['10.1.0.4', '10.1.0.5']);
+    const runs = w.clusterA.callsTo('runInstances').map(([specs]) => (specs as InstanceSpec[]).length);
+    assert.deepEqual(runs, [5, 2], 'tries all, then as many as the nodes report room for');
+    assert.equal((await w.store.db.selectFrom('instances').select('id').execute()).length, 2);
+    // Nothing fits any more: MinCount cannot be met, so nothing is left behind.
+    await expectError(w.launch({ MinCount: 1, MaxCount: 3 }), 'InsufficientInstanceCapacity');
+    assert.equal((await w.store.db.selectFrom('instances').select('id').execute()).length, 2);
+    assert.equal((await w.call(w.A, 'DescribeInstances')).Reservations.length, 1);
+  });
+
+  it('a cluster that fails leaves nothing; without a zone the launch moves to another zone', async () => {
+    w.clusterA.unreachable = true;
+    await expectError(w.launch(), 'InsufficientInstanceCapacity', /ironbark-1a/);
+    assert.equal((await w.store.db.selectFrom('instances').select('id').execute()).length, 0);
+    const out = await w.launch({ Placement: undefined });
+    assert.equal(out.Instances[0].Placement.AvailabilityZone, ZONE_B);
+    assert.equal(out.Instances[0].PrivateIpAddress, '10.2.0.4');
+    w.clusterB.capacity = 0;
+    await expectError(w.launch({ Placement: undefined }), 'InsufficientInstanceCapacity');
+    w.directory.unregister(ZONE_A);
+    w.directory.unregister(ZONE_B);
+    await expectError(w.launch({ Placement: undefined }), 'InsufficientInstanceCapacity');
+  });
+
+  it('spreads launches without a zone over the connected zones in turn', async () => {
+    const zones = [];
+    for (let n = 0; n < 4; n++) zones.push((await w.launch({ Placement: undefined })).Instances[0].Placement.AvailabilityZone);
+    assert.deepEqual(zones.sort(), [ZONE_A, ZONE_A, ZONE_B, ZONE_B]);
+  });
+
+  it('ClientToken: the same request returns the same reservation; a different one is refused', async () => {
+    const first = await w.launch({ ClientToken: 'tok-1', MaxCount: 2 });
+    const again = await w.launch({ ClientToken: 'tok-1', MaxCount: 2 });
+    assert.equal(again.ReservationId, first.ReservationId);
+    assert.deepEqual(idsOf(again), idsOf(first));
+    assert.equal(again.Instances[0].ClientToken, 'tok-1');
+    assert.equal(w.clusterA.callsTo('runInstances').length, 1);
+    await expectError(w.launch({ ClientToken: 'tok-1', MaxCount: 3 }), 'IdempotentParameterMismatch');
+    // Tokens are per account.
+    const other = await w.launch({ ClientToken: 'tok-1', MaxCount: 2 }, w.B);
+    assert.notEqual(other.ReservationId, first.ReservationId);
+    // A launch that failed leaves no token behind: the retry launches.
+    w.clusterA.unreachable = true;
+    await expectError(w.launch({ ClientToken: 'tok-2' }), 'InsufficientInstanceCapacity');
+    w.clusterA.unreachable = false;
+    assert.equal((await w.launch({ ClientToken: 'tok-2' })).Instances.length, 1);
+  });
+
+  it('enforces the per-account instance quota, counting only instances not terminated', async () => {
+    await w.store.db.insertInto('settings').values({ key: maxInstancesSettingKey(w.A), value: '3' }).execute();
+    const two = await w.launch({ MinCount: 2, MaxCount: 2 });
+    const capped = await w.launch({ MinCount: 1, MaxCount: 5 });
+    assert.equal(capped.Instances.length, 1);
+    await expectError(w.launch(), 'InstanceLimitExceeded', 'Your quota allows for 0 more running instance(s). You requested at least 1');
+    await expectError(w.launch({}, w.B).then(() => w.launch({ MinCount: 20, MaxCount: 20 }, w.B)), 'InstanceLimitExceeded',
+      'Your quota allows for 19 more running instance(s). You requested at least 20');
+    await w.call(w.A, 'TerminateInstances', { InstanceIds: [idsOf(two)[0]] });
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    assert.equal((await w.launch()).Instances.length, 1);
+  });
+});
+
+describe('DescribeInstances', () => {
+  let w: World;
+  let web: string;
+  let first: any;
+  let second: any;
+  beforeEach(async () => {
+    w = await makeWorld();
+    web = (await w.call(w.A, 'CreateSecurityGroup', { GroupName: 'web', Description: 'web' })).GroupId;
+    first = await w.launch({ MaxCount: 2, KeyName: 'mykey', TagSpecifications: [{ ResourceType: 'instance', Tags: [{ Key: 'Name', Value: 'one' }] }] });
+    second = await w.launch({ Placement: { AvailabilityZone: ZONE_B }, InstanceType: 't2.small', SecurityGroupIds: [web] });
+  });
+  afterEach(async () => w.store.close());
+
+  it('lists the account\'s instances grouped into reservations', async () => {
+    const out = await w.call(w.A, 'DescribeInstances');
+    assert.deepEqual(out.Reservations.map((r: any) => [r.ReservationId, r.Instances.length]),
+      [[first.ReservationId, 2], [second.ReservationId, 1]]);
+    assert.equal(out.NextToken, undefined);
+    const byId = await w.call(w.A, 'DescribeInstances', { InstanceIds: [idsOf(second)[0], idsOf(first)[1]] });
+    assert.deepEqual(allIds(byId), [idsOf(second)[0], idsOf(first)[1]].sort());
+  });
+
+  it('answers EC2 errors for unknown, malformed and foreign ids', async () => {
+    await expectError(w.call(w.A, 'DescribeInstances', { InstanceIds: ['i-00000000'] }), 'InvalidInstanceID.NotFound', "The instance ID 'i-00000000' does not exist");
+    await expectError(w.call(w.A, 'DescribeInstances', { InstanceIds: ['i-00000000', 'i-11111111'] }), 'InvalidInstanceID.NotFound', "The instance IDs 'i-00000000, i-11111111' do not exist");
+    await expectError(w.call(w.A, 'DescribeInstances', { InstanceIds: ['i-xyz'] }), 'InvalidInstanceID.Malformed', 'Invalid id: "i-xyz"');
+    await expectError(w.call(w.B, 'DescribeInstances', { InstanceIds: [idsOf(first)[0]] }), 'InvalidInstanceID.NotFound');
+    assert.deepEqual((await w.call(w.B, 'DescribeInstances')).Reservations, []);
+    await expectError(w.call(w.A, 'DescribeInstances', { InstanceIds: [idsOf(first)[0]], MaxResults: 5 }), 'InvalidParameterCombination');
+    await expectError(w.call(w.A, 'DescribeInstances', { MaxResults: 4 }), 'InvalidParameterValue');
+  });
+
+  it('filters on every supported field', async () => {
+    const [a0, a1] = idsOf(first);
+    const [b0] = idsOf(second);
+    const launch = first.Instances[0].LaunchTime.toISOString();
+    const filter = async (Name: string, ...Values: string[]) => allIds(await w.call(w.A, 'DescribeInstances', { Filters: [{ Name, Values }] }));
+    const all = [a0, a1, b0].sort();
+    const expectations: [string, string[], string[]][] = [
+      ['instance-id', [a0!], [a0!]],
+      ['instance-state-name', ['pending'], all],
+      ['instance-state-code', ['16'], []],
+      ['instance-type', ['t2.small'], [b0!]],
+      ['image-id', [w.image.imageId], all],
+      ['availability-zone', [ZONE_A], [a0!, a1!].sort()],
+      ['private-ip-address', ['10.1.0.5'], [a1!]],
+      ['private-ip-address', ['10.2.*'], [b0!]],
+      ['ip-address', ['*'], []],
+      ['private-dns-name', ['ip-10-2-0-4.ironbark-1.compute.internal'], [b0!]],
+      ['key-name', ['mykey'], [a0!, a1!].sort()],
+      ['reservation-id', [second.ReservationId], [b0!]],
+      ['subnet-id', [second.Instances[0].SubnetId], [b0!]],
+      ['vpc-id', [second.Instances[0].VpcId], all],
+      ['instance.group-id', [web], [b0!]],
+      ['instance.group-name', ['default'], [a0!, a1!].sort()],
+      ['group-id', [web], [b0!]],
+      ['group-name', ['web'], [b0!]],
+      ['owner-id', [w.A], all],
+      ['launch-time', [launch], [a0!, a1!].sort()],
+      ['tag:Name', ['one'], [a0!, a1!].sort()],
+      ['tag-key', ['Name'], [a0!, a1!].sort()],
+      ['network-interface.mac-address', [macForInstance(b0!)], [b0!]],
+      ['architecture', ['x86_64'], all],
+    ];
+    for (const [name, values, expected] of expectations) assert.deepEqual(await filter(name, ...values), expected, name);
+    await expectError(w.call(w.A, 'DescribeInstances', { Filters: [{ Name: 'bogus', Values: ['x'] }] }), 'InvalidParameterValue');
+    // Filters are AND-ed, values OR-ed.
+    const both = await w.call(w.A, 'DescribeInstances', { Filters: [{ Name: 'availability-zone', Values: [ZONE_A, ZONE_B] }, { Name: 'instance-type', Values: ['m1.small'] }] });
+    assert.deepEqual(allIds(both), [a0!, a1!].sort());
+  });
+
+  it('pages with MaxResults and NextToken', async () => {
+    for (let n = 0; n < 4; n++) await w.launch();
+    const seen: string[] = [];
+    let token: string | undefined;
+    let pages = 0;
+    do {
+      const out = await w.call(w.A, 'DescribeInstances', { MaxResults: 5, NextToken: token });
+      seen.push(...allIds(out));
+      token = out.NextToken;
+      pages++;
+    } while (token);
+    assert.equal(pages, 2);
+    assert.deepEqual(seen.sort(), allIds(await w.call(w.A, 'DescribeInstances')));
+  });
+});
+
+describe('instance lifecycle', () => {
+  let w: World;
+  beforeEach(async () => { w = await makeWorld(); });
+  afterEach(async () => w.store.close());
+
+  const stateOf = async (id: string) => (await w.call(w.A, 'DescribeInstances', { InstanceIds: [id] })).Reservations[0].Instances[0];
+
+  it('runs, stops, starts, reboots and terminates with EC2 states and codes', async () => {
+    const id = idsOf(await w.launch())[0]!;
+    await expectError(w.call(w.A, 'StopInstances', { InstanceIds: [id] }), 'IncorrectInstanceState', `The instance '${id}' is not in a state from which it can be stopped.`);
+    await expectError(w.call(w.A, 'RebootInstances', { InstanceIds: [id] }), 'IncorrectInstanceState');
+
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    const running = await stateOf(id);
+    assert.deepEqual(running.State, { Code: 16, Name: 'running' });
+    assert.equal(running.StateReason, undefined);
+
+    assert.deepEqual(await w.call(w.A, 'StartInstances', { InstanceIds: [id] }), { StartingInstances: [stateChange(id, [16, 'running'], [16, 'running'])] });
+    assert.deepEqual(await w.call(w.A, 'RebootInstances', { InstanceIds: [id] }), {});
+    assert.deepEqual(w.clusterA.callsTo('rebootInstance'), [[id]]);
+
+    assert.deepEqual(await w.call(w.A, 'StopInstances', { InstanceIds: [id] }), { StoppingInstances: [stateChange(id, [16, 'running'], [64, 'stopping'])] });
+    assert.deepEqual(w.clusterA.callsTo('stopInstance'), [[id, false]]);
+    assert.deepEqual(await w.call(w.A, 'StopInstances', { InstanceIds: [id] }), { StoppingInstances: [stateChange(id, [64, 'stopping'], [64, 'stopping'])] });
+    assert.equal(w.clusterA.callsTo('stopInstance').length, 1, 'a second stop is not forwarded');
+    await w.call(w.A, 'StopInstances', { InstanceIds: [id], Force: true });
+    assert.deepEqual(w.clusterA.callsTo('stopInstance')[1], [id, true], 'a forced stop is');
+    await expectError(w.call(w.A, 'StartInstances', { InstanceIds: [id] }), 'IncorrectInstanceState', `The instance '${id}' is not in a state from which it can be started.`);
+
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    const stopped = await stateOf(id);
+    assert.deepEqual(stopped.State, { Code: 80, Name: 'stopped' });
+    assert.deepEqual(stopped.StateReason, { Code: 'Client.UserInitiatedShutdown', Message: 'Client.UserInitiatedShutdown: User initiated shutdown' });
+    assert.match(stopped.StateTransitionReason, /^User initiated \(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d GMT\)$/);
+    assert.equal(stopped.PrivateIpAddress, '10.1.0.4', 'a stopped instance keeps its address');
+    assert.deepEqual(await w.call(w.A, 'StopInstances', { InstanceIds: [id] }), { StoppingInstances: [stateChange(id, [80, 'stopped'], [80, 'stopped'])] });
+
+    assert.deepEqual(await w.call(w.A, 'StartInstances', { InstanceIds: [id] }), { StartingInstances: [stateChange(id, [80, 'stopped'], [0, 'pending'])] });
+    assert.deepEqual(w.clusterA.callsTo('startInstance'), [[id]]);
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    assert.equal((await stateOf(id)).State.Name, 'running');
+
+    assert.deepEqual(await w.call(w.A, 'TerminateInstances', { InstanceIds: [id] }), { TerminatingInstances: [stateChange(id, [16, 'running'], [32, 'shutting-down'])] });
+    assert.deepEqual(w.clusterA.callsTo('terminateInstance'), [[id]]);
+    await w.reconciler.reconcileOnce();
+    assert.equal((await stateOf(id)).State.Name, 'shutting-down', 'stays shutting-down while the node still has it');
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    const gone = await stateOf(id);
+    assert.deepEqual(gone.State, { Code: 48, Name: 'terminated' });
+    assert.equal(gone.PrivateIpAddress, undefined);
+    assert.deepEqual(gone.NetworkInterfaces, []);
+    assert.equal((await w.row(id))!.private_ip, null);
+    assert.deepEqual(await w.call(w.A, 'TerminateInstances', { InstanceIds: [id] }), { TerminatingInstances: [stateChange(id, [48, 'terminated'], [48, 'terminated'])] });
+    assert.equal(w.clusterA.callsTo('terminateInstance').length, 1);
+    for (const action of ['StartInstances', 'StopInstances', 'RebootInstances']) {
+      await expectError(w.call(w.A, action, { InstanceIds: [id] }), 'IncorrectInstanceState');
+    }
+    // Its address is free again.
+    assert.equal((await w.launch()).Instances[0].PrivateIpAddress, '10.1.0.4');
+  });
+
+  it('refuses to terminate a protected instance, and refuses the whole call', async () => {
+    const [free, guarded] = [idsOf(await w.launch())[0]!, idsOf(await w.launch({ DisableApiTermination: true }))[0]!];
+    await expectError(w.call(w.A, 'TerminateInstances', { InstanceIds: [free, guarded] }), 'OperationNotPermitted',
+      `The instance '${guarded}' may not be terminated. Modify its 'disableApiTermination' instance attribute and try again.`);
+    assert.equal((await w.row(free))!.state, 'pending');
+    await w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: guarded, DisableApiTermination: { Value: false } });
+    const out = await w.call(w.A, 'TerminateInstances', { InstanceIds: [free, guarded] });
+    assert.deepEqual(out.TerminatingInstances.map((t: any) => t.CurrentState.Name), ['shutting-down', 'shutting-down']);
+  });
+
+  it('terminates a stopped instance', async () => {
+    const id = idsOf(await w.launch())[0]!;
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    await w.call(w.A, 'StopInstances', { InstanceIds: [id] });
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    assert.deepEqual((await w.call(w.A, 'TerminateInstances', { InstanceIds: [id] })).TerminatingInstances, [stateChange(id, [80, 'stopped'], [32, 'shutting-down'])]);
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    assert.equal((await w.row(id))!.state, 'terminated');
+  });
+
+  it('state changes of unknown, malformed and foreign instances fail without changing anything', async () => {
+    const id = idsOf(await w.launch())[0]!;
+    for (const action of ['StartInstances', 'StopInstances', 'RebootInstances', 'TerminateInstances']) {
+      await expectError(w.call(w.B, action, { InstanceIds: [id] }), 'InvalidInstanceID.NotFound', `The instance ID '${id}' does not exist`);
+      await expectError(w.call(w.A, action, { InstanceIds: [id, 'i-00000000'] }), 'InvalidInstanceID.NotFound');
+      await expectError(w.call(w.A, action, { InstanceIds: ['i-bad'] }), 'InvalidInstanceID.Malformed');
+      await expectError(w.call(w.A, action, {}), 'MissingParameter');
+    }
+    assert.equal((await w.row(id))!.state, 'pending');
+    await expectError(w.call(w.B, 'CreateTags', { Resources: [id], Tags: [{ Key: 'a', Value: 'b' }] }), 'InvalidInstanceID.NotFound');
+    await w.call(w.A, 'CreateTags', { Resources: [id], Tags: [{ Key: 'a', Value: 'b' }] });
+    assert.deepEqual((await stateOf(id)).Tags, [{ Key: 'a', Value: 'b' }]);
+  });
+
+  it('keeps the row when the cluster cannot be told, and the reconciler repeats the command', async () => {
+    const w2 = await makeWorld({ resendAfterMs: 0 });
+    try {
+      const id = idsOf(await w2.launch())[0]!;
+      w2.clusterA.progress();
+      await w2.reconciler.reconcileOnce();
+      w2.clusterA.unreachable = true;
+      const out = await w2.call(w2.A, 'TerminateInstances', { InstanceIds: [id] });
+      assert.equal(out.TerminatingInstances[0].CurrentState.Name, 'shutting-down');
+      await w2.reconciler.reconcileOnce();
+      assert.equal((await w2.row(id))!.state, 'shutting-down', 'an unreachable cluster changes nothing');
+      w2.clusterA.unreachable = false;
+      await w2.reconciler.reconcileOnce();
+      assert.equal(w2.clusterA.callsTo('terminateInstance').length, 2, 'terminate sent again');
+      w2.clusterA.progress();
+      await w2.reconciler.reconcileOnce();
+      assert.equal((await w2.row(id))!.state, 'terminated');
+    } finally {
+      await w2.store.close();
+    }
+  });
+});
+
+describe('DescribeInstanceStatus, console output and attributes', () => {
+  let w: World;
+  beforeEach(async () => { w = await makeWorld(); });
+  afterEach(async () => w.store.close());
+
+  it('reports status checks of running instances, impaired while their node is down', async () => {
+    const [a, b] = idsOf(await w.launch({ MaxCount: 2 }));
+    const pendingOnly = await w.call(w.A, 'DescribeInstanceStatus');
+    assert.deepEqual(pendingOnly.InstanceStatuses, []);
+    const all = await w.call(w.A, 'DescribeInstanceStatus', { IncludeAllInstances: true });
+    assert.deepEqual(all.InstanceStatuses.map((s: any) => [s.InstanceState.Name, s.InstanceStatus.Status]), [['pending', 'not-applicable'], ['pending', 'not-applicable']]);
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    const ok = await w.call(w.A, 'DescribeInstanceStatus', { InstanceIds: [a] });
+    assert.deepEqual(ok.InstanceStatuses, [{
+      AvailabilityZone: ZONE_A, InstanceId: a, InstanceState: { Code: 16, Name: 'running' },
+      InstanceStatus: { Status: 'ok', Details: [{ Name: 'reachability', Status: 'passed' }] },
+      SystemStatus: { Status: 'ok', Details: [{ Name: 'reachability', Status: 'passed' }] }, Events: [],
+    }]);
+    w.clusterA.nodeDown = true;
+    await w.reconciler.reconcileOnce();
+    const impaired = await w.call(w.A, 'DescribeInstanceStatus', { Filters: [{ Name: 'instance-status.status', Values: ['impaired'] }] });
+    assert.deepEqual(impaired.InstanceStatuses.map((s: any) => s.InstanceId).sort(), [a, b].sort());
+    assert.equal(impaired.InstanceStatuses[0].SystemStatus.Details[0].Status, 'failed');
+    assert.equal((await w.row(a!))!.status_impaired, 1);
+    w.clusterA.nodeDown = false;
+    await w.reconciler.reconcileOnce();
+    assert.equal((await w.row(a!))!.status_impaired, 0);
+    const filtered = await w.call(w.A, 'DescribeInstanceStatus', { Filters: [{ Name: 'availability-zone', Values: [ZONE_B] }] });
+    assert.deepEqual(filtered.InstanceStatuses, []);
+    await expectError(w.call(w.A, 'DescribeInstanceStatus', { Filters: [{ Name: 'nope', Values: ['x'] }] }), 'InvalidParameterValue');
+    await expectError(w.call(w.B, 'DescribeInstanceStatus', { InstanceIds: [a] }), 'InvalidInstanceID.NotFound');
+  });
+
+  it('says initializing right after an instance starts running', async () => {
+    const w2 = await makeWorld({ statusInitializingMs: 600_000 });
+    try {
+      const id = idsOf(await w2.launch())[0]!;
+      w2.clusterA.progress();
+      await w2.reconciler.reconcileOnce();
+      const out = await w2.call(w2.A, 'DescribeInstanceStatus', { InstanceIds: [id] });
+      assert.deepEqual(out.InstanceStatuses[0].InstanceStatus, { Status: 'initializing', Details: [{ Name: 'reachability', Status: 'initializing' }] });
+    } finally {
+      await w2.store.close();
+    }
+  });
+
+  it('GetConsoleOutput returns the cluster\'s console text in base64', async () => {
+    const id = idsOf(await w.launch())[0]!;
+    w.clusterA.consoles.set(id, 'Linux version 6.1\nlogin: ');
+    const out = await w.call(w.A, 'GetConsoleOutput', { InstanceId: id, Latest: true });
+    assert.equal(out.InstanceId, id);
+    assert.equal(Buffer.from(out.Output, 'base64').toString(), 'Linux version 6.1\nlogin: ');
+    assert.ok(out.Timestamp instanceof Date);
+    w.clusterA.unreachable = true;
+    assert.equal((await w.call(w.A, 'GetConsoleOutput', { InstanceId: id })).Output, undefined);
+    await expectError(w.call(w.B, 'GetConsoleOutput', { InstanceId: id }), 'InvalidInstanceID.NotFound');
+  });
+
+  it('describes and modifies attributes as EC2 allows', async () => {
+    const userData = Buffer.from('hello').toString('base64');
+    const out = await w.launch({ UserData: userData });
+    const id = out.Instances[0].InstanceId;
+    const attr = (Attribute: string) => w.call(w.A, 'DescribeInstanceAttribute', { InstanceId: id, Attribute });
+    assert.deepEqual(await attr('instanceType'), { InstanceId: id, InstanceType: { Value: 'm1.small' } });
+    assert.deepEqual(await attr('userData'), { InstanceId: id, UserData: { Value: userData } });
+    assert.deepEqual(await attr('kernel'), { InstanceId: id, KernelId: { Value: w.image.kernelId } });
+    assert.deepEqual(await attr('ramdisk'), { InstanceId: id, RamdiskId: { Value: w.image.ramdiskId } });
+    assert.deepEqual(await attr('disableApiTermination'), { InstanceId: id, DisableApiTermination: { Value: false } });
+    assert.deepEqual(await attr('instanceInitiatedShutdownBehavior'), { InstanceId: id, InstanceInitiatedShutdownBehavior: { Value: 'stop' } });
+    assert.deepEqual(await attr('rootDeviceName'), { InstanceId: id, RootDeviceName: { Value: '/dev/vda' } });
+    assert.deepEqual(await attr('groupSet'), { InstanceId: id, Groups: out.Instances[0].SecurityGroups });
+    await expectError(attr('colour'), 'InvalidParameterValue');
+    await expectError(w.call(w.B, 'DescribeInstanceAttribute', { InstanceId: id, Attribute: 'instanceType' }), 'InvalidInstanceID.NotFound');
+
+    await expectError(w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, InstanceType: { Value: 't2.micro' } }), 'IncorrectInstanceState', `The instance '${id}' is not in the 'stopped' state.`);
+    await expectError(w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, UserData: { Value: Buffer.from('x') } }), 'IncorrectInstanceState');
+    await w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, Attribute: 'disableApiTermination', Value: 'true' });
+    assert.deepEqual(await attr('disableApiTermination'), { InstanceId: id, DisableApiTermination: { Value: true } });
+    await expectError(w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, InstanceType: { Value: 't2.micro' }, DisableApiTermination: { Value: true } }),
+      'InvalidParameterCombination', /multiple attribute types/);
+    await expectError(w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, Kernel: { Value: w.image.kernelId } }), 'UnsupportedOperation');
+    await expectError(w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id }), 'MissingParameter');
+
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    await w.call(w.A, 'StopInstances', { InstanceIds: [id] });
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    await expectError(w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, InstanceType: { Value: 'x9.huge' } }), 'InvalidInstanceAttributeValue');
+    await w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, InstanceType: { Value: 't2.micro' } });
+    await w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, UserData: { Value: Buffer.from('new data') } });
+    assert.deepEqual(await attr('instanceType'), { InstanceId: id, InstanceType: { Value: 't2.micro' } });
+    assert.deepEqual(await attr('userData'), { InstanceId: id, UserData: { Value: Buffer.from('new data').toString('base64') } });
+  });
+
+  it('a security group used by a live instance cannot be deleted', async () => {
+    const web = (await w.call(w.A, 'CreateSecurityGroup', { GroupName: 'web', Description: 'web' })).GroupId;
+    const id = idsOf(await w.launch({ SecurityGroupIds: [web] }))[0]!;
+    await expectError(w.call(w.A, 'DeleteSecurityGroup', { GroupId: web }), 'InvalidGroup.InUse');
+    await w.call(w.A, 'TerminateInstances', { InstanceIds: [id] });
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    assert.deepEqual(await w.call(w.A, 'DeleteSecurityGroup', { GroupId: web }), {});
+  });
+});
+
+describe('InstanceReconciler', () => {
+  let w: World;
+  beforeEach(async () => { w = await makeWorld({ retentionMs: 60_000 }); });
+  afterEach(async () => w.store.close());
+
+  it('terminates instances the cluster lost and stops crashed ones, with reasons', async () => {
+    const [lost, crashed, fine] = idsOf(await w.launch({ MaxCount: 3 }));
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    w.clusterA.forget(lost!);
+    w.clusterA.setState(crashed!, 'crashed', 'qemu exited with status 1');
+    await w.reconciler.reconcileOnce();
+    const lostRow = (await w.row(lost!))!;
+    assert.deepEqual([lostRow.state, lostRow.private_ip], ['terminated', null]);
+    assert.match(lostRow.state_reason!, /^Server\.InternalError/);
+    const crashedRow = (await w.row(crashed!))!;
+    assert.equal(crashedRow.state, 'stopped');
+    assert.match(crashedRow.state_reason!, /qemu exited with status 1/);
+    assert.equal((await w.row(fine!))!.state, 'running');
+    const view = (await w.call(w.A, 'DescribeInstances', { InstanceIds: [crashed] })).Reservations[0].Instances[0];
+    assert.equal(view.StateReason.Code, 'Server.InternalError');
+  });
+
+  it('gives a launch in progress time, then counts an unplaced pending instance as lost', async () => {
+    const id = idsOf(await w.launch())[0]!;
+    // As if RunInstances had written the row but the cluster had not placed it yet.
+    await w.store.db.updateTable('instances').set({ node_id: null }).where('id', '=', id).execute();
+    w.clusterA.forget(id);
+    await w.reconciler.reconcileOnce();
+    assert.equal((await w.row(id))!.state, 'pending');
+    await w.store.db.updateTable('instances').set({ state_changed_at: new Date(Date.now() - 3_600_000).toISOString() }).where('id', '=', id).execute();
+    await w.reconciler.reconcileOnce();
+    const row = (await w.row(id))!;
+    assert.deepEqual([row.state, row.private_ip], ['terminated', null]);
+  });
+
+  it('an instance that shuts itself down becomes stopped', async () => {
+    const id = idsOf(await w.launch())[0]!;
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    w.clusterA.setState(id, 'stopped');
+    await w.reconciler.reconcileOnce();
+    const row = (await w.row(id))!;
+    assert.deepEqual([row.state, row.state_reason], ['stopped', 'Client.InstanceInitiatedShutdown: Instance initiated shutdown']);
+  });
+
+  it('a cluster that does not answer changes nothing', async () => {
+    const id = idsOf(await w.launch())[0]!;
+    w.clusterA.progress();
+    w.clusterA.unreachable = true;
+    await w.reconciler.reconcileOnce();
+    assert.equal((await w.row(id))!.state, 'pending');
+    w.clusterA.instances.clear();
+    await w.reconciler.reconcileOnce();
+    assert.equal((await w.row(id))!.state, 'pending');
+  });
+
+  it('terminates instances the cluster runs that no row wants', async () => {
+    const id = idsOf(await w.launch())[0]!;
+    const spec = (w.clusterA.callsTo('runInstances')[0]![0] as InstanceSpec[])[0]!;
+    w.clusterA.instances.set('i-0000000000000dead', { spec: { ...spec, instanceId: 'i-0000000000000dead' }, state: 'running', nodeId: 'n', since: '' });
+    await w.reconciler.reconcileOnce();
+    assert.deepEqual(w.clusterA.callsTo('terminateInstance'), [['i-0000000000000dead']]);
+    assert.equal((await w.row(id))!.state, 'pending');
+  });
+
+  it('deletes terminated instances and their tags once the retention has passed', async () => {
+    const id = idsOf(await w.launch({ TagSpecifications: [{ ResourceType: 'instance', Tags: [{ Key: 'a', Value: 'b' }] }] }))[0]!;
+    await w.call(w.A, 'TerminateInstances', { InstanceIds: [id] });
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    assert.equal((await w.row(id))!.state, 'terminated');
+    await w.reconciler.reconcileOnce();
+    assert.ok(await w.row(id), 'still visible within the retention');
+    await w.store.db.updateTable('instances').set({ state_changed_at: new Date(Date.now() - 61_000).toISOString() }).where('id', '=', id).execute();
+    await w.reconciler.reconcileOnce();
+    assert.equal(await w.row(id), undefined);
+    assert.equal((await w.store.db.selectFrom('tags').select('key').where('resource_id', '=', id).execute()).length, 0);
+    await expectError(w.call(w.A, 'DescribeInstances', { InstanceIds: [id] }), 'InvalidInstanceID.NotFound');
+  });
+
+  it('start and stop poll on their own', async () => {
+    const r = new InstanceReconciler({ store: w.store, directory: w.directory, log: quiet, intervalMs: 5 });
+    const id = idsOf(await w.launch())[0]!;
+    w.clusterA.progress();
+    r.start();
+    for (let n = 0; n < 200 && (await w.row(id))!.state !== 'running'; n++) await new Promise((res) => setTimeout(res, 5));
+    await r.stop();
+    assert.equal((await w.row(id))!.state, 'running');
+    const calls = w.clusterA.callsTo('describeInstances').length;
+    await new Promise((res) => setTimeout(res, 30));
+    assert.equal(w.clusterA.callsTo('describeInstances').length, calls, 'no polling after stop');
+  });
+});
+
+describe('10,000 instances', () => {
+  it('DescribeInstances and a reconcile pass stay fast', async () => {
+    const w = await makeWorld();
+    try {
+      const groups = JSON.stringify([{ id: 'sg-0123456789abcdef0', name: 'default' }]);
+      const now = new Date().toISOString();
+      const rows: InstancesTable[] = [];
+      for (let n = 0; n < 10_000; n++) {
+        const id = `i-${n.toString(16).padStart(17, '0')}`;
+        rows.push({
+          id, account_id: w.A, reservation_id: `r-${Math.floor(n / 10).toString(16).padStart(17, '0')}`, client_token: null, request_hash: null,
+          image_id: w.image.imageId, kernel_id: w.image.kernelId, ramdisk_id: w.image.ramdiskId ?? null, instance_type: 'm1.small', zone: ZONE_A,
+          vpc_id: 'vpc-0123456789abcdef0', subnet_id: 'subnet-0123456789abcdef0', private_ip: `10.1.${Math.floor(n / 250) + 1}.${(n % 250) + 4}`,
+          public_ip: null, mac: macForInstance(id), key_name: null, user_data: null, security_groups: groups, launch_index: n % 10, launch_time: now,
+          state: 'pending', state_reason: null, state_changed_at: now, node_id: 'node-a', disable_api_termination: 0, status_impaired: 0, accelerator: null,
+        });
+      }
+      await w.store.transaction(async (tx) => {
+        for (let i = 0; i < rows.length; i += 500) await tx.insertInto('instances').values(rows.slice(i, i + 500)).execute();
+        const tags = rows.filter((_, n) => n % 2 === 0).map((r) => ({ account_id: w.A, resource_id: r.id, resource_type: 'instance', key: 'team', value: r.launch_index % 2 ? 'odd' : 'even' }));
+        for (let i = 0; i < tags.length; i += 500) await tx.insertInto('tags').values(tags.slice(i, i + 500)).execute();
+      });
+      const spec = { vmType: { name: 'm1.small', cores: 1, memoryMiB: 256, diskGiB: 5 } } as InstanceSpec;
+      for (const r of rows) w.clusterA.instances.set(r.id, { spec, state: 'running', nodeId: 'node-a', since: now });
+
+      let t = performance.now();
+      await w.reconciler.reconcileOnce();
+      const reconcileMs = performance.now() - t;
+      const running = await w.store.db.selectFrom('instances').select((eb) => eb.fn.countAll<number>().as('n')).where('state', '=', 'running').executeTakeFirstOrThrow();
+      assert.equal(Number(running.n), 10_000);
+
+      t = performance.now();
+      const all = await w.call(w.A, 'DescribeInstances');
+      const describeMs = performance.now() - t;
+      assert.equal(all.Reservations.length, 1000);
+      assert.equal(all.Reservations.reduce((n: number, r: any) => n + r.Instances.length, 0), 10_000);
+
+      t = performance.now();
+      const filtered = await w.call(w.A, 'DescribeInstances', { Filters: [{ Name: 'tag:team', Values: ['even'] }, { Name: 'instance-state-name', Values: ['running'] }] });
+      const filterMs = performance.now() - t;
+      assert.equal(filtered.Reservations.reduce((n: number, r: any) => n + r.Instances.length, 0), 5000);
+
+      t = performance.now();
+      const page = await w.call(w.A, 'DescribeInstances', { MaxResults: 1000 });
+      const pageMs = performance.now() - t;
+      assert.ok(page.NextToken);
+      console.log(`# 10,000 instances: reconcile ${reconcileMs.toFixed(0)} ms, DescribeInstances all ${describeMs.toFixed(0)} ms, ` +
+        `filtered ${filterMs.toFixed(0)} ms, page of 1000 ${pageMs.toFixed(0)} ms`);
+    } finally {
+      await w.store.close();
+    }
+  });
+});
