@@ -30,7 +30,7 @@ export function formatTable(headers: string[], rows: Array<Array<string | number
 
 function positiveInteger(value: string): number {
   if (!/^\d+$/.test(value) || Number(value) < 1 || !Number.isSafeInteger(Number(value))) {
-    throw new InvalidArgumentError('it must be a positive whole number.');
+    throw new InvalidArgumentError('It must be a positive whole number.');
   }
   return Number(value);
 }
@@ -39,7 +39,7 @@ function positiveInteger(value: string): number {
 function quotaValue(value: string): number | 'default' {
   if (value === 'default') return value;
   if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
-    throw new InvalidArgumentError('it must be a whole number, or "default".');
+    throw new InvalidArgumentError('It must be a whole number, or "default".');
   }
   return Number(value);
 }

@@ -2,6 +2,8 @@
 import { Command, Option } from 'commander';
 import { runUp } from './up.ts';
 import { registerAdminCommands } from './admin.ts';
+import { registerRoleCommands } from './roles.ts';
+import { registerClusterAdminCommands } from './admin-clusters-cli.ts';
 
 const program = new Command();
 program.name('ironbark').description('An open-source private cloud that speaks the Amazon EC2 API');
@@ -14,10 +16,16 @@ program.command('up')
   .option('--region <name>', 'region name the cloud answers as', 'ironbark-1')
   .option('--zone <name>', 'availability zone of this host (default: <region>a)')
   .option('--zone-cidr <cidr>', 'private network of the zone', '10.1.0.0/16')
-  .addOption(new Option('--driver <driver>', 'hypervisor driver').choices(['qemu', 'fake']).default('qemu'))
+  .addOption(new Option('--driver <driver>', 'hypervisor driver: qemu runs real VMs, fake simulates them').choices(['qemu', 'fake']).default('qemu'))
+  .option('--policy <policy>', 'allocation policy: greedy, round-robin, power-save, module:PATH or exec:PATH', 'round-robin')
+  .option('--node-cores <n>', 'cores this host offers to instances (default: 4 per CPU for qemu, 256 for fake)')
+  .option('--node-memory <mib>', 'memory this host offers to instances, MiB (default: all of it for qemu, 1 TiB for fake)')
+  .option('--node-disk <gib>', 'disk this host offers to instances, GiB')
+  .option('--image-cache <dir>', 'where built guest images are cached (default ~/.cache/ironbark/images)')
   .action(async (opts) => { await runUp(opts); });
 
-registerAdminCommands(program);
+registerRoleCommands(program);
+registerClusterAdminCommands(registerAdminCommands(program));
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`ironbark: ${err instanceof Error ? err.message : String(err)}\n`);

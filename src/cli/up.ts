@@ -1,9 +1,14 @@
-// `ironbark up`: the all-in-one cloud on one host, in the foreground, for a first try.
+// `ironbark up`: the all-in-one cloud on one host (cloud, cluster and node controllers in one
+// process), in the foreground, for a first try.
 import { resolve } from 'node:path';
 import { createLogger } from './logger.ts';
 import { parseListenAddress } from './listen-address.ts';
 import { startCloudController } from '../cloud/cloud-controller.ts';
 import { ensureZone } from '../cloud/provision.ts';
+import { ensureDefaultImageRegistered, imageFileFor } from '../cloud/default-image.ts';
+import { startAllInOneCompute } from '../cluster/all-in-one.ts';
+import type { Capacity } from '../node/node-agent.ts';
+import { cpus } from 'node:os';
 
 export interface UpOptions {
   dataDir: string;
@@ -12,30 +17,86 @@ export interface UpOptions {
   region: string;
   zone?: string;
   zoneCidr: string;
-  driver: string;
+  driver: 'qemu' | 'fake';
+  policy: string;
+  imageCache?: string;
+  nodeCores?: string;
+  nodeMemory?: string;
+  nodeDisk?: string;
+}
+
+/**
+ * What the one node offers. Simulated VMs cost nothing, so the fake node is large; real VMs may
+ * over-commit cores (Eucalyptus' MAX_CORES), since small guests mostly idle, but not memory.
+ */
+function nodeCapacity(opts: UpOptions): Partial<Capacity> {
+  const num = (v: string | undefined, what: string) => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`--${what} must be a positive whole number, not "${v}"`);
+    return n;
+  };
+  const fake = opts.driver === 'fake';
+  return {
+    cores: num(opts.nodeCores, 'node-cores') ?? (fake ? 256 : 4 * cpus().length),
+    memoryMiB: num(opts.nodeMemory, 'node-memory') ?? (fake ? 1024 * 1024 : undefined),
+    diskGiB: num(opts.nodeDisk, 'node-disk') ?? (fake ? 16 * 1024 : undefined),
+  };
 }
 
 export async function runUp(opts: UpOptions): Promise<void> {
   const log = createLogger('up');
   const { host, port } = parseListenAddress(opts.listen);
   const dataDir = resolve(opts.dataDir);
-  const cloud = await startCloudController({ dataDir, host, port, storeUrl: opts.store, region: opts.region, log });
-  const zone = opts.zone ?? `${opts.region}a`;
-  await ensureZone(cloud.store, { name: zone, cidr: opts.zoneCidr, region: opts.region });
-
   const out = process.stdout;
-  out.write(`Ironbark is up: EC2 endpoint ${cloud.url} (region ${opts.region}, zone ${zone})\n\n`);
-  out.write(`Credentials of the admin account ${cloud.admin.accountId} (also in ${dataDir}/credentials.env):\n`);
-  out.write(`  export AWS_ACCESS_KEY_ID=${cloud.admin.accessKeyId}\n`);
-  out.write(`  export AWS_SECRET_ACCESS_KEY=${cloud.admin.secretAccessKey}\n`);
-  out.write(`  export AWS_DEFAULT_REGION=${opts.region}\n`);
-  out.write(`  export AWS_ENDPOINT_URL_EC2=${cloud.url}\n\n`);
-  out.write(`An aws CLI profile is in ${dataDir}/aws-config. Try: aws ec2 describe-availability-zones --endpoint-url ${cloud.url}\n`);
+  let relayBase: string | undefined;
+  const cloud = await startCloudController({
+    dataDir, host, port, storeUrl: opts.store, region: opts.region, log,
+    imageUrl: (imageId) => `${relayBase}/images/${imageId}`,
+  });
+  let compute: Awaited<ReturnType<typeof startAllInOneCompute>> | undefined;
+  try {
+    const zone = opts.zone ?? `${opts.region}a`;
+    await ensureZone(cloud.store, { name: zone, cidr: opts.zoneCidr, region: opts.region });
+
+    out.write('Preparing the default guest image (built once from Debian packages, then cached)...\n');
+    const image = await ensureDefaultImageRegistered(cloud.store, {
+      ownerAccountId: cloud.admin.accountId,
+      cacheDir: opts.imageCache,
+      onProgress: (p) => out.write(p.total ? `  [${p.step}/${p.total}] ${p.message}\n` : `  ${p.message}\n`),
+    });
+    out.write(`Default image: ${image.imageId} (kernel ${image.kernelId}${image.ramdiskId ? `, ramdisk ${image.ramdiskId}` : ''})\n`);
+
+    compute = await startAllInOneCompute({
+      dataDir, zone, cidr: opts.zoneCidr, region: opts.region, driver: opts.driver, policy: opts.policy, log, capacity: nodeCapacity(opts),
+      resolveImage: (imageId) => imageFileFor(cloud.store, imageId),
+    });
+    relayBase = compute.relay.baseUrl;
+    cloud.directory.register(compute.cluster);
+    const resources = await compute.node.describeResources();
+
+    out.write(`\nIronbark is up: EC2 endpoint ${cloud.url} (region ${opts.region}, zone ${zone}, ${opts.driver} driver, accelerator ${resources.accelerator})\n\n`);
+    out.write(`Credentials of the admin account ${cloud.admin.accountId} (also in ${dataDir}/credentials.env):\n`);
+    out.write(`  export AWS_ACCESS_KEY_ID=${cloud.admin.accessKeyId}\n`);
+    out.write(`  export AWS_SECRET_ACCESS_KEY=${cloud.admin.secretAccessKey}\n`);
+    out.write(`  export AWS_DEFAULT_REGION=${opts.region}\n`);
+    out.write(`  export AWS_ENDPOINT_URL_EC2=${cloud.url}\n\n`);
+    out.write(`An aws CLI profile is in ${dataDir}/aws-config. Try:\n`);
+    out.write(`  aws ec2 run-instances --endpoint-url ${cloud.url} --image-id ${image.imageId} --instance-type m1.small\n`);
+  } catch (err) {
+    await compute?.close();
+    await cloud.close();
+    throw err;
+  }
 
   await new Promise<void>((resolveStop) => {
     const stop = (signal: string) => {
       log.info({ signal }, 'stopping');
-      cloud.close().then(resolveStop, (err) => { log.error({ err }, 'error while stopping'); resolveStop(); });
+      (async () => {
+        cloud.directory.unregister(compute!.cluster.zone);
+        await cloud.close();
+        await compute!.close();
+      })().then(resolveStop, (err) => { log.error({ err }, 'error while stopping'); resolveStop(); });
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));

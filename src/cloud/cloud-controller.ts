@@ -14,6 +14,9 @@ import type { CloudSettings } from './context.ts';
 import { ComputeDirectory } from './compute-directory.ts';
 import { InstanceReconciler } from './instance-reconciler.ts';
 import { seedVmTypes } from './vm-types.ts';
+import { ClusterConnections } from './clusters.ts';
+import { createClusterAdminApi } from './admin-clusters.ts';
+import { adminNotFound } from './admin-api.ts';
 
 export interface CloudControllerOptions {
   dataDir: string;
@@ -37,6 +40,8 @@ export interface RunningCloud {
   admin: AdminCredentials;
   /** Clusters by availability zone: register a ClusterApi here to give the cloud a zone's compute. */
   directory: ComputeDirectory;
+  /** The remote cluster controllers of the clusters table, registered in `directory`. */
+  clusters: ClusterConnections;
   close(): Promise<void>;
 }
 
@@ -53,6 +58,8 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     const ec2Route = (c: Context) => (ec2 ? ec2(c) : c.text('starting', 503));
     app.post('/', ec2Route);
     app.get('/', ec2Route);
+    let adminApis: Hono | undefined;
+    app.all('/admin/*', (c) => (adminApis ? adminApis.fetch(c.req.raw, c.env) : c.text('starting', 503)));
     const server = await listen(app, opts.host, opts.port);
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : opts.port;
@@ -62,11 +69,17 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     const admin = await ensureAdminAccount(store, opts.dataDir, settings);
     const operations = allOperations({ directory, log: opts.log, imageUrl: opts.imageUrl });
     ec2 = createEc2Handler({ store, settings, keys: createKeyResolver(store), operations, log: opts.log });
+    const clusters = new ClusterConnections(directory);
+    await clusters.load(store.db);
+    const keys = createKeyResolver(store);
+    adminApis = new Hono();
+    adminApis.route('/admin', createClusterAdminApi({ store, keys, log: opts.log, region: opts.region, connections: clusters }));
+    adminApis.all('/admin/*', adminNotFound);
     const reconciler = new InstanceReconciler({ store, directory, log: opts.log, intervalMs: opts.reconcileIntervalMs ?? 1000 });
     reconciler.start();
     opts.log.info({ url, store: store.kind }, 'cloud controller listening');
     return {
-      url, store, settings, admin, directory,
+      url, store, settings, admin, directory, clusters,
       async close() {
         await reconciler.stop();
         await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -38,8 +38,11 @@ export async function startInProcessCloud(opts: { zones?: { name: string; cidr: 
   };
 }
 
-/** `bin/ironbark up` as a child process; resolves once credentials.env exists and the endpoint answers. */
-export async function startCloudProcess(extraArgs: string[] = []): Promise<TestCloud & { process: ChildProcess; output: () => string }> {
+/**
+ * `bin/ironbark up` as a child process (simulated VMs unless the caller asks otherwise: a real
+ * bridge belongs in a test's own network namespace); resolves once it says it is up.
+ */
+export async function startCloudProcess(extraArgs: string[] = ['--driver', 'fake']): Promise<TestCloud & { process: ChildProcess; output: () => string }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'ironbark-up-'));
   const port = await freePort();
   const child = spawn(join(REPO_ROOT, 'bin/ironbark'), ['up', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, ...extraArgs], {
@@ -49,7 +52,7 @@ export async function startCloudProcess(extraArgs: string[] = []): Promise<TestC
   child.stdout!.on('data', (d) => { output += d; });
   child.stderr!.on('data', (d) => { output += d; });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  const deadline = Date.now() + 120_000;
+  const deadline = Date.now() + 600_000; // a first run builds the default guest image
   const credFile = join(dataDir, 'credentials.env');
   for (;;) {
     if (child.exitCode !== null) throw new Error(`ironbark up exited with ${child.exitCode}:\n${output}`);

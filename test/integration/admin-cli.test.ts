@@ -13,7 +13,6 @@ import { DescribeSecurityGroupsCommand, DescribeKeyPairsCommand, EC2Client } fro
 import { startInProcessCloud, REPO_ROOT, type TestCloud } from '../helpers/cloud.ts';
 import { createKeyResolver } from '../../src/auth/key-cache.ts';
 import { createAdminApi, adminNotFound } from '../../src/cloud/admin-api.ts';
-import { seedVmTypes } from '../../src/cloud/vm-types.ts';
 import { newId } from '../../src/cloud/ids.ts';
 
 process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
@@ -25,7 +24,6 @@ let adminUrl: string;
 before(async () => {
   cloud = await startInProcessCloud();
   const store = cloud.cloud!.store;
-  await seedVmTypes(store.db);
   const app = new Hono();
   app.route('/admin', createAdminApi({ store, settings: cloud.cloud!.settings, log: pino({ level: 'silent' }), keys: createKeyResolver(store) }));
   app.all('/admin/*', adminNotFound);

@@ -1,0 +1,231 @@
+// `ironbark cloud`, `ironbark cluster` and `ironbark node`: one role per process, on separate hosts.
+// The cloud reaches clusters only, a cluster reaches its nodes only; nodes need no route to the cloud.
+import http from 'node:http';
+import { readFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Command, Option } from 'commander';
+import { serve, type ServerType } from '@hono/node-server';
+import type { Logger } from 'pino';
+import { createLogger } from './logger.ts';
+import { parseListenAddress } from './listen-address.ts';
+import { startCloudController } from '../cloud/cloud-controller.ts';
+import { ClusterController } from '../cluster/cluster-controller.ts';
+import { createClusterHttpServer } from '../cluster/cluster-http-server.ts';
+import { JoinedNodes } from '../cluster/joined-nodes.ts';
+import { createNodeHttpApp } from '../node/node-http-server.ts';
+import { joinCluster, loadMembership, saveMembership, sayHello, type ClusterMembership } from '../node/cluster-membership.ts';
+import { startNodeHost } from '../node/node-host.ts';
+
+const DEFAULT_DATA_DIR = process.env.IRONBARK_DATA_DIR ?? '/var/lib/ironbark';
+
+function urlOf(host: string, port: number): string {
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+function isWildcard(host: string): boolean {
+  return host === '0.0.0.0' || host === '::' || host === '';
+}
+
+/** Runs until SIGTERM or SIGINT, then calls `stop`. */
+function untilSignalled(log: Logger, stop: () => Promise<void>): Promise<void> {
+  return new Promise<void>((done) => {
+    const onSignal = (signal: string) => {
+      log.info({ signal }, 'stopping');
+      stop().then(done, (err) => { log.error({ err }, 'error while stopping'); done(); });
+    };
+    process.once('SIGTERM', () => onSignal('SIGTERM'));
+    process.once('SIGINT', () => onSignal('SIGINT'));
+  });
+}
+
+function listenHttp(server: http.Server, host: string, port: number): Promise<number> {
+  return new Promise((ok, fail) => {
+    server.once('error', fail);
+    server.listen(port, host, () => {
+      server.off('error', fail);
+      const address = server.address();
+      ok(typeof address === 'object' && address ? address.port : port);
+    });
+  });
+}
+
+function closeHttp(server: http.Server | ServerType): Promise<void> {
+  return new Promise((done) => {
+    server.close(() => done());
+    (server as http.Server).closeAllConnections?.();
+  });
+}
+
+// ---- cloud --------------------------------------------------------------------------------------
+
+export interface CloudRoleOptions { dataDir: string; listen: string; store?: string; region: string; endpoint?: string }
+
+export async function runCloudRole(opts: CloudRoleOptions): Promise<void> {
+  const log = createLogger('cloud');
+  const { host, port } = parseListenAddress(opts.listen);
+  const dataDir = resolve(opts.dataDir);
+  // The cloud controller connects the clusters of its table itself (clusters.ts), as `ironbark up` does.
+  const cloud = await startCloudController({ dataDir, host, port, storeUrl: opts.store, region: opts.region, endpoint: opts.endpoint, log });
+  const out = process.stdout;
+  out.write(`Ironbark cloud controller is up: EC2 endpoint ${cloud.url} (region ${opts.region})\n`);
+  out.write(`Admin credentials are in ${join(dataDir, 'credentials.env')}. Add a zone's cluster with:\n`);
+  out.write(`  ironbark admin --data-dir ${dataDir} cluster add --zone ${opts.region}a --url http://CLUSTER_HOST:8774 --cidr 10.1.0.0/16\n`);
+  await untilSignalled(log, () => cloud.close());
+}
+
+// ---- cluster ------------------------------------------------------------------------------------
+
+export interface ClusterRoleOptions {
+  zone: string;
+  cidr: string;
+  dataDir: string;
+  listen: string;
+  cloudSecret?: string;
+  cloudSecretFile?: string;
+  policy: string;
+  nodeUrl?: string;
+}
+
+function readCloudSecret(opts: ClusterRoleOptions): string {
+  const secret = opts.cloudSecretFile ? readFileSync(opts.cloudSecretFile, 'utf8').trim() : opts.cloudSecret ?? process.env.IRONBARK_CLOUD_SECRET;
+  if (!secret) {
+    throw new Error('The cluster needs the secret it shares with the cloud: --cloud-secret-file FILE (or --cloud-secret S, or IRONBARK_CLOUD_SECRET), as printed by `ironbark admin cluster add`.');
+  }
+  return secret;
+}
+
+export async function runClusterRole(opts: ClusterRoleOptions): Promise<void> {
+  const log = createLogger('cluster');
+  const { host, port } = parseListenAddress(opts.listen, '0.0.0.0');
+  const dataDir = resolve(opts.dataDir);
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const cloudSecret = readCloudSecret(opts);
+  const joined = await JoinedNodes.open(join(dataDir, 'nodes.json'));
+  const controller = new ClusterController({ zone: opts.zone, cidr: opts.cidr, policy: opts.policy, log });
+  let server: http.Server | undefined;
+  try {
+    const nodeUrl = opts.nodeUrl ?? (isWildcard(host) ? undefined : urlOf(host, port));
+    const api = createClusterHttpServer({
+      cluster: controller, cloudSecret, joined, log, nodeFacingUrl: nodeUrl, imageCacheDir: join(dataDir, 'images'),
+    });
+    server = http.createServer(api.listener);
+    const boundPort = await listenHttp(server, host, port);
+    if (!nodeUrl) log.warn({}, 'no --node-url and a wildcard --listen: nodes fetch images from the URLs the cloud gives');
+    await api.registerJoinedNodes();
+    log.info({ zone: opts.zone, cidr: opts.cidr, listen: urlOf(host, boundPort), nodes: joined.list().length }, 'cluster controller listening');
+    process.stdout.write(`Ironbark cluster controller of zone ${opts.zone} is up on ${urlOf(host, boundPort)} (${joined.list().length} joined node(s))\n`);
+  } catch (err) {
+    await controller.close();
+    if (server) await closeHttp(server);
+    throw err;
+  }
+  const running = server;
+  await untilSignalled(log, async () => {
+    await closeHttp(running);
+    await controller.close();
+  });
+}
+
+// ---- node ---------------------------------------------------------------------------------------
+
+export interface NodeRoleOptions {
+  join?: string;
+  token?: string;
+  dataDir: string;
+  listen: string;
+  advertise?: string;
+  driver: 'qemu' | 'fake';
+  name?: string;
+}
+
+export async function runNodeRole(opts: NodeRoleOptions): Promise<void> {
+  const log = createLogger('node');
+  const { host, port } = parseListenAddress(opts.listen, '0.0.0.0');
+  const dataDir = resolve(opts.dataDir);
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  if (isWildcard(host) && !opts.advertise) {
+    throw new Error('With a wildcard --listen, say where the cluster reaches this node: --advertise http://NODE_ADDRESS:PORT.');
+  }
+  const advertised = (opts.advertise ?? urlOf(host, port)).replace(/\/+$/, '');
+
+  let membership: ClusterMembership | undefined = await loadMembership(dataDir);
+  if (membership) {
+    if (opts.token) log.info({ nodeId: membership.nodeId, zone: membership.zone }, 'already a member of a cluster: the token is not used');
+  } else {
+    if (!opts.join || !opts.token) {
+      throw new Error('This node has not joined a cluster yet: give --join CLUSTER_URL and --token TOKEN (from `ironbark admin node token --zone ZONE`).');
+    }
+    membership = await joinCluster({ clusterUrl: opts.join, token: opts.token, url: advertised, name: opts.name ?? shortHostname() });
+    await saveMembership(dataDir, membership);
+    log.info({ nodeId: membership.nodeId, zone: membership.zone, cluster: membership.clusterUrl }, 'joined the cluster');
+  }
+  const member = membership;
+
+  const host_ = await startNodeHost({ dataDir, nodeId: member.nodeId, zone: member.zone, cidr: member.cidr, driver: opts.driver, log });
+  let server: ServerType | undefined;
+  try {
+    const app = createNodeHttpApp({ agent: host_.agent, identity: () => ({ nodeId: member.nodeId, secret: member.secret }), log });
+    server = await new Promise<ServerType>((ok, fail) => {
+      const s = serve({ fetch: app.fetch, hostname: host, port }, () => ok(s));
+      s.once('error', fail);
+    });
+    // Tells the cluster our address, which may have changed since we joined; a revoked node learns it here.
+    await sayHello(member, advertised).catch((err: Error) => {
+      log.warn({ err: err.message, cluster: member.clusterUrl }, 'the cluster did not accept our hello');
+    });
+    log.info({ nodeId: member.nodeId, zone: member.zone, url: advertised, driver: opts.driver }, 'node controller listening');
+    process.stdout.write(`Ironbark node ${member.nodeId} of zone ${member.zone} is up on ${advertised}\n`);
+  } catch (err) {
+    if (server) await closeHttp(server);
+    await host_.close();
+    throw err;
+  }
+  const running = server;
+  await untilSignalled(log, async () => {
+    await closeHttp(running);
+    await host_.close();
+  });
+}
+
+function shortHostname(): string | undefined {
+  const name = hostname().split('.')[0] ?? '';
+  return /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(name) ? name : undefined;
+}
+
+// ---- commands -----------------------------------------------------------------------------------
+
+export function registerRoleCommands(program: Command): void {
+  program.command('cloud')
+    .description('run the cloud controller (EC2 endpoint, admin API, state store) in the foreground')
+    .option('--data-dir <dir>', 'where state, images and credentials live', DEFAULT_DATA_DIR)
+    .option('--listen <host:port>', 'address of the EC2 endpoint', '127.0.0.1:8773')
+    .option('--store <url>', 'postgres://… to share state between controllers (default: SQLite in the data directory)')
+    .option('--region <name>', 'region name the cloud answers as', 'ironbark-1')
+    .option('--endpoint <url>', 'public URL of the EC2 endpoint if it differs from http://<listen>')
+    .action(async (opts: CloudRoleOptions) => { await runCloudRole(opts); });
+
+  program.command('cluster')
+    .description("run the cluster controller of one availability zone: serves the cloud, drives the zone's nodes")
+    .requiredOption('--zone <name>', 'availability zone this cluster serves (as added with `ironbark admin cluster add`)')
+    .requiredOption('--cidr <cidr>', "the zone's private network, e.g. 10.1.0.0/16")
+    .option('--data-dir <dir>', 'where the joined nodes and the image relay cache live', join(DEFAULT_DATA_DIR, 'cluster'))
+    .option('--listen <host:port>', 'address the cloud and the nodes reach this cluster at', '0.0.0.0:8774')
+    .option('--cloud-secret <secret>', 'the secret shared with the cloud (prefer --cloud-secret-file: arguments are visible to other users)')
+    .option('--cloud-secret-file <file>', 'file holding the secret shared with the cloud')
+    .option('--policy <policy>', 'allocation policy: greedy, round-robin, power-save, module:FILE or exec:FILE', 'greedy')
+    .option('--node-url <url>', 'where nodes reach this cluster, for images (default: http://<listen> unless it is a wildcard)')
+    .action(async (opts: ClusterRoleOptions) => { await runClusterRole(opts); });
+
+  program.command('node')
+    .description('run a node controller: joins its cluster once with a token, then serves it VMs')
+    .option('--join <url>', "the cluster controller's URL as this node reaches it (first start only)")
+    .option('--token <token>', 'join token from `ironbark admin node token --zone ZONE` (first start only)')
+    .option('--data-dir <dir>', "where the node's identity, images, disks and instance state live", join(DEFAULT_DATA_DIR, 'node'))
+    .option('--listen <host:port>', 'address the cluster reaches this node at', '0.0.0.0:8775')
+    .option('--advertise <url>', 'URL the cluster should call this node at (default: http://<listen>)')
+    .option('--name <name>', 'name shown for this node (default: the host name)')
+    .addOption(new Option('--driver <driver>', 'hypervisor driver').choices(['qemu', 'fake']).default('qemu'))
+    .action(async (opts: NodeRoleOptions) => { await runNodeRole(opts); });
+}
