@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { openStore, type Store } from '../store/store.ts';
 import { createKeyResolver } from '../auth/key-cache.ts';
 import { createEc2Handler } from './ec2-endpoint.ts';
+import { createAdminApi } from './admin-api.ts';
 import { allOperations } from './operations.ts';
 import { ensureAdminAccount, type AdminCredentials } from './bootstrap.ts';
 import type { CloudSettings } from './context.ts';
@@ -68,11 +69,13 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     const settings: CloudSettings = { region: opts.region, endpoint: url };
     const admin = await ensureAdminAccount(store, opts.dataDir, settings);
     const operations = allOperations({ directory, log: opts.log, imageUrl: opts.imageUrl });
-    ec2 = createEc2Handler({ store, settings, keys: createKeyResolver(store), operations, log: opts.log });
+    // One key cache for EC2 and the admin API, so a key the operator disables stops working at once.
+    const keys = createKeyResolver(store);
+    ec2 = createEc2Handler({ store, settings, keys, operations, log: opts.log });
     const clusters = new ClusterConnections(directory);
     await clusters.load(store.db);
-    const keys = createKeyResolver(store);
     adminApis = new Hono();
+    adminApis.route('/admin', createAdminApi({ store, settings, log: opts.log, keys }));
     adminApis.route('/admin', createClusterAdminApi({ store, keys, log: opts.log, region: opts.region, connections: clusters }));
     adminApis.all('/admin/*', adminNotFound);
     const reconciler = new InstanceReconciler({ store, directory, log: opts.log, intervalMs: opts.reconcileIntervalMs ?? 1000 });

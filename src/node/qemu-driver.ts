@@ -66,7 +66,8 @@ export class QemuDriver implements HypervisorDriver {
       launchTimeoutMs: 30_000,
       qmpTimeoutMs: 10_000,
       stopTimeoutMs: 30_000,
-      ...opts,
+      // An option passed as undefined keeps its default.
+      ...(Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) as QemuDriverOptions),
       runDir: resolve(opts.runDir),
     };
   }
