@@ -99,6 +99,13 @@ export function requiredObject<T>(params: Record<string, unknown>, name: string)
   return value as T;
 }
 
+export function optionalObject<T>(params: Record<string, unknown>, name: string): T | undefined {
+  const value = params[name];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'object' || Array.isArray(value)) throw new Ec2Error('InvalidParameterValue', `Value for parameter ${name} must be an object.`);
+  return value as T;
+}
+
 function remoteAddress(c: Context): string | undefined {
   const incoming = (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming;
   return incoming?.socket?.remoteAddress;

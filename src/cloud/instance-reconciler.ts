@@ -9,6 +9,7 @@ import type { InstancesTable } from '../store/schema.ts';
 import type { ClusterApi, ClusterInstanceStatus } from '../cluster/cluster-api.ts';
 import type { ComputeDirectory } from './compute-directory.ts';
 import { REASONS } from './instance-view.ts';
+import { startUpdateFor } from './instance-update.ts';
 
 export interface ReconcilerLog {
   info(obj: object, msg?: string): void;
@@ -233,7 +234,10 @@ export class InstanceReconciler {
       try {
         if (command === 'terminate') await cluster.terminateInstance(id);
         else if (command === 'stop') await cluster.stopInstance(id);
-        else await cluster.startInstance(id);
+        else {
+          const row = await this.#store.db.selectFrom('instances').select(['instance_type', 'user_data']).where('id', '=', id).executeTakeFirst();
+          await cluster.startInstance(id, row ? await startUpdateFor(this.#store.db, row) : undefined);
+        }
       } catch (e) {
         this.#log.warn({ zone, instanceId: id, command, err: (e as Error)?.message ?? String(e) }, 'cluster refused a repeated command');
       }

@@ -12,6 +12,7 @@ import { tagsByResource, type Tag } from './tags.ts';
 import { registerTaggable } from './resource-registry.ts';
 import { registerSecurityGroupUsageCheck } from './security-groups.ts';
 import { findVmType } from './vm-types.ts';
+import { startUpdateFor } from './instance-update.ts';
 import { ROOT_DEVICE_NAME } from './images.ts';
 import { createLauncher, viewContext, type LaunchDeps } from './instance-launch.ts';
 import { REASONS, STATE_CODES, groupsOf, instanceFilters, reservationsOf, stateOf, type InstanceItem, type InstanceState } from './instance-view.ts';
@@ -190,7 +191,7 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
         default: throw incorrectState(row.id, 'started');
       }
     });
-    await forward(transitions, (cluster, row) => cluster.startInstance(row.id));
+    await forward(transitions, async (cluster, row) => cluster.startInstance(row.id, await startUpdateFor(ctx.store.db, row)));
     return { StartingInstances: stateChanges(transitions) };
   }
 

@@ -1,6 +1,6 @@
 // What the cloud controller asks of a cluster controller (one per availability zone). The cloud
 // never talks to nodes: the cluster places instances, relays commands and reports actual state.
-import type { InstanceSpec, NodeInstanceStatus, NodeResources } from '../node/node-api.ts';
+import type { InstanceSpec, InstanceUpdate, NodeInstanceStatus, NodeResources } from '../node/node-api.ts';
 
 export interface Placement { instanceId: string; nodeId: string }
 
@@ -25,7 +25,8 @@ export interface ClusterApi {
    * scheduler's reasons) when they do not all fit.
    */
   runInstances(specs: InstanceSpec[]): Promise<Placement[]>;
-  startInstance(instanceId: string): Promise<void>;
+  /** Boots a stopped instance on its node, first applying what changed while it was stopped. */
+  startInstance(instanceId: string, update?: InstanceUpdate): Promise<void>;
   stopInstance(instanceId: string, force?: boolean): Promise<void>;
   rebootInstance(instanceId: string): Promise<void>;
   terminateInstance(instanceId: string): Promise<void>;

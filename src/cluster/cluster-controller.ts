@@ -4,7 +4,7 @@
 // which instance is learnt from the nodes' own reports, so a restarted controller rebuilds its map
 // from one round of polling, and a node that comes back after being down is believed as it is.
 import { Ec2Error } from '../protocol/errors.ts';
-import type { InstanceSpec, NodeInstanceStatus } from '../node/node-api.ts';
+import type { InstanceSpec, InstanceUpdate, NodeInstanceStatus } from '../node/node-api.ts';
 import type { ClusterApi, ClusterInstanceStatus, ClusterNodeStatus, Placement } from './cluster-api.ts';
 import { NodeRegistry, type NodeEntry, type NodeRegistration } from './node-registry.ts';
 import { createPolicy } from './policies/index.ts';
@@ -172,8 +172,8 @@ export class ClusterController implements ClusterApi {
     return result.placements.map(({ instanceId, nodeId }) => ({ instanceId, nodeId }));
   }
 
-  async startInstance(instanceId: string): Promise<void> {
-    await this.command(instanceId, 'startInstance', (c) => c.startInstance(instanceId));
+  async startInstance(instanceId: string, update?: InstanceUpdate): Promise<void> {
+    await this.command(instanceId, 'startInstance', (c) => c.startInstance(instanceId, update));
   }
 
   async stopInstance(instanceId: string, force?: boolean): Promise<void> {

@@ -2,7 +2,7 @@
 // host. Calls are signed with the zone's shared secret (key id = the zone); errors come back as
 // Ec2Error with the cluster's code, and a cluster that does not answer fails with Unavailable.
 import type { ClusterApi, ClusterInstanceStatus, ClusterNodeStatus, Placement } from './cluster-api.ts';
-import type { InstanceSpec } from '../node/node-api.ts';
+import type { InstanceSpec, InstanceUpdate } from '../node/node-api.ts';
 import type { JoinedNodeView } from './cluster-http-server.ts';
 import { PeerClient } from '../auth/peer-rpc.ts';
 
@@ -39,8 +39,8 @@ export class ClusterHttpClient implements ClusterApi {
     return this.#peer.call('runInstances', { specs });
   }
 
-  async startInstance(instanceId: string): Promise<void> {
-    await this.#peer.call('startInstance', { instanceId });
+  async startInstance(instanceId: string, update?: InstanceUpdate): Promise<void> {
+    await this.#peer.call('startInstance', { instanceId, update });
   }
 
   async stopInstance(instanceId: string, force?: boolean): Promise<void> {

@@ -14,10 +14,10 @@ import { getRequestListener } from '@hono/node-server';
 import type { Logger } from 'pino';
 import type { ClusterApi } from './cluster-api.ts';
 import type { NodeRegistration } from './node-registry.ts';
-import type { ImageRef, InstanceSpec, NodeApi } from '../node/node-api.ts';
+import type { ImageRef, InstanceSpec, InstanceUpdate, NodeApi } from '../node/node-api.ts';
 import { NodeHttpClient } from '../node/node-http-client.ts';
 import { PeerVerifier } from '../auth/peer-auth.ts';
-import { createPeerRpcHandler, optionalBoolean, requiredString, type PeerMethods } from '../auth/peer-rpc.ts';
+import { createPeerRpcHandler, optionalBoolean, optionalObject, requiredString, type PeerMethods } from '../auth/peer-rpc.ts';
 import { Ec2Error } from '../protocol/errors.ts';
 import { JoinTokenError, verifyJoinToken } from './join-tokens.ts';
 import { JoinedNodes, TokenAlreadyUsedError, type JoinedNode } from './joined-nodes.ts';
@@ -136,7 +136,7 @@ export function createClusterHttpServer(opts: ClusterHttpServerOptions): Cluster
       if (!Array.isArray(specs) || specs.length === 0) throw new Ec2Error('MissingParameter', 'The request must contain the parameter specs');
       return cluster.runInstances((specs as InstanceSpec[]).map(relaySpec));
     },
-    startInstance: (p) => cluster.startInstance(requiredString(p, 'instanceId')),
+    startInstance: (p) => cluster.startInstance(requiredString(p, 'instanceId'), optionalObject<InstanceUpdate>(p, 'update')),
     stopInstance: (p) => cluster.stopInstance(requiredString(p, 'instanceId'), optionalBoolean(p, 'force')),
     rebootInstance: (p) => cluster.rebootInstance(requiredString(p, 'instanceId')),
     terminateInstance: (p) => cluster.terminateInstance(requiredString(p, 'instanceId')),

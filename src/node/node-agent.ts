@@ -23,7 +23,7 @@ import { createInstanceDisk, deleteInstanceDisk, diskInfo } from './instance-dis
 import type { InstanceMetadata } from './metadata-service.ts';
 import { metadataFromSpec } from './metadata-from-spec.ts';
 import type { NodeNetwork } from './network.ts';
-import type { ImageRef, InstanceSpec, NodeApi, NodeInstanceState, NodeInstanceStatus, NodeResources } from './node-api.ts';
+import type { ImageRef, InstanceSpec, InstanceUpdate, NodeApi, NodeInstanceState, NodeInstanceStatus, NodeResources } from './node-api.ts';
 import { NodeStateStore, type InstanceRecord } from './node-state.ts';
 
 export interface AgentLogger {
@@ -186,7 +186,7 @@ export class NodeAgent implements NodeApi {
     return this.statusOf(inst);
   }
 
-  async startInstance(instanceId: string): Promise<NodeInstanceStatus> {
+  async startInstance(instanceId: string, update?: InstanceUpdate): Promise<NodeInstanceStatus> {
     await this.recover();
     const inst = this.get(instanceId);
     return this.withLock(inst, async () => {
@@ -194,6 +194,7 @@ export class NodeAgent implements NodeApi {
       const { state } = inst.record;
       if (state === 'running' || state === 'pending') return this.statusOf(inst);
       if (state !== 'stopped' && state !== 'crashed') throw incorrectState(instanceId, 'started');
+      if (update) await this.applyUpdate(inst, update);
       this.assertRoomFor(inst.record.spec, 'start', instanceId);
       const before = state;
       await this.setState(inst, 'pending');
@@ -372,6 +373,22 @@ export class NodeAgent implements NodeApi {
     if (!info || info.state === 'destroyed') await this.setState(inst, 'crashed', 'the VM disappeared from the hypervisor');
     else if (info.state === 'crashed') await this.setState(inst, 'crashed', 'the VM process exited unexpectedly');
     else if (info.state === 'stopped') await this.setState(inst, 'stopped', 'Client.InstanceInitiatedShutdown: Instance initiated shutdown');
+  }
+
+  /** A new VM type or user data, given while stopped: the next boot uses them (the metadata service too). */
+  private async applyUpdate(inst: Instance, update: InstanceUpdate): Promise<void> {
+    const spec = inst.record.spec;
+    const next = { ...spec };
+    if (update.vmType) next.vmType = update.vmType;
+    if (update.userData !== undefined) next.userData = update.userData ?? undefined;
+    if (JSON.stringify(next) === JSON.stringify(spec)) return;
+    if (JSON.stringify(next.vmType) !== JSON.stringify(spec.vmType)) {
+      // The VM's cores and memory are fixed when it is defined: define it anew (the disk stays).
+      const info = await this.driver.info(spec.instanceId);
+      if (info && info.state !== 'destroyed') await this.driver.destroy(spec.instanceId);
+    }
+    inst.record.spec = next;
+    await this.store.save(inst.record);
   }
 
   private async setState(inst: Instance, state: NodeInstanceState, reason?: string): Promise<void> {

@@ -65,13 +65,20 @@ export interface NodeResources {
   instanceCount: number;
 }
 
+/** What may change while an instance is stopped (ModifyInstanceAttribute) and applies at its next start. */
+export interface InstanceUpdate {
+  vmType?: VmTypeSpec;
+  /** base64; null removes the user data. */
+  userData?: string | null;
+}
+
 export interface NodeApi {
   describeResources(): Promise<NodeResources>;
   describeInstances(): Promise<NodeInstanceStatus[]>;
   /** Idempotent: running an instance the node already has is a no-op that returns its status. */
   runInstance(spec: InstanceSpec): Promise<NodeInstanceStatus>;
   /** Boots a stopped instance again from its kept root disk. */
-  startInstance(instanceId: string): Promise<NodeInstanceStatus>;
+  startInstance(instanceId: string, update?: InstanceUpdate): Promise<NodeInstanceStatus>;
   stopInstance(instanceId: string, force?: boolean): Promise<NodeInstanceStatus>;
   rebootInstance(instanceId: string): Promise<void>;
   /** Idempotent: terminating an unknown instance succeeds. Removes the VM, disk, tap and DHCP entry. */

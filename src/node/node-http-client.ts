@@ -1,6 +1,6 @@
 // NodeApi over HTTP: how a cluster controller on another host drives a node controller. Calls are
 // signed with the node's secret; a node that does not answer in time fails with Unavailable.
-import type { InstanceSpec, NodeApi, NodeInstanceStatus, NodeResources } from './node-api.ts';
+import type { InstanceSpec, InstanceUpdate, NodeApi, NodeInstanceStatus, NodeResources } from './node-api.ts';
 import { PeerClient } from '../auth/peer-rpc.ts';
 
 export interface NodeHttpClientOptions {
@@ -49,8 +49,8 @@ export class NodeHttpClient implements NodeApi {
     return this.#peer.call('runInstance', { spec });
   }
 
-  startInstance(instanceId: string): Promise<NodeInstanceStatus> {
-    return this.#peer.call('startInstance', { instanceId });
+  startInstance(instanceId: string, update?: InstanceUpdate): Promise<NodeInstanceStatus> {
+    return this.#peer.call('startInstance', { instanceId, update });
   }
 
   stopInstance(instanceId: string, force?: boolean): Promise<NodeInstanceStatus> {

@@ -2,9 +2,9 @@
 // call must be signed with the secret this node received when it joined (key id = its node id).
 import { Hono } from 'hono';
 import type { Logger } from 'pino';
-import type { NodeApi } from './node-api.ts';
+import type { InstanceUpdate, NodeApi } from './node-api.ts';
 import { PeerVerifier } from '../auth/peer-auth.ts';
-import { createPeerRpcHandler, optionalBoolean, requiredObject, requiredString, type PeerMethods } from '../auth/peer-rpc.ts';
+import { createPeerRpcHandler, optionalBoolean, optionalObject, requiredObject, requiredString, type PeerMethods } from '../auth/peer-rpc.ts';
 
 export interface NodeIdentity { nodeId: string; secret: string }
 
@@ -20,7 +20,7 @@ export function nodeApiMethods(agent: NodeApi): PeerMethods {
     describeResources: () => agent.describeResources(),
     describeInstances: () => agent.describeInstances(),
     runInstance: (p) => agent.runInstance(requiredObject(p, 'spec')),
-    startInstance: (p) => agent.startInstance(requiredString(p, 'instanceId')),
+    startInstance: (p) => agent.startInstance(requiredString(p, 'instanceId'), optionalObject<InstanceUpdate>(p, 'update')),
     stopInstance: (p) => agent.stopInstance(requiredString(p, 'instanceId'), optionalBoolean(p, 'force')),
     rebootInstance: (p) => agent.rebootInstance(requiredString(p, 'instanceId')),
     terminateInstance: (p) => agent.terminateInstance(requiredString(p, 'instanceId')),

@@ -127,6 +127,24 @@ describe('NodeAgent with the fake driver', () => {
     assert.match(await agent.consoleOutput(s.instanceId), /boot 2 complete/);
   });
 
+  it('applies a new VM type and user data given at start, as ModifyInstanceAttribute does while stopped', async () => {
+    const { agent, driver } = await makeAgent();
+    const s = spec();
+    await agent.runInstance(s);
+    await agent.settled(s.instanceId);
+    await agent.stopInstance(s.instanceId);
+    const bigger = { name: 'c1.medium', cores: 2, memoryMiB: 512, diskGiB: 5 };
+    const userData = Buffer.from('#!/bin/sh\necho changed\n').toString('base64');
+    assert.equal((await agent.startInstance(s.instanceId, { vmType: bigger, userData })).state, 'running');
+    assert.equal(agent.lookupMetadata(s.privateIp)?.instanceType, 'c1.medium');
+    assert.equal(agent.lookupMetadata(s.privateIp)?.userData?.toString(), '#!/bin/sh\necho changed\n');
+    assert.equal((await agent.describeResources()).free.cores, 2, 'the new type holds two cores');
+    assert.equal((await driver.info(s.instanceId))?.state, 'running');
+    await agent.stopInstance(s.instanceId);
+    await agent.startInstance(s.instanceId, { userData: null });
+    assert.equal(agent.lookupMetadata(s.privateIp)?.userData, undefined);
+  });
+
   it('terminates: VM, record and metadata gone; terminating again or an unknown id is fine', async () => {
     const { agent, driver, stateDir } = await makeAgent();
     const s = spec();
