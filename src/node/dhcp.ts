@@ -2,9 +2,10 @@
 // always gets the address the cluster chose for it. dnsmasq runs as a daemon with a pid file in
 // the state directory, so a restarted node agent adopts the running server instead of racing it.
 import { readFileSync } from 'node:fs';
-import { chmod, readFile, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { dirname, join } from 'node:path';
 import { runCommand } from './network-commands.ts';
 import { writeFileIfChanged, writeFileAtomic } from './network-files.ts';
 import { hostnameForIp, type Ipv4Range } from './network-addressing.ts';
@@ -24,6 +25,12 @@ export interface DhcpServerOptions {
   dnsServers?: string[];
 }
 
+/** Where dnsmasq's hosts, leases, pid and log files for a node state directory live. */
+export function dnsmasqRuntimeDir(stateDir: string): string {
+  const root = process.env.IRONBARK_RUN_DIR ?? '/run/ironbark';
+  return join(root, `dhcp-${createHash('sha256').update(stateDir).digest('hex').slice(0, 12)}`);
+}
+
 export class DhcpServer {
   readonly configPath: string;
   readonly hostsPath: string;
@@ -34,7 +41,7 @@ export class DhcpServer {
 
   constructor(opts: DhcpServerOptions) {
     this.opts = opts;
-    const base = join(opts.stateDir, opts.bridgeName);
+    const base = join(dnsmasqRuntimeDir(opts.stateDir), opts.bridgeName);
     this.configPath = `${base}.dnsmasq.conf`;
     this.hostsPath = `${base}.dhcp-hosts`;
     this.leasesPath = `${base}.leases`;
@@ -108,6 +115,8 @@ export class DhcpServer {
     for (const path of [this.configPath, this.hostsPath, this.leasesPath, this.pidPath, this.logPath]) {
       await rm(path, { force: true });
     }
+    // The runtime directory goes too once no other bridge of this node uses it.
+    await rmdir(dirname(this.configPath)).catch(() => undefined);
   }
 
   /** The pid of the dnsmasq started with our configuration file, if it is still running. */
@@ -134,12 +143,15 @@ export class DhcpServer {
 
   /**
    * dnsmasq drops root for 'nobody' (a guest-facing parser should not run as root) and re-reads
-   * the hosts file after that, so 'nobody' must be able to pass through the state directory.
-   * Search permission alone is enough: it still cannot list or read anything else there.
+   * the hosts file after that, so 'nobody' must be able to reach it. The node's state directory
+   * usually sits under a private (0700) data directory, so dnsmasq's files live under /run
+   * instead, in a directory named after the state directory (two nodes on one host never share).
    */
   private async letDnsmasqReachStateDir(): Promise<void> {
-    const { mode } = await stat(this.opts.stateDir);
-    if ((mode & 0o001) === 0) await chmod(this.opts.stateDir, (mode & 0o7777) | 0o001);
+    const dir = dirname(this.hostsPath);
+    await mkdir(dir, { recursive: true, mode: 0o711 });
+    const { mode } = await stat(dir);
+    if ((mode & 0o001) === 0) await chmod(dir, (mode & 0o7777) | 0o001);
   }
 
   private renderConfig(): string {
