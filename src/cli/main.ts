@@ -18,9 +18,10 @@ program.command('up')
   .option('--zone-cidr <cidr>', 'private network of the zone', '10.1.0.0/16')
   .addOption(new Option('--driver <driver>', 'hypervisor driver: qemu runs real VMs, fake simulates them').choices(['qemu', 'fake']).default('qemu'))
   .option('--policy <policy>', 'allocation policy: greedy, round-robin, power-save, module:PATH or exec:PATH', 'round-robin')
-  .option('--node-cores <n>', 'cores this host offers to instances (default: 4 per CPU for qemu, 256 for fake)')
-  .option('--node-memory <mib>', 'memory this host offers to instances, MiB (default: all of it for qemu, 1 TiB for fake)')
-  .option('--node-disk <gib>', 'disk this host offers to instances, GiB')
+  .option('--node-cores <n>', 'cores this host (each simulated node) offers to instances (default: 4 per CPU for qemu, 256 for fake)')
+  .option('--node-memory <mib>', 'memory this host (each simulated node) offers to instances, MiB (default: all of it for qemu, 1 TiB for fake)')
+  .option('--node-disk <gib>', 'disk this host (each simulated node) offers to instances, GiB')
+  .option('--nodes <n>', 'simulated nodes to run in this process, with --driver fake (default 1)')
   .option('--image-cache <dir>', 'where built guest images are cached (default ~/.cache/ironbark/images)')
   .action(async (opts) => { await runUp(opts); });
 

@@ -23,30 +23,41 @@ export interface UpOptions {
   nodeCores?: string;
   nodeMemory?: string;
   nodeDisk?: string;
+  /** Simulated nodes (fake driver only). */
+  nodes?: string;
+}
+
+function positiveWhole(v: string | undefined, what: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${what} must be a positive whole number, not "${v}"`);
+  return n;
+}
+
+function nodeCount(opts: UpOptions): number {
+  const n = positiveWhole(opts.nodes, 'nodes') ?? 1;
+  if (n > 1 && opts.driver !== 'fake') throw new Error('--nodes greater than 1 needs --driver fake: one host runs real VMs as one node');
+  return n;
 }
 
 /**
- * What the one node offers. Simulated VMs cost nothing, so the fake node is large; real VMs may
+ * What each node offers. Simulated VMs cost nothing, so the fake node is large; real VMs may
  * over-commit cores (Eucalyptus' MAX_CORES), since small guests mostly idle, but not memory.
  */
 function nodeCapacity(opts: UpOptions): Partial<Capacity> {
-  const num = (v: string | undefined, what: string) => {
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`--${what} must be a positive whole number, not "${v}"`);
-    return n;
-  };
   const fake = opts.driver === 'fake';
   return {
-    cores: num(opts.nodeCores, 'node-cores') ?? (fake ? 256 : 4 * cpus().length),
-    memoryMiB: num(opts.nodeMemory, 'node-memory') ?? (fake ? 1024 * 1024 : undefined),
-    diskGiB: num(opts.nodeDisk, 'node-disk') ?? (fake ? 16 * 1024 : undefined),
+    cores: positiveWhole(opts.nodeCores, 'node-cores') ?? (fake ? 256 : 4 * cpus().length),
+    memoryMiB: positiveWhole(opts.nodeMemory, 'node-memory') ?? (fake ? 1024 * 1024 : undefined),
+    diskGiB: positiveWhole(opts.nodeDisk, 'node-disk') ?? (fake ? 16 * 1024 : undefined),
   };
 }
 
 export async function runUp(opts: UpOptions): Promise<void> {
   const log = createLogger('up');
   const { host, port } = parseListenAddress(opts.listen);
+  const nodes = nodeCount(opts);
+  const capacity = nodeCapacity(opts);
   const dataDir = resolve(opts.dataDir);
   const out = process.stdout;
   let relayBase: string | undefined;
@@ -68,14 +79,14 @@ export async function runUp(opts: UpOptions): Promise<void> {
     out.write(`Default image: ${image.imageId} (kernel ${image.kernelId}${image.ramdiskId ? `, ramdisk ${image.ramdiskId}` : ''})\n`);
 
     compute = await startAllInOneCompute({
-      dataDir, zone, cidr: opts.zoneCidr, region: opts.region, driver: opts.driver, policy: opts.policy, log, capacity: nodeCapacity(opts),
+      dataDir, zone, cidr: opts.zoneCidr, region: opts.region, driver: opts.driver, policy: opts.policy, log, capacity, nodes,
       resolveImage: (imageId) => imageFileFor(cloud.store, imageId),
     });
     relayBase = compute.relay.baseUrl;
     cloud.directory.register(compute.cluster);
     const resources = await compute.node.describeResources();
 
-    out.write(`\nIronbark is up: EC2 endpoint ${cloud.url} (region ${opts.region}, zone ${zone}, ${opts.driver} driver, accelerator ${resources.accelerator})\n\n`);
+    out.write(`\nIronbark is up: EC2 endpoint ${cloud.url} (region ${opts.region}, zone ${zone}, ${opts.driver} driver${nodes > 1 ? `, ${nodes} simulated nodes` : ''}, accelerator ${resources.accelerator})\n\n`);
     out.write(`Credentials of the admin account ${cloud.admin.accountId} (also in ${dataDir}/credentials.env):\n`);
     out.write(`  export AWS_ACCESS_KEY_ID=${cloud.admin.accessKeyId}\n`);
     out.write(`  export AWS_SECRET_ACCESS_KEY=${cloud.admin.secretAccessKey}\n`);

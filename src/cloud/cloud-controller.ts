@@ -1,13 +1,14 @@
 // The cloud controller process: the state store, the EC2 endpoint and (later) the admin API,
 // served over HTTP.
-import { Hono, type Context } from 'hono';
-import { serve, type ServerType } from '@hono/node-server';
+import { Hono } from 'hono';
+import { getRequestListener } from '@hono/node-server';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { openStore, type Store } from '../store/store.ts';
 import { createKeyResolver } from '../auth/key-cache.ts';
-import { createEc2Handler } from './ec2-endpoint.ts';
+import { createEc2Handler, serveEc2OnNode, type Ec2Handler } from './ec2-endpoint.ts';
 import { createAdminApi } from './admin-api.ts';
 import { allOperations } from './operations.ts';
 import { ensureAdminAccount, type AdminCredentials } from './bootstrap.ts';
@@ -54,14 +55,11 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     const directory = new ComputeDirectory();
     const app = new Hono();
     // Routes exist before the port opens; requests that arrive before set-up ends get a 503.
-    let ec2: ((c: Context) => Promise<Response>) | undefined;
+    let ec2: Ec2Handler | undefined;
     app.get('/healthz', (c) => c.json({ ok: ec2 !== undefined }, ec2 ? 200 : 503));
-    const ec2Route = (c: Context) => (ec2 ? ec2(c) : c.text('starting', 503));
-    app.post('/', ec2Route);
-    app.get('/', ec2Route);
     let adminApis: Hono | undefined;
     app.all('/admin/*', (c) => (adminApis ? adminApis.fetch(c.req.raw, c.env) : c.text('starting', 503)));
-    const server = await listen(app, opts.host, opts.port);
+    const server = await listen(app, serveEc2OnNode(() => ec2), opts.host, opts.port);
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : opts.port;
     const hostForUrl = opts.host.includes(':') ? `[${opts.host}]` : opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host;
@@ -95,9 +93,16 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
   }
 }
 
-function listen(app: Hono, host: string, port: number): Promise<ServerType> {
+/** EC2 requests (`/`) go straight to the endpoint; everything else (admin API, health) to Hono. */
+function listen(app: Hono, ec2: RequestListener, host: string, port: number): Promise<Server> {
+  const rest = getRequestListener(app.fetch);
+  const server = createServer((req, res) => {
+    const url = req.url ?? '/';
+    if (url === '/' || url.startsWith('/?')) ec2(req, res);
+    else void rest(req, res);
+  });
   return new Promise((resolve, reject) => {
-    const server = serve({ fetch: app.fetch, hostname: host, port }, () => resolve(server));
     server.once('error', reject);
+    server.listen(port, host, () => resolve(server));
   });
 }

@@ -1,5 +1,6 @@
 // The EC2 Query endpoint: authenticate, look the action up in the official model, parse the input
 // from it, authorise, dispatch to the operation handler, serialise the output from it.
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context } from 'hono';
 import type { Logger } from 'pino';
 import { Ec2Error } from '../protocol/errors.ts';
@@ -34,24 +35,37 @@ function collectParams(rawQuery: string, body: string, contentType: string): Rec
   return params;
 }
 
-export function createEc2Handler(deps: Ec2EndpointDeps) {
+/** An HTTP request as the endpoint needs it, whatever server received it. */
+export interface Ec2HttpRequest {
+  method: string;
+  /** Path and query as received, e.g. `/?Action=DescribeRegions&...`. */
+  rawUrl: string;
+  /** Lower-case names. */
+  headers: Record<string, string>;
+  body: Buffer;
+}
+
+export interface Ec2HttpResponse { status: number; headers: Record<string, string>; body: string }
+
+export type Ec2Handler = (req: Ec2HttpRequest) => Promise<Ec2HttpResponse>;
+
+export function createEc2Handler(deps: Ec2EndpointDeps): Ec2Handler {
   const { store, settings, keys, operations, log } = deps;
 
-  return async function handleEc2Request(c: Context): Promise<Response> {
+  return async function handleEc2Request(req: Ec2HttpRequest): Promise<Ec2HttpResponse> {
     const requestId = newRequestId();
     let action = '';
     try {
-      const url = new URL(c.req.url);
-      const bodyBuffer = c.req.method === 'GET' || c.req.method === 'HEAD' ? Buffer.alloc(0) : Buffer.from(await c.req.arrayBuffer());
-      const body = bodyBuffer.toString('utf8');
-      const headers: Record<string, string> = {};
-      c.req.raw.headers.forEach((v, k) => { headers[k] = v; });
-      const rawQuery = url.search.startsWith('?') ? url.search.slice(1) : url.search;
-      const params = collectParams(rawQuery, body, headers['content-type'] ?? '');
+      const q = req.rawUrl.indexOf('?');
+      const path = q < 0 ? req.rawUrl : req.rawUrl.slice(0, q);
+      const rawQuery = q < 0 ? '' : req.rawUrl.slice(q + 1);
+      const bodyBuffer = req.method === 'GET' || req.method === 'HEAD' ? Buffer.alloc(0) : req.body;
+      const headers = req.headers;
+      const params = collectParams(rawQuery, bodyBuffer.length ? bodyBuffer.toString('utf8') : '', headers['content-type'] ?? '');
       action = params.Action ?? '';
 
       const caller = await authenticate({
-        method: c.req.method, host: headers.host ?? url.host, path: url.pathname, rawQuery, headers, body: bodyBuffer, params,
+        method: req.method, host: headers.host ?? '', path, rawQuery, headers, body: bodyBuffer, params,
       }, keys);
 
       if (!action) throw new Ec2Error('MissingAction', 'The request must contain the parameter Action');
@@ -71,12 +85,49 @@ export function createEc2Handler(deps: Ec2EndpointDeps) {
 
       const ctx: RequestContext = { requestId, action, caller, store, settings };
       const output = await handler(ctx, input);
-      return new Response(serializeOutput(action, output ?? {}, requestId), { status: 200, headers: xmlHeaders(requestId) });
+      return { status: 200, headers: xmlHeaders(requestId), body: serializeOutput(action, output ?? {}, requestId) };
     } catch (err) {
       const ec2 = err instanceof Ec2Error ? err : new Ec2Error('InternalError', 'An internal error has occurred.');
       if (!(err instanceof Ec2Error)) log.error({ err, action, requestId }, 'operation failed with an unexpected error');
       else if (ec2.status >= 500) log.warn({ code: ec2.code, action, requestId }, ec2.message);
-      return new Response(serializeError(ec2, requestId), { status: ec2.status, headers: xmlHeaders(requestId) });
+      return { status: ec2.status, headers: xmlHeaders(requestId), body: serializeError(ec2, requestId) };
     }
+  };
+}
+
+/**
+ * Serves the endpoint straight on node:http: EC2 requests are the hot path, and building
+ * web-standard Request/Response objects for each would cost more than the rest of the request.
+ */
+export function serveEc2OnNode(handler: () => Ec2Handler | undefined) {
+  return (req: IncomingMessage, res: ServerResponse): void => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const ec2 = handler();
+      if (!ec2) {
+        res.writeHead(503, { 'Content-Type': 'text/plain' }).end('starting');
+        return;
+      }
+      const headers: Record<string, string> = {};
+      for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(',') : v;
+      ec2({ method: req.method ?? 'GET', rawUrl: req.url ?? '/', headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) })
+        .then((r) => {
+          res.writeHead(r.status, { ...r.headers, 'Content-Length': Buffer.byteLength(r.body) });
+          res.end(r.body);
+        }, () => res.writeHead(500).end());
+    });
+  };
+}
+
+/** The same endpoint as a Hono route (tests and embedders that serve it through Hono). */
+export function ec2HonoRoute(handler: Ec2Handler) {
+  return async (c: Context): Promise<Response> => {
+    const url = new URL(c.req.url);
+    const headers: Record<string, string> = {};
+    c.req.raw.headers.forEach((v, k) => { headers[k] = v; });
+    const body = c.req.method === 'GET' || c.req.method === 'HEAD' ? Buffer.alloc(0) : Buffer.from(await c.req.arrayBuffer());
+    const r = await handler({ method: c.req.method, rawUrl: url.pathname + url.search, headers, body });
+    return new Response(r.body, { status: r.status, headers: r.headers });
   };
 }

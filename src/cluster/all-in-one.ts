@@ -1,5 +1,7 @@
 // The compute half of `ironbark up`: one node agent and one cluster controller in this process,
-// talking through the NodeApi in memory. The node's zone network is a real bridge on this host
+// talking through the NodeApi in memory. With the fake driver it may run many simulated node
+// agents instead, each with its own capacity and state directory, so one host can stand in for a
+// zone of thousands of nodes; they share one image cache, as nothing they fetch differs. The node's zone network is a real bridge on this host
 // (or in a network namespace that plays the host), the metadata service listens on
 // 169.254.169.254:80 on that bridge, and base images reach the node through the cluster's image
 // relay on 127.0.0.1, as they would across hosts.
@@ -36,8 +38,11 @@ export interface AllInOneOptions {
   resolveImage: (imageId: string) => Promise<RelayedImage | undefined>;
   /** Named network namespace that plays the host (tests); the real host when absent. */
   netns?: string;
-  /** Overrides what the node reads from the host. */
+  /** Overrides what the node reads from the host (for each simulated node, what it offers). */
   capacity?: Partial<Capacity>;
+  /** Simulated nodes to run (fake driver only); 1 by default. */
+  nodes?: number;
+  /** How often the cluster polls its nodes; by default longer the more nodes there are. */
   pollIntervalMs?: number;
   /** Kernel for the KVM probe; the newest /boot/vmlinuz-* or the default guest image's kernel by default. */
   probeKernel?: string;
@@ -45,12 +50,34 @@ export interface AllInOneOptions {
 
 export interface AllInOneCompute {
   cluster: ClusterApi & { close(): Promise<void> };
+  /** The first node (the only one unless simulated nodes were asked for). */
   node: NodeAgent;
+  nodes: NodeAgent[];
   relay: RunningImageRelay;
   close(): Promise<void>;
 }
 
+/** Name and node id of the i-th node; the first keeps the single node's, so a data directory stays usable. */
+function nodeIdentity(i: number): { nodeId: string; name: string } {
+  if (i === 0) return { nodeId: 'node-local', name: 'local' };
+  const n = String(i + 1).padStart(4, '0');
+  return { nodeId: `node-sim-${n}`, name: `sim-${n}` };
+}
+
+/**
+ * Polling a node in-process costs little, but a thousand of them every two seconds adds up: the
+ * interval grows with the node count (about 5 ms per node, so 1,000 nodes are polled every 5 s).
+ */
+export function defaultPollIntervalMs(nodeCount: number): number {
+  return Math.min(30_000, Math.max(2000, nodeCount * 5));
+}
+
 export async function startAllInOneCompute(opts: AllInOneOptions): Promise<AllInOneCompute> {
+  const nodeCount = opts.nodes ?? 1;
+  if (!Number.isInteger(nodeCount) || nodeCount < 1) throw new Error(`the number of nodes must be a positive whole number, not ${nodeCount}`);
+  if (nodeCount > 1 && opts.driver !== 'fake') {
+    throw new Error('several nodes in one process need the fake driver: real VMs on one host share its one bridge and hypervisor');
+  }
   const dataDir = resolve(opts.dataDir);
   const nodeDir = join(dataDir, 'node');
   await mkdir(nodeDir, { recursive: true });
@@ -80,8 +107,8 @@ export async function startAllInOneCompute(opts: AllInOneOptions): Promise<AllIn
       acceleratorReason = 'simulated VMs (fake driver)';
     }
 
-    let agent: NodeAgent | undefined;
-    const imageCache = new ImageCache(join(nodeDir, 'images'), { inUse: (id) => agent?.imageInUse(id) ?? false });
+    const agents: NodeAgent[] = [];
+    const imageCache = new ImageCache(join(nodeDir, 'images'), { inUse: (id) => agents.some((a) => a.imageInUse(id)) });
     const networkDir = join(nodeDir, 'network');
     const networks = new Map<string, NodeNetwork>();
     const networkFor = (zone: string, cidr: string) => {
@@ -93,17 +120,19 @@ export async function startAllInOneCompute(opts: AllInOneOptions): Promise<AllIn
       }
       return network;
     };
-    agent = new NodeAgent({
-      nodeId: 'node-local',
-      stateDir: nodeDir,
-      driver,
-      imageCache,
-      network: opts.driver === 'qemu' ? networkFor : undefined,
-      capacity: opts.capacity,
-      acceleratorReason,
-      log,
-    });
-    const node = agent;
+    for (let i = 0; i < nodeCount; i++) {
+      agents.push(new NodeAgent({
+        nodeId: nodeIdentity(i).nodeId,
+        stateDir: i === 0 ? nodeDir : join(nodeDir, 'sim', nodeIdentity(i).nodeId),
+        driver: i === 0 ? driver : new FakeDriver(),
+        imageCache,
+        network: opts.driver === 'qemu' ? networkFor : undefined,
+        capacity: opts.capacity,
+        acceleratorReason,
+        log,
+      }));
+    }
+    const node = agents[0]!;
 
     if (opts.driver === 'qemu') {
       await mkdir(networkDir, { recursive: true });
@@ -117,7 +146,7 @@ export async function startAllInOneCompute(opts: AllInOneOptions): Promise<AllIn
         for (const network of networks.values()) await network.tearDown();
       });
     }
-    await node.recover();
+    for (const agent of agents) await agent.recover();
 
     const relay = await startImageRelay({ resolveImage: opts.resolveImage, cacheDir: join(dataDir, 'relay'), host: '127.0.0.1', port: 0, log });
     closers.push(() => relay.close());
@@ -127,12 +156,14 @@ export async function startAllInOneCompute(opts: AllInOneOptions): Promise<AllIn
       cidr: opts.cidr,
       policy: opts.policy,
       log,
-      pollIntervalMs: opts.pollIntervalMs,
+      pollIntervalMs: opts.pollIntervalMs ?? defaultPollIntervalMs(nodeCount),
     });
     closers.push(() => cluster.close());
-    await cluster.addNode(node.nodeId, { name: 'local', address: 'local', client: node });
-    log.info({ zone: opts.zone, driver: opts.driver, relay: relay.baseUrl }, 'compute is up');
-    return { cluster, node, relay, close: closeAll };
+    for (const [i, agent] of agents.entries()) {
+      await cluster.addNode(agent.nodeId, { name: nodeIdentity(i).name, address: 'local', client: agent });
+    }
+    log.info({ zone: opts.zone, driver: opts.driver, nodes: nodeCount, relay: relay.baseUrl }, 'compute is up');
+    return { cluster, node, nodes: agents, relay, close: closeAll };
   } catch (err) {
     await closeAll();
     throw err;

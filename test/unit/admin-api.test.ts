@@ -17,7 +17,7 @@ import type { KeyResolver } from '../../src/auth/authenticate.ts';
 import { ensureAdminAccount, type AdminCredentials } from '../../src/cloud/bootstrap.ts';
 import { ensureZone } from '../../src/cloud/provision.ts';
 import { seedVmTypes, vmTypeOperations } from '../../src/cloud/vm-types.ts';
-import { createEc2Handler } from '../../src/cloud/ec2-endpoint.ts';
+import { createEc2Handler, ec2HonoRoute } from '../../src/cloud/ec2-endpoint.ts';
 import { securityGroupOperations } from '../../src/cloud/security-groups.ts';
 import { keyPairOperations } from '../../src/cloud/key-pairs.ts';
 import { accountAttributeOperations } from '../../src/cloud/account-attributes.ts';
@@ -48,7 +48,7 @@ function buildApp(keys: KeyResolver): Hono {
     operations: { ...securityGroupOperations, ...keyPairOperations, ...accountAttributeOperations, ...vmTypeOperations },
     log,
   });
-  a.post('/', ec2);
+  a.post('/', ec2HonoRoute(ec2));
   return a;
 }
 
