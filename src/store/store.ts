@@ -31,7 +31,11 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   if (isPostgres) {
     // Return BIGINT/NUMERIC as numbers where they fit; our counters never exceed 2^53.
     pg.types.setTypeParser(20, (v) => Number(v));
-    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 10 }) }) });
+    const pool = new pg.Pool({ connectionString: url, max: 10 });
+    // An idle connection the server drops (restart, failover) must not crash the controller: the
+    // pool discards it and the next query connects again.
+    pool.on('error', (err) => process.emitWarning(`PostgreSQL connection lost: ${err.message}`));
+    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   } else {
     if (url !== ':memory:') mkdirSync(dirname(url), { recursive: true });
     const sqlite = new Sqlite(url);

@@ -9,6 +9,26 @@ export interface StoreBackend {
   open(): Promise<{ store: Store; dispose(): Promise<void> }>;
 }
 
+/** A new, empty PostgreSQL database next to the one the test command started. */
+export async function freshPostgresDatabase(pgUrl: string): Promise<{ url: string; drop(): Promise<void> }> {
+  const dbName = `ironbark_test_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: pgUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${dbName}`);
+  await admin.end();
+  const url = new URL(pgUrl);
+  url.pathname = `/${dbName}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const c = new pg.Client({ connectionString: pgUrl });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
 export function storeBackends(): StoreBackend[] {
   const backends: StoreBackend[] = [{
     name: 'sqlite',
@@ -22,24 +42,9 @@ export function storeBackends(): StoreBackend[] {
     backends.push({
       name: 'postgres',
       async open() {
-        const dbName = `ironbark_test_${randomBytes(6).toString('hex')}`;
-        const admin = new pg.Client({ connectionString: pgUrl });
-        await admin.connect();
-        await admin.query(`CREATE DATABASE ${dbName}`);
-        await admin.end();
-        const url = new URL(pgUrl);
-        url.pathname = `/${dbName}`;
-        const store = await openStore({ url: url.toString() });
-        return {
-          store,
-          async dispose() {
-            await store.close();
-            const c = new pg.Client({ connectionString: pgUrl });
-            await c.connect();
-            await c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
-            await c.end();
-          },
-        };
+        const database = await freshPostgresDatabase(pgUrl);
+        const store = await openStore({ url: database.url });
+        return { store, async dispose() { await store.close(); await database.drop(); } };
       },
     });
   }

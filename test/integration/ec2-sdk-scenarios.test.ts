@@ -12,24 +12,29 @@ import {
 } from '@aws-sdk/client-ec2';
 import { startInProcessCloud, ec2Client, type TestCloud } from '../helpers/cloud.ts';
 import { createAccountWithDefaults } from '../../src/cloud/provision.ts';
+import { createAccessKey, createUser } from '../../src/auth/identities.ts';
+import { freshPostgresDatabase } from '../helpers/stores.ts';
 
 async function ec2ErrorCode(p: Promise<unknown>): Promise<string> {
   try { await p; } catch (e) { return (e as { name: string }).name; }
   return 'no error';
 }
 
-describe('EC2 API through the AWS SDK v3', () => {
+// The same scenarios on each store back-end: the embedded SQLite file and PostgreSQL.
+for (const backend of ['sqlite', ...(process.env.IRONBARK_TEST_PG_URL ? ['postgres'] : [])]) describe(`EC2 API through the AWS SDK v3 (${backend} store)`, () => {
   let cloud: TestCloud;
   let ec2: EC2Client;
   let other: EC2Client; // a second account
+  let database: { url: string; drop(): Promise<void> } | undefined;
 
   before(async () => {
-    cloud = await startInProcessCloud({ zones: [{ name: 'ironbark-1a', cidr: '10.1.0.0/16' }, { name: 'ironbark-1b', cidr: '10.2.0.0/16' }] });
+    if (backend === 'postgres') database = await freshPostgresDatabase(process.env.IRONBARK_TEST_PG_URL!);
+    cloud = await startInProcessCloud({ storeUrl: database?.url, zones: [{ name: 'ironbark-1a', cidr: '10.1.0.0/16' }, { name: 'ironbark-1b', cidr: '10.2.0.0/16' }] });
     ec2 = ec2Client(cloud, cloud);
     const second = await createAccountWithDefaults(cloud.cloud!.store, 'tenant-two');
     other = ec2Client(cloud, { accessKeyId: second.accessKey.access_key_id, secretAccessKey: second.accessKey.secret_access_key });
   });
-  after(async () => cloud.stop());
+  after(async () => { await cloud.stop(); await database?.drop(); });
 
   it('describes the region, its zones and the account attributes', async () => {
     const regions = await ec2.send(new DescribeRegionsCommand({}));
@@ -162,6 +167,20 @@ describe('EC2 API through the AWS SDK v3', () => {
     await ec2.send(new DeleteTagsCommand({ Resources: [vpcId], Tags: [{ Key: 'env' }] }));
     assert.equal((await ec2.send(new DescribeVpcsCommand({ Filters: [{ Name: 'tag:env', Values: ['prod'] }] }))).Vpcs!.length, 0);
     assert.deepEqual((await other.send(new DescribeTagsCommand({}))).Tags, []);
+  });
+
+  it('lets a user do only what its policy allows, DryRun included', async () => {
+    const store = cloud.cloud!.store;
+    const key = await store.transaction(async (tx) => {
+      const user = await createUser(tx, cloud.accountId, 'auditor', ['ec2:Describe*']);
+      return createAccessKey(tx, user.id);
+    });
+    const auditor = ec2Client(cloud, { accessKeyId: key.access_key_id, secretAccessKey: key.secret_access_key });
+    assert.ok((await auditor.send(new DescribeKeyPairsCommand({}))).KeyPairs!.length > 0, 'sees the account\'s key pairs');
+    assert.equal(await ec2ErrorCode(auditor.send(new DescribeKeyPairsCommand({ DryRun: true }))), 'DryRunOperation');
+    assert.equal(await ec2ErrorCode(auditor.send(new CreateKeyPairCommand({ KeyName: 'nope', DryRun: true }))), 'UnauthorizedOperation');
+    assert.equal(await ec2ErrorCode(auditor.send(new CreateKeyPairCommand({ KeyName: 'nope' }))), 'UnauthorizedOperation');
+    assert.equal(await ec2ErrorCode(ec2.send(new DescribeKeyPairsCommand({ KeyNames: ['nope'] }))), 'InvalidKeyPair.NotFound', 'nothing was created');
   });
 
   it('answers DryRun, unknown filters and unimplemented operations with EC2 errors', async () => {
