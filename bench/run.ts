@@ -1,6 +1,7 @@
 // `npm run bench -- NAME`: runs bench/NAME.ts and prints its result as one JSON object on the last line.
 const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   api: async () => (await import('./api.ts')).benchApi(),
+  launch: async () => (await import('./launch.ts')).benchLaunch(),
   placement: async () => (await import('./placement.ts')).benchPlacement(),
 };
 

@@ -16,6 +16,8 @@ export interface ClusterNodeStatus extends NodeResources {
   state: 'up' | 'down' | 'asleep' | 'waking' | 'disabled';
   lastSeen?: string;
   lastPlacementReason?: string;
+  /** The cluster's allocation policy. */
+  policy?: string;
 }
 
 export interface ClusterApi {

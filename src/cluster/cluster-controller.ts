@@ -49,6 +49,7 @@ export class ClusterController implements ClusterApi {
   private closed = false;
   private polling: Promise<void> | undefined;
 
+  readonly policyName: string;
   constructor(opts: ClusterControllerOptions) {
     this.zone = opts.zone;
     this.cidr = opts.cidr;
@@ -64,6 +65,7 @@ export class ClusterController implements ClusterApi {
       onReport: (entry) => this.reconcile(entry),
     });
     const policy = opts.policy;
+    this.policyName = typeof policy === 'string' ? policy : policy.name;
     this.schedulerReady = (typeof policy === 'string' ? createPolicy(policy) : Promise.resolve(policy))
       .then((p) => new Scheduler({ policy: p, log: this.log }));
     this.schedulerReady.catch(() => undefined); // reported by the first request that needs it
@@ -246,6 +248,7 @@ export class ClusterController implements ClusterApi {
         state: entry.state,
         lastSeen: entry.lastSeen !== undefined ? new Date(entry.lastSeen).toISOString() : undefined,
         lastPlacementReason: entry.lastPlacementReason,
+        policy: this.policyName,
       };
     });
   }

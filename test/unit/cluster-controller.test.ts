@@ -141,6 +141,7 @@ describe('ClusterController', () => {
     const nodeStatus = await cluster.describeNodes();
     assert.deepEqual(nodeStatus.map((n) => [n.name, n.state, n.free.cores]), [['a', 'up', 3], ['b', 'up', 3], ['c', 'up', 3]]);
     assert.match(nodeStatus[0]!.lastPlacementReason ?? '', /chose it for i-/);
+    assert.ok(nodeStatus.every((n) => n.policy === 'round-robin'), 'each node shows the policy that placed on it');
     assert.match(await cluster.consoleOutput(request[0]!.instanceId), /instance-id=/);
     await cluster.close();
   });
