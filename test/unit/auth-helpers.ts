@@ -3,6 +3,7 @@
 import { EC2Client } from '@aws-sdk/client-ec2';
 import { HttpRequest, buildQueryString } from '@smithy/core/protocols';
 import type { HttpRequestParts, KeyResolver, ResolvedKey } from '../../src/auth/authenticate.ts';
+import { expectEc2Error } from '../helpers/ec2-errors.ts';
 
 // The SDK warns once per process that future versions need Node 22; that is noise in test output.
 process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
@@ -73,4 +74,9 @@ export function resolvedKey(accessKeyId: string, secretAccessKey: string, status
     status,
     caller: { accountId: '123456789012', userId: 'AIDATESTUSER0000000', userName: 'admin', accessKeyId, isAdmin: true, policy: '["ec2:*"]' },
   };
+}
+
+/** Asserts that `p` rejects with the EC2 error `code` at HTTP `status`, its message matching `message` when given. */
+export function rejectsWith(p: Promise<unknown>, code: string, status: number, message?: RegExp): Promise<void> {
+  return expectEc2Error(p, code, message, { status });
 }

@@ -3,8 +3,7 @@ import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { authenticate, type HttpRequestParts } from '../../src/auth/authenticate.ts';
 import { sigV2StringToSign } from '../../src/auth/sigv2.ts';
-import { Ec2Error } from '../../src/protocol/errors.ts';
-import { resolvedKey, staticResolver } from './auth-helpers.ts';
+import { rejectsWith, resolvedKey, staticResolver } from './auth-helpers.ts';
 
 const AKID = 'AKIAIOSFODNN7EXAMPLE';
 const SECRET = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY';
@@ -60,16 +59,6 @@ function signedRequest(action: Record<string, string>, o: SignOptions = {}): Htt
     body: method === 'POST' ? Buffer.from(encoded) : Buffer.alloc(0),
     params: Object.fromEntries(new URLSearchParams(encoded)),
   };
-}
-
-async function rejectsWith(p: Promise<unknown>, code: string, status: number, message?: RegExp): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof Ec2Error, `expected Ec2Error, got ${e}`);
-    assert.equal(e.code, code, e.message);
-    assert.equal(e.status, status);
-    if (message) assert.match(e.message, message);
-    return true;
-  });
 }
 
 describe('SigV2', () => {

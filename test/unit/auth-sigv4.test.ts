@@ -6,8 +6,7 @@ import { Hash } from '@smithy/hash-node';
 import { HttpRequest } from '@smithy/core/protocols';
 import { authenticate, type HttpRequestParts } from '../../src/auth/authenticate.ts';
 import { canonicalPath, canonicalQueryString, parseQueryPairs } from '../../src/auth/sigv4.ts';
-import { Ec2Error } from '../../src/protocol/errors.ts';
-import { captureSdkRequest, resolvedKey, staticResolver, toParts, REGION } from './auth-helpers.ts';
+import { captureSdkRequest, rejectsWith, resolvedKey, staticResolver, toParts, REGION } from './auth-helpers.ts';
 
 const AKID = 'AKIAIOSFODNN7EXAMPLE';
 const SECRET = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY';
@@ -15,16 +14,6 @@ const creds = { accessKeyId: AKID, secretAccessKey: SECRET };
 
 function keys() {
   return staticResolver([resolvedKey(AKID, SECRET), resolvedKey('AKIAINACTIVEKEY00000', 'inactive-secret', 'Inactive')]);
-}
-
-async function rejectsWith(p: Promise<unknown>, code: string, status: number, message?: RegExp): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof Ec2Error, `expected Ec2Error, got ${e}`);
-    assert.equal(e.code, code, e.message);
-    assert.equal(e.status, status);
-    if (message) assert.match(e.message, message);
-    return true;
-  });
 }
 
 function signer(credentials = creds, service = 'ec2', region = REGION) {

@@ -7,28 +7,9 @@ import { openStore, type Store } from '../../src/store/store.ts';
 import { createAccountWithDefaults, ensureZone } from '../../src/cloud/provision.ts';
 import { imageOperations, imageRefFor, registerImageFiles, type ImageFilesSpec } from '../../src/cloud/images.ts';
 import { taggingOperations } from '../../src/cloud/tagging.ts';
-import type { RequestContext } from '../../src/cloud/context.ts';
-import { Ec2Error } from '../../src/protocol/errors.ts';
+import { callOperation, contextFor, expectEc2Error } from '../helpers/handler-context.ts';
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
-
-function contextFor(store: Store, accountId: string, action: string): RequestContext {
-  return {
-    requestId: 'req-1', action, store,
-    caller: { accountId, userId: `AIDA${accountId}`, userName: 'admin', accessKeyId: `AKIA${accountId}`, isAdmin: true },
-    settings: { region: 'ironbark-1', endpoint: 'http://127.0.0.1:8773' },
-  };
-}
-
-async function expectError(promise: Promise<unknown>, code: string, message?: string | RegExp) {
-  await assert.rejects(promise, (e: unknown) => {
-    assert.ok(e instanceof Ec2Error, `expected Ec2Error ${code}, got ${e}`);
-    assert.equal(e.code, code, e.message);
-    if (typeof message === 'string') assert.equal(e.message, message);
-    else if (message) assert.match(e.message, message);
-    return true;
-  });
-}
 
 function imageSpec(name: string, owner: string, opts: { public?: boolean; build?: string; ramdisk?: boolean } = {}): ImageFilesSpec {
   const build = opts.build ?? '1';
@@ -47,8 +28,8 @@ describe('images', () => {
   let B: string;
   let pub: { imageId: string; kernelId: string; ramdiskId?: string };
   let privB: { imageId: string; kernelId: string; ramdiskId?: string };
-  const call = (account: string, action: string, input: object = {}): Promise<any> =>
-    ({ ...imageOperations, ...taggingOperations })[action]!(contextFor(store, account, action), input);
+  const call = (account: string, action: string, input: object = {}) =>
+    callOperation(contextFor(store, account), { ...imageOperations, ...taggingOperations }, action, input);
   const ids = (out: any) => out.Images.map((i: any) => i.ImageId).sort();
 
   before(async () => {
@@ -89,7 +70,7 @@ describe('images', () => {
     assert.notEqual(second.imageId, rebuilt.imageId);
     const names = (await call(A, 'DescribeImages', { Filters: [{ Name: 'name', Values: ['rebuilt*'] }] })).Images;
     assert.deepEqual(names.map((i: any) => i.ImageId).sort(), [second.imageId, second.kernelId, second.ramdiskId].sort());
-    await expectError(call(A, 'DescribeImages', { ImageIds: [rebuilt.imageId] }), 'InvalidAMIID.NotFound');
+    await expectEc2Error(call(A, 'DescribeImages', { ImageIds: [rebuilt.imageId] }), 'InvalidAMIID.NotFound');
   });
 
   it('shows public images to everyone and private images only to their owner', async () => {
@@ -98,22 +79,22 @@ describe('images', () => {
     assert.ok(!seenByA.includes(privB.imageId));
     const seenByB = ids(await call(B, 'DescribeImages'));
     assert.ok(seenByB.includes(pub.imageId) && seenByB.includes(privB.imageId) && seenByB.includes(privB.kernelId));
-    await expectError(call(A, 'DescribeImages', { ImageIds: [privB.imageId] }), 'InvalidAMIID.NotFound', `The image id '[${privB.imageId}]' does not exist`);
+    await expectEc2Error(call(A, 'DescribeImages', { ImageIds: [privB.imageId] }), 'InvalidAMIID.NotFound', `The image id '[${privB.imageId}]' does not exist`);
   });
 
   it('answers EC2 errors for malformed and unknown ids', async () => {
-    await expectError(call(A, 'DescribeImages', { ImageIds: ['ami-xyz'] }), 'InvalidAMIID.Malformed', 'Invalid id: "ami-xyz" (expecting "ami-...")');
-    await expectError(call(A, 'DescribeImages', { ImageIds: ['ami-00000000'] }), 'InvalidAMIID.NotFound', "The image id '[ami-00000000]' does not exist");
-    await expectError(call(A, 'DescribeImages', { ImageIds: [pub.imageId, 'ami-00000000', 'aki-11111111'] }), 'InvalidAMIID.NotFound',
+    await expectEc2Error(call(A, 'DescribeImages', { ImageIds: ['ami-xyz'] }), 'InvalidAMIID.Malformed', 'Invalid id: "ami-xyz" (expecting "ami-...")');
+    await expectEc2Error(call(A, 'DescribeImages', { ImageIds: ['ami-00000000'] }), 'InvalidAMIID.NotFound', "The image id '[ami-00000000]' does not exist");
+    await expectEc2Error(call(A, 'DescribeImages', { ImageIds: [pub.imageId, 'ami-00000000', 'aki-11111111'] }), 'InvalidAMIID.NotFound',
       "The image ids '[ami-00000000, aki-11111111]' do not exist");
-    await expectError(call(A, 'DescribeImages', { ImageIds: [pub.imageId], MaxResults: 5 }), 'InvalidParameterCombination');
+    await expectEc2Error(call(A, 'DescribeImages', { ImageIds: [pub.imageId], MaxResults: 5 }), 'InvalidParameterCombination');
   });
 
   it('selects by Owners and ExecutableUsers', async () => {
     assert.deepEqual(ids(await call(B, 'DescribeImages', { Owners: ['self'] })), [privB.imageId, privB.kernelId].sort());
     assert.ok(ids(await call(B, 'DescribeImages', { Owners: [A] })).includes(pub.imageId));
     assert.deepEqual(ids(await call(B, 'DescribeImages', { Owners: ['amazon'] })), []);
-    await expectError(call(B, 'DescribeImages', { Owners: ['bob'] }), 'InvalidUserID.Malformed');
+    await expectEc2Error(call(B, 'DescribeImages', { Owners: ['bob'] }), 'InvalidUserID.Malformed');
     const publicOnes = ids(await call(B, 'DescribeImages', { ExecutableUsers: ['all'] }));
     assert.ok(publicOnes.includes(pub.imageId) && !publicOnes.includes(privB.imageId));
     assert.deepEqual(ids(await call(B, 'DescribeImages', { ExecutableUsers: ['self'] })), [privB.imageId, privB.kernelId].sort());
@@ -135,7 +116,7 @@ describe('images', () => {
       assert.ok((await one(name!, [value!])).includes(pub.imageId), name);
     }
     assert.deepEqual(await one('architecture', ['arm64']), []);
-    await expectError(call(B, 'DescribeImages', { Filters: [{ Name: 'bogus', Values: ['x'] }] }), 'InvalidParameterValue');
+    await expectEc2Error(call(B, 'DescribeImages', { Filters: [{ Name: 'bogus', Values: ['x'] }] }), 'InvalidParameterValue');
   });
 
   it('tags the owner\'s images only, and filters on them', async () => {
@@ -144,7 +125,7 @@ describe('images', () => {
     assert.deepEqual(tagged.Images.map((i: any) => [i.ImageId, i.Tags]), [[pub.imageId, [{ Key: 'os', Value: 'alpine' }]]]);
     // Another account sees the public image without its owner's tags and may not tag it.
     assert.deepEqual((await call(B, 'DescribeImages', { ImageIds: [pub.imageId] })).Images[0].Tags, []);
-    await expectError(call(B, 'CreateTags', { Resources: [pub.imageId], Tags: [{ Key: 'x', Value: 'y' }] }), 'InvalidAMIID.NotFound');
+    await expectEc2Error(call(B, 'CreateTags', { Resources: [pub.imageId], Tags: [{ Key: 'x', Value: 'y' }] }), 'InvalidAMIID.NotFound');
   });
 
   it('pages through images', async () => {

@@ -17,27 +17,16 @@ import { securityGroupOperations } from '../../src/cloud/security-groups.ts';
 import { taggingOperations } from '../../src/cloud/tagging.ts';
 import { maxInstancesSettingKey } from '../../src/cloud/account-attributes.ts';
 import { macForInstance } from '../../src/cloud/ip-allocation.ts';
-import type { OperationTable, RequestContext } from '../../src/cloud/context.ts';
+import type { OperationTable } from '../../src/cloud/context.ts';
 import type { InstanceSpec } from '../../src/node/node-api.ts';
-import { Ec2Error } from '../../src/protocol/errors.ts';
 import { FakeCluster } from '../helpers/fake-cluster.ts';
+import { REGION, callOperation, contextFor, expectEc2Error } from '../helpers/handler-context.ts';
 
-const REGION = 'ironbark-1';
 const ZONE_A = 'ironbark-1a';
 const ZONE_B = 'ironbark-1b';
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 const quiet = { info() {}, warn() {}, error() {} };
 const PUBLIC_KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ7fV1GmUq5zBvH2kq3m2b3yTQ0v3h2e5Z1oJ0m3eY7Q mykey';
-
-async function expectError(promise: Promise<unknown>, code: string, message?: string | RegExp) {
-  await assert.rejects(promise, (e: unknown) => {
-    assert.ok(e instanceof Ec2Error, `expected Ec2Error ${code}, got ${e}`);
-    assert.equal(e.code, code, e.message);
-    if (typeof message === 'string') assert.equal(e.message, message);
-    else if (message) assert.match(e.message, message);
-    return true;
-  });
-}
 
 interface World {
   store: Store;
@@ -83,14 +72,7 @@ async function makeWorld(opts: { statusInitializingMs?: number; resendAfterMs?: 
   const reconciler = new InstanceReconciler({
     store, directory, log: quiet, resendAfterMs: opts.resendAfterMs, terminatedRetentionMs: opts.retentionMs,
   });
-  const call = (account: string, action: string, input: object = {}) => {
-    const ctx: RequestContext = {
-      requestId: 'req-1', action, store,
-      caller: { accountId: account, userId: `AIDA${account}`, userName: 'admin', accessKeyId: `AKIA${account}`, isAdmin: true },
-      settings: { region: REGION, endpoint: 'http://127.0.0.1:8773' },
-    };
-    return ops[action]!(ctx, input);
-  };
+  const call = (account: string, action: string, input: object = {}) => callOperation(contextFor(store, account), ops, action, input);
   return {
     store, A, B, image, clusterA, clusterB, directory, ops, reconciler, call,
     row: (id) => store.db.selectFrom('instances').selectAll().where('id', '=', id).executeTakeFirst(),
@@ -187,7 +169,7 @@ describe('RunInstances', () => {
     assert.deepEqual([i.Placement.AvailabilityZone, i.SubnetId, i.PrivateIpAddress, i.SecurityGroups], [ZONE_B, subnetB.id, '10.2.3.4', [{ GroupName: 'web', GroupId: web }]]);
     assert.equal((await w.row(i.InstanceId))!.disable_api_termination, 1);
     assert.equal(w.clusterB.callsTo('runInstances').length, 1);
-    await expectError(w.call(w.A, 'RunInstances', { ImageId: w.image.imageId, MinCount: 1, MaxCount: 1, SubnetId: subnetB.id, PrivateIpAddress: '10.2.3.4' }),
+    await expectEc2Error(w.call(w.A, 'RunInstances', { ImageId: w.image.imageId, MinCount: 1, MaxCount: 1, SubnetId: subnetB.id, PrivateIpAddress: '10.2.3.4' }),
       'InvalidIPAddress.InUse', 'Address 10.2.3.4 is in use.');
   });
 
@@ -219,8 +201,8 @@ describe('RunInstances', () => {
       [{ SubnetId: subnetB.id, Placement: undefined, PrivateIpAddress: '10.2.0.1' }, 'InvalidParameterValue', /does not fall within/],
       [{ ClientToken: 'x'.repeat(65) }, 'InvalidParameterValue', undefined],
     ];
-    for (const [input, code, message] of cases) await expectError(w.launch({ ImageId: img, ...input }), code, message);
-    await expectError(w.launch({}, w.B).then(() => w.call(w.B, 'RunInstances', { ImageId: img, MinCount: 1, MaxCount: 1, KeyName: 'mykey' })),
+    for (const [input, code, message] of cases) await expectEc2Error(w.launch({ ImageId: img, ...input }), code, message);
+    await expectEc2Error(w.launch({}, w.B).then(() => w.call(w.B, 'RunInstances', { ImageId: img, MinCount: 1, MaxCount: 1, KeyName: 'mykey' })),
       'InvalidKeyPair.NotFound');
     const rows = await w.store.db.selectFrom('instances').select('id').where('account_id', '=', w.A).execute();
     assert.equal(rows.length, 0);
@@ -236,23 +218,23 @@ describe('RunInstances', () => {
     assert.deepEqual(runs, [5, 2], 'tries all, then as many as the nodes report room for');
     assert.equal((await w.store.db.selectFrom('instances').select('id').execute()).length, 2);
     // Nothing fits any more: MinCount cannot be met, so nothing is left behind.
-    await expectError(w.launch({ MinCount: 1, MaxCount: 3 }), 'InsufficientInstanceCapacity');
+    await expectEc2Error(w.launch({ MinCount: 1, MaxCount: 3 }), 'InsufficientInstanceCapacity');
     assert.equal((await w.store.db.selectFrom('instances').select('id').execute()).length, 2);
     assert.equal((await w.call(w.A, 'DescribeInstances')).Reservations.length, 1);
   });
 
   it('a cluster that fails leaves nothing; without a zone the launch moves to another zone', async () => {
     w.clusterA.unreachable = true;
-    await expectError(w.launch(), 'InsufficientInstanceCapacity', /ironbark-1a/);
+    await expectEc2Error(w.launch(), 'InsufficientInstanceCapacity', /ironbark-1a/);
     assert.equal((await w.store.db.selectFrom('instances').select('id').execute()).length, 0);
     const out = await w.launch({ Placement: undefined });
     assert.equal(out.Instances[0].Placement.AvailabilityZone, ZONE_B);
     assert.equal(out.Instances[0].PrivateIpAddress, '10.2.0.4');
     w.clusterB.capacity = 0;
-    await expectError(w.launch({ Placement: undefined }), 'InsufficientInstanceCapacity');
+    await expectEc2Error(w.launch({ Placement: undefined }), 'InsufficientInstanceCapacity');
     w.directory.unregister(ZONE_A);
     w.directory.unregister(ZONE_B);
-    await expectError(w.launch({ Placement: undefined }), 'InsufficientInstanceCapacity');
+    await expectEc2Error(w.launch({ Placement: undefined }), 'InsufficientInstanceCapacity');
   });
 
   it('spreads launches without a zone over the connected zones in turn', async () => {
@@ -268,13 +250,13 @@ describe('RunInstances', () => {
     assert.deepEqual(idsOf(again), idsOf(first));
     assert.equal(again.Instances[0].ClientToken, 'tok-1');
     assert.equal(w.clusterA.callsTo('runInstances').length, 1);
-    await expectError(w.launch({ ClientToken: 'tok-1', MaxCount: 3 }), 'IdempotentParameterMismatch');
+    await expectEc2Error(w.launch({ ClientToken: 'tok-1', MaxCount: 3 }), 'IdempotentParameterMismatch');
     // Tokens are per account.
     const other = await w.launch({ ClientToken: 'tok-1', MaxCount: 2 }, w.B);
     assert.notEqual(other.ReservationId, first.ReservationId);
     // A launch that failed leaves no token behind: the retry launches.
     w.clusterA.unreachable = true;
-    await expectError(w.launch({ ClientToken: 'tok-2' }), 'InsufficientInstanceCapacity');
+    await expectEc2Error(w.launch({ ClientToken: 'tok-2' }), 'InsufficientInstanceCapacity');
     w.clusterA.unreachable = false;
     assert.equal((await w.launch({ ClientToken: 'tok-2' })).Instances.length, 1);
   });
@@ -284,8 +266,8 @@ describe('RunInstances', () => {
     const two = await w.launch({ MinCount: 2, MaxCount: 2 });
     const capped = await w.launch({ MinCount: 1, MaxCount: 5 });
     assert.equal(capped.Instances.length, 1);
-    await expectError(w.launch(), 'InstanceLimitExceeded', 'Your quota allows for 0 more running instance(s). You requested at least 1');
-    await expectError(w.launch({}, w.B).then(() => w.launch({ MinCount: 20, MaxCount: 20 }, w.B)), 'InstanceLimitExceeded',
+    await expectEc2Error(w.launch(), 'InstanceLimitExceeded', 'Your quota allows for 0 more running instance(s). You requested at least 1');
+    await expectEc2Error(w.launch({}, w.B).then(() => w.launch({ MinCount: 20, MaxCount: 20 }, w.B)), 'InstanceLimitExceeded',
       'Your quota allows for 19 more running instance(s). You requested at least 20');
     await w.call(w.A, 'TerminateInstances', { InstanceIds: [idsOf(two)[0]] });
     w.clusterA.progress();
@@ -317,13 +299,13 @@ describe('DescribeInstances', () => {
   });
 
   it('answers EC2 errors for unknown, malformed and foreign ids', async () => {
-    await expectError(w.call(w.A, 'DescribeInstances', { InstanceIds: ['i-00000000'] }), 'InvalidInstanceID.NotFound', "The instance ID 'i-00000000' does not exist");
-    await expectError(w.call(w.A, 'DescribeInstances', { InstanceIds: ['i-00000000', 'i-11111111'] }), 'InvalidInstanceID.NotFound', "The instance IDs 'i-00000000, i-11111111' do not exist");
-    await expectError(w.call(w.A, 'DescribeInstances', { InstanceIds: ['i-xyz'] }), 'InvalidInstanceID.Malformed', 'Invalid id: "i-xyz"');
-    await expectError(w.call(w.B, 'DescribeInstances', { InstanceIds: [idsOf(first)[0]] }), 'InvalidInstanceID.NotFound');
+    await expectEc2Error(w.call(w.A, 'DescribeInstances', { InstanceIds: ['i-00000000'] }), 'InvalidInstanceID.NotFound', "The instance ID 'i-00000000' does not exist");
+    await expectEc2Error(w.call(w.A, 'DescribeInstances', { InstanceIds: ['i-00000000', 'i-11111111'] }), 'InvalidInstanceID.NotFound', "The instance IDs 'i-00000000, i-11111111' do not exist");
+    await expectEc2Error(w.call(w.A, 'DescribeInstances', { InstanceIds: ['i-xyz'] }), 'InvalidInstanceID.Malformed', 'Invalid id: "i-xyz"');
+    await expectEc2Error(w.call(w.B, 'DescribeInstances', { InstanceIds: [idsOf(first)[0]] }), 'InvalidInstanceID.NotFound');
     assert.deepEqual((await w.call(w.B, 'DescribeInstances')).Reservations, []);
-    await expectError(w.call(w.A, 'DescribeInstances', { InstanceIds: [idsOf(first)[0]], MaxResults: 5 }), 'InvalidParameterCombination');
-    await expectError(w.call(w.A, 'DescribeInstances', { MaxResults: 4 }), 'InvalidParameterValue');
+    await expectEc2Error(w.call(w.A, 'DescribeInstances', { InstanceIds: [idsOf(first)[0]], MaxResults: 5 }), 'InvalidParameterCombination');
+    await expectEc2Error(w.call(w.A, 'DescribeInstances', { MaxResults: 4 }), 'InvalidParameterValue');
   });
 
   it('filters on every supported field', async () => {
@@ -359,7 +341,7 @@ describe('DescribeInstances', () => {
       ['architecture', ['x86_64'], all],
     ];
     for (const [name, values, expected] of expectations) assert.deepEqual(await filter(name, ...values), expected, name);
-    await expectError(w.call(w.A, 'DescribeInstances', { Filters: [{ Name: 'bogus', Values: ['x'] }] }), 'InvalidParameterValue');
+    await expectEc2Error(w.call(w.A, 'DescribeInstances', { Filters: [{ Name: 'bogus', Values: ['x'] }] }), 'InvalidParameterValue');
     // Filters are AND-ed, values OR-ed.
     const both = await w.call(w.A, 'DescribeInstances', { Filters: [{ Name: 'availability-zone', Values: [ZONE_A, ZONE_B] }, { Name: 'instance-type', Values: ['m1.small'] }] });
     assert.deepEqual(allIds(both), [a0!, a1!].sort());
@@ -390,8 +372,8 @@ describe('instance lifecycle', () => {
 
   it('runs, stops, starts, reboots and terminates with EC2 states and codes', async () => {
     const id = idsOf(await w.launch())[0]!;
-    await expectError(w.call(w.A, 'StopInstances', { InstanceIds: [id] }), 'IncorrectInstanceState', `The instance '${id}' is not in a state from which it can be stopped.`);
-    await expectError(w.call(w.A, 'RebootInstances', { InstanceIds: [id] }), 'IncorrectInstanceState');
+    await expectEc2Error(w.call(w.A, 'StopInstances', { InstanceIds: [id] }), 'IncorrectInstanceState', `The instance '${id}' is not in a state from which it can be stopped.`);
+    await expectEc2Error(w.call(w.A, 'RebootInstances', { InstanceIds: [id] }), 'IncorrectInstanceState');
 
     w.clusterA.progress();
     await w.reconciler.reconcileOnce();
@@ -409,7 +391,7 @@ describe('instance lifecycle', () => {
     assert.equal(w.clusterA.callsTo('stopInstance').length, 1, 'a second stop is not forwarded');
     await w.call(w.A, 'StopInstances', { InstanceIds: [id], Force: true });
     assert.deepEqual(w.clusterA.callsTo('stopInstance')[1], [id, true], 'a forced stop is');
-    await expectError(w.call(w.A, 'StartInstances', { InstanceIds: [id] }), 'IncorrectInstanceState', `The instance '${id}' is not in a state from which it can be started.`);
+    await expectEc2Error(w.call(w.A, 'StartInstances', { InstanceIds: [id] }), 'IncorrectInstanceState', `The instance '${id}' is not in a state from which it can be started.`);
 
     w.clusterA.progress();
     await w.reconciler.reconcileOnce();
@@ -440,7 +422,7 @@ describe('instance lifecycle', () => {
     assert.deepEqual(await w.call(w.A, 'TerminateInstances', { InstanceIds: [id] }), { TerminatingInstances: [stateChange(id, [48, 'terminated'], [48, 'terminated'])] });
     assert.equal(w.clusterA.callsTo('terminateInstance').length, 1);
     for (const action of ['StartInstances', 'StopInstances', 'RebootInstances']) {
-      await expectError(w.call(w.A, action, { InstanceIds: [id] }), 'IncorrectInstanceState');
+      await expectEc2Error(w.call(w.A, action, { InstanceIds: [id] }), 'IncorrectInstanceState');
     }
     // Its address is free again.
     assert.equal((await w.launch()).Instances[0].PrivateIpAddress, '10.1.0.4');
@@ -448,7 +430,7 @@ describe('instance lifecycle', () => {
 
   it('refuses to terminate a protected instance, and refuses the whole call', async () => {
     const [free, guarded] = [idsOf(await w.launch())[0]!, idsOf(await w.launch({ DisableApiTermination: true }))[0]!];
-    await expectError(w.call(w.A, 'TerminateInstances', { InstanceIds: [free, guarded] }), 'OperationNotPermitted',
+    await expectEc2Error(w.call(w.A, 'TerminateInstances', { InstanceIds: [free, guarded] }), 'OperationNotPermitted',
       `The instance '${guarded}' may not be terminated. Modify its 'disableApiTermination' instance attribute and try again.`);
     assert.equal((await w.row(free))!.state, 'pending');
     await w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: guarded, DisableApiTermination: { Value: false } });
@@ -472,13 +454,13 @@ describe('instance lifecycle', () => {
   it('state changes of unknown, malformed and foreign instances fail without changing anything', async () => {
     const id = idsOf(await w.launch())[0]!;
     for (const action of ['StartInstances', 'StopInstances', 'RebootInstances', 'TerminateInstances']) {
-      await expectError(w.call(w.B, action, { InstanceIds: [id] }), 'InvalidInstanceID.NotFound', `The instance ID '${id}' does not exist`);
-      await expectError(w.call(w.A, action, { InstanceIds: [id, 'i-00000000'] }), 'InvalidInstanceID.NotFound');
-      await expectError(w.call(w.A, action, { InstanceIds: ['i-bad'] }), 'InvalidInstanceID.Malformed');
-      await expectError(w.call(w.A, action, {}), 'MissingParameter');
+      await expectEc2Error(w.call(w.B, action, { InstanceIds: [id] }), 'InvalidInstanceID.NotFound', `The instance ID '${id}' does not exist`);
+      await expectEc2Error(w.call(w.A, action, { InstanceIds: [id, 'i-00000000'] }), 'InvalidInstanceID.NotFound');
+      await expectEc2Error(w.call(w.A, action, { InstanceIds: ['i-bad'] }), 'InvalidInstanceID.Malformed');
+      await expectEc2Error(w.call(w.A, action, {}), 'MissingParameter');
     }
     assert.equal((await w.row(id))!.state, 'pending');
-    await expectError(w.call(w.B, 'CreateTags', { Resources: [id], Tags: [{ Key: 'a', Value: 'b' }] }), 'InvalidInstanceID.NotFound');
+    await expectEc2Error(w.call(w.B, 'CreateTags', { Resources: [id], Tags: [{ Key: 'a', Value: 'b' }] }), 'InvalidInstanceID.NotFound');
     await w.call(w.A, 'CreateTags', { Resources: [id], Tags: [{ Key: 'a', Value: 'b' }] });
     assert.deepEqual((await stateOf(id)).Tags, [{ Key: 'a', Value: 'b' }]);
   });
@@ -536,8 +518,8 @@ describe('DescribeInstanceStatus, console output and attributes', () => {
     assert.equal((await w.row(a!))!.status_impaired, 0);
     const filtered = await w.call(w.A, 'DescribeInstanceStatus', { Filters: [{ Name: 'availability-zone', Values: [ZONE_B] }] });
     assert.deepEqual(filtered.InstanceStatuses, []);
-    await expectError(w.call(w.A, 'DescribeInstanceStatus', { Filters: [{ Name: 'nope', Values: ['x'] }] }), 'InvalidParameterValue');
-    await expectError(w.call(w.B, 'DescribeInstanceStatus', { InstanceIds: [a] }), 'InvalidInstanceID.NotFound');
+    await expectEc2Error(w.call(w.A, 'DescribeInstanceStatus', { Filters: [{ Name: 'nope', Values: ['x'] }] }), 'InvalidParameterValue');
+    await expectEc2Error(w.call(w.B, 'DescribeInstanceStatus', { InstanceIds: [a] }), 'InvalidInstanceID.NotFound');
   });
 
   it('says initializing right after an instance starts running', async () => {
@@ -562,7 +544,7 @@ describe('DescribeInstanceStatus, console output and attributes', () => {
     assert.ok(out.Timestamp instanceof Date);
     w.clusterA.unreachable = true;
     assert.equal((await w.call(w.A, 'GetConsoleOutput', { InstanceId: id })).Output, undefined);
-    await expectError(w.call(w.B, 'GetConsoleOutput', { InstanceId: id }), 'InvalidInstanceID.NotFound');
+    await expectEc2Error(w.call(w.B, 'GetConsoleOutput', { InstanceId: id }), 'InvalidInstanceID.NotFound');
   });
 
   it('describes and modifies attributes as EC2 allows', async () => {
@@ -578,24 +560,24 @@ describe('DescribeInstanceStatus, console output and attributes', () => {
     assert.deepEqual(await attr('instanceInitiatedShutdownBehavior'), { InstanceId: id, InstanceInitiatedShutdownBehavior: { Value: 'stop' } });
     assert.deepEqual(await attr('rootDeviceName'), { InstanceId: id, RootDeviceName: { Value: '/dev/vda' } });
     assert.deepEqual(await attr('groupSet'), { InstanceId: id, Groups: out.Instances[0].SecurityGroups });
-    await expectError(attr('colour'), 'InvalidParameterValue');
-    await expectError(w.call(w.B, 'DescribeInstanceAttribute', { InstanceId: id, Attribute: 'instanceType' }), 'InvalidInstanceID.NotFound');
+    await expectEc2Error(attr('colour'), 'InvalidParameterValue');
+    await expectEc2Error(w.call(w.B, 'DescribeInstanceAttribute', { InstanceId: id, Attribute: 'instanceType' }), 'InvalidInstanceID.NotFound');
 
-    await expectError(w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, InstanceType: { Value: 't2.micro' } }), 'IncorrectInstanceState', `The instance '${id}' is not in the 'stopped' state.`);
-    await expectError(w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, UserData: { Value: Buffer.from('x') } }), 'IncorrectInstanceState');
+    await expectEc2Error(w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, InstanceType: { Value: 't2.micro' } }), 'IncorrectInstanceState', `The instance '${id}' is not in the 'stopped' state.`);
+    await expectEc2Error(w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, UserData: { Value: Buffer.from('x') } }), 'IncorrectInstanceState');
     await w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, Attribute: 'disableApiTermination', Value: 'true' });
     assert.deepEqual(await attr('disableApiTermination'), { InstanceId: id, DisableApiTermination: { Value: true } });
-    await expectError(w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, InstanceType: { Value: 't2.micro' }, DisableApiTermination: { Value: true } }),
+    await expectEc2Error(w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, InstanceType: { Value: 't2.micro' }, DisableApiTermination: { Value: true } }),
       'InvalidParameterCombination', /multiple attribute types/);
-    await expectError(w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, Kernel: { Value: w.image.kernelId } }), 'UnsupportedOperation');
-    await expectError(w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id }), 'MissingParameter');
+    await expectEc2Error(w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, Kernel: { Value: w.image.kernelId } }), 'UnsupportedOperation');
+    await expectEc2Error(w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id }), 'MissingParameter');
 
     w.clusterA.progress();
     await w.reconciler.reconcileOnce();
     await w.call(w.A, 'StopInstances', { InstanceIds: [id] });
     w.clusterA.progress();
     await w.reconciler.reconcileOnce();
-    await expectError(w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, InstanceType: { Value: 'x9.huge' } }), 'InvalidInstanceAttributeValue');
+    await expectEc2Error(w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, InstanceType: { Value: 'x9.huge' } }), 'InvalidInstanceAttributeValue');
     await w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, InstanceType: { Value: 't2.micro' } });
     await w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: id, UserData: { Value: Buffer.from('new data') } });
     assert.deepEqual(await attr('instanceType'), { InstanceId: id, InstanceType: { Value: 't2.micro' } });
@@ -605,7 +587,7 @@ describe('DescribeInstanceStatus, console output and attributes', () => {
   it('a security group used by a live instance cannot be deleted', async () => {
     const web = (await w.call(w.A, 'CreateSecurityGroup', { GroupName: 'web', Description: 'web' })).GroupId;
     const id = idsOf(await w.launch({ SecurityGroupIds: [web] }))[0]!;
-    await expectError(w.call(w.A, 'DeleteSecurityGroup', { GroupId: web }), 'InvalidGroup.InUse');
+    await expectEc2Error(w.call(w.A, 'DeleteSecurityGroup', { GroupId: web }), 'InvalidGroup.InUse');
     await w.call(w.A, 'TerminateInstances', { InstanceIds: [id] });
     w.clusterA.progress();
     await w.reconciler.reconcileOnce();
@@ -691,7 +673,7 @@ describe('InstanceReconciler', () => {
     await w.reconciler.reconcileOnce();
     assert.equal(await w.row(id), undefined);
     assert.equal((await w.store.db.selectFrom('tags').select('key').where('resource_id', '=', id).execute()).length, 0);
-    await expectError(w.call(w.A, 'DescribeInstances', { InstanceIds: [id] }), 'InvalidInstanceID.NotFound');
+    await expectEc2Error(w.call(w.A, 'DescribeInstances', { InstanceIds: [id] }), 'InvalidInstanceID.NotFound');
   });
 
   it('start and stop poll on their own', async () => {

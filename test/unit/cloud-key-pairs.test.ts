@@ -4,33 +4,14 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, createPrivateKey, generateKeyPairSync } from 'node:crypto';
 import sshpk from 'sshpk';
-import { openStore, type Store } from '../../src/store/store.ts';
+import type { Store } from '../../src/store/store.ts';
 import type { RequestContext } from '../../src/cloud/context.ts';
 import { keyPairOperations } from '../../src/cloud/key-pairs.ts';
 import { ID_PATTERN } from '../../src/cloud/ids.ts';
-import { Ec2Error } from '../../src/protocol/errors.ts';
+import { contextFor, isEc2Error, openTestCloudStore } from '../helpers/handler-context.ts';
 
 const ALICE = '111111111111';
 const BOB = '222222222222';
-const now = () => new Date().toISOString();
-
-function contextFor(store: Store, accountId: string): RequestContext {
-  return {
-    requestId: 'test-request', action: 'Test', store,
-    caller: { accountId, userId: `AIDA${accountId}`, userName: 'admin', accessKeyId: `AKIA${accountId}`, isAdmin: true },
-    settings: { region: 'ironbark-1', endpoint: 'http://127.0.0.1:8773/' },
-  };
-}
-
-function ec2Error(code: string, message?: string | RegExp) {
-  return (e: unknown) => {
-    assert.ok(e instanceof Ec2Error, `expected Ec2Error, got ${e}`);
-    assert.equal(e.code, code);
-    if (typeof message === 'string') assert.equal(e.message, message);
-    else if (message) assert.match(e.message, message);
-    return true;
-  };
-}
 
 const filter = (Name: string, ...Values: string[]) => [{ Name, Values }];
 const { CreateKeyPair, ImportKeyPair, DescribeKeyPairs, DeleteKeyPair } = keyPairOperations;
@@ -46,11 +27,7 @@ describe('key pairs', () => {
   let bob: RequestContext;
 
   before(async () => {
-    store = await openStore({ url: ':memory:' });
-    await store.db.insertInto('accounts').values([
-      { id: ALICE, name: 'alice', status: 'active', created_at: now() },
-      { id: BOB, name: 'bob', status: 'active', created_at: now() },
-    ]).execute();
+    store = await openTestCloudStore({ accounts: [ALICE, BOB] });
     alice = contextFor(store, ALICE);
     bob = contextFor(store, BOB);
   });
@@ -95,18 +72,18 @@ describe('key pairs', () => {
     });
 
     it('refuses a name already taken in the account, but not in another account', async () => {
-      await assert.rejects(CreateKeyPair(alice, { KeyName: 'deploy', KeyType: 'ed25519' }), ec2Error('InvalidKeyPair.Duplicate', "The keypair 'deploy' already exists."));
+      await assert.rejects(CreateKeyPair(alice, { KeyName: 'deploy', KeyType: 'ed25519' }), isEc2Error('InvalidKeyPair.Duplicate', "The keypair 'deploy' already exists."));
       const bobs = await CreateKeyPair(bob, { KeyName: 'deploy', KeyType: 'ed25519' });
       assert.notEqual(bobs.KeyPairId, (await DescribeKeyPairs(alice, { KeyNames: ['deploy'] })).KeyPairs[0].KeyPairId);
     });
 
     it('validates the name, key type and format', async () => {
       await CreateKeyPair(alice, { KeyName: 'n'.repeat(255), KeyType: 'ed25519' });
-      await assert.rejects(CreateKeyPair(alice, { KeyName: 'n'.repeat(256) }), ec2Error('InvalidParameterValue', /Length exceeds maximum of 255/));
-      await assert.rejects(CreateKeyPair(alice, { KeyName: 'clé' }), ec2Error('InvalidParameterValue', /beyond ASCII/));
-      await assert.rejects(CreateKeyPair(alice, { KeyName: '' }), ec2Error('MissingParameter'));
-      await assert.rejects(CreateKeyPair(alice, { KeyName: 'x', KeyType: 'dsa' }), ec2Error('InvalidParameterValue', /KeyType/));
-      await assert.rejects(CreateKeyPair(alice, { KeyName: 'x', KeyFormat: 'der' }), ec2Error('InvalidParameterValue', /KeyFormat/));
+      await assert.rejects(CreateKeyPair(alice, { KeyName: 'n'.repeat(256) }), isEc2Error('InvalidParameterValue', /Length exceeds maximum of 255/));
+      await assert.rejects(CreateKeyPair(alice, { KeyName: 'clé' }), isEc2Error('InvalidParameterValue', /beyond ASCII/));
+      await assert.rejects(CreateKeyPair(alice, { KeyName: '' }), isEc2Error('MissingParameter'));
+      await assert.rejects(CreateKeyPair(alice, { KeyName: 'x', KeyType: 'dsa' }), isEc2Error('InvalidParameterValue', /KeyType/));
+      await assert.rejects(CreateKeyPair(alice, { KeyName: 'x', KeyFormat: 'der' }), isEc2Error('InvalidParameterValue', /KeyFormat/));
       assert.deepEqual(await names(alice, { Filters: filter('key-name', 'x') }), []);
     });
 
@@ -121,10 +98,10 @@ describe('key pairs', () => {
         [{ Key: 'env', Value: 'prod' }, { Key: 'team', Value: 'blue' }]);
       await assert.rejects(CreateKeyPair(alice, {
         KeyName: 'wrongly-tagged', TagSpecifications: [{ ResourceType: 'instance', Tags: [{ Key: 'a', Value: 'b' }] }],
-      }), ec2Error('InvalidParameterValue'));
+      }), isEc2Error('InvalidParameterValue'));
       await assert.rejects(CreateKeyPair(alice, {
         KeyName: 'reserved-tag', KeyType: 'ed25519', TagSpecifications: [{ ResourceType: 'key-pair', Tags: [{ Key: 'aws:x', Value: 'b' }] }],
-      }), ec2Error('InvalidParameterValue'));
+      }), isEc2Error('InvalidParameterValue'));
       assert.deepEqual(await names(alice, { Filters: filter('key-name', 'wrongly-tagged', 'reserved-tag') }), []);
     });
   });
@@ -155,13 +132,13 @@ describe('key pairs', () => {
 
     it('refuses bad material, short RSA keys and duplicates, storing nothing', async () => {
       await assert.rejects(ImportKeyPair(alice, { KeyName: 'bad', PublicKeyMaterial: Buffer.from('ssh-rsa AAAAnot-a-key') }),
-        ec2Error('InvalidKey.Format', 'Key is not in valid OpenSSH public key format'));
+        isEc2Error('InvalidKey.Format', 'Key is not in valid OpenSSH public key format'));
       const small = generateKeyPairSync('rsa', { modulusLength: 1024 });
       await assert.rejects(ImportKeyPair(alice, { KeyName: 'bad', PublicKeyMaterial: Buffer.from(openSshLine(small.publicKey.export({ type: 'spki', format: 'pem' }) as string)) }),
-        ec2Error('InvalidKey.Format'));
-      await assert.rejects(ImportKeyPair(alice, { KeyName: 'bad', PublicKeyMaterial: Buffer.alloc(0) }), ec2Error('MissingParameter'));
+        isEc2Error('InvalidKey.Format'));
+      await assert.rejects(ImportKeyPair(alice, { KeyName: 'bad', PublicKeyMaterial: Buffer.alloc(0) }), isEc2Error('MissingParameter'));
       await assert.rejects(ImportKeyPair(alice, { KeyName: 'laptop', PublicKeyMaterial: Buffer.from(rsaLine) }),
-        ec2Error('InvalidKeyPair.Duplicate', "The keypair 'laptop' already exists."));
+        isEc2Error('InvalidKeyPair.Duplicate', "The keypair 'laptop' already exists."));
       assert.deepEqual(await names(alice, { Filters: filter('key-name', 'bad') }), []);
     });
   });
@@ -176,9 +153,9 @@ describe('key pairs', () => {
 
     it('answers a foreign id exactly like a missing one', async () => {
       const bobsId = (await DescribeKeyPairs(bob, { KeyNames: ['pem'] })).KeyPairs[0].KeyPairId;
-      await assert.rejects(DescribeKeyPairs(alice, { KeyPairIds: [bobsId] }), ec2Error('InvalidKeyPair.NotFound', `The key pair '${bobsId}' does not exist`));
-      await assert.rejects(DescribeKeyPairs(alice, { KeyPairIds: ['key-00000000000000000'] }), ec2Error('InvalidKeyPair.NotFound', "The key pair 'key-00000000000000000' does not exist"));
-      await assert.rejects(DescribeKeyPairs(alice, { KeyNames: ['laptop', 'pem'] }), ec2Error('InvalidKeyPair.NotFound', "The key pair 'pem' does not exist"));
+      await assert.rejects(DescribeKeyPairs(alice, { KeyPairIds: [bobsId] }), isEc2Error('InvalidKeyPair.NotFound', `The key pair '${bobsId}' does not exist`));
+      await assert.rejects(DescribeKeyPairs(alice, { KeyPairIds: ['key-00000000000000000'] }), isEc2Error('InvalidKeyPair.NotFound', "The key pair 'key-00000000000000000' does not exist"));
+      await assert.rejects(DescribeKeyPairs(alice, { KeyNames: ['laptop', 'pem'] }), isEc2Error('InvalidKeyPair.NotFound', "The key pair 'pem' does not exist"));
     });
 
     it('filters by key-pair-id, key-name, fingerprint, key-type and tags', async () => {
@@ -191,7 +168,7 @@ describe('key pairs', () => {
       assert.deepEqual(await names(alice, { Filters: filter('tag-key', 'env') }), ['tagged']);
       assert.deepEqual(await names(alice, { Filters: filter('tag-value', 'bl*') }), ['tagged']);
       assert.deepEqual(await names(alice, { KeyNames: ['ed', 'laptop'], Filters: filter('key-type', 'rsa') }), ['laptop']);
-      await assert.rejects(names(alice, { Filters: filter('key-colour', 'x') }), ec2Error('InvalidParameterValue', "The filter 'key-colour' is invalid"));
+      await assert.rejects(names(alice, { Filters: filter('key-colour', 'x') }), isEc2Error('InvalidParameterValue', "The filter 'key-colour' is invalid"));
     });
   });
 
@@ -209,10 +186,10 @@ describe('key pairs', () => {
     it('treats a missing name as done but a missing or foreign id as not found', async () => {
       assert.deepEqual(await DeleteKeyPair(alice, { KeyName: 'never-existed' }), { Return: true });
       const bobsId = (await DescribeKeyPairs(bob, { KeyNames: ['pem'] })).KeyPairs[0].KeyPairId;
-      await assert.rejects(DeleteKeyPair(alice, { KeyPairId: bobsId }), ec2Error('InvalidKeyPair.NotFound', `The key pair '${bobsId}' does not exist`));
-      await assert.rejects(DeleteKeyPair(alice, { KeyPairId: 'key-00000000000000000' }), ec2Error('InvalidKeyPair.NotFound', "The key pair 'key-00000000000000000' does not exist"));
+      await assert.rejects(DeleteKeyPair(alice, { KeyPairId: bobsId }), isEc2Error('InvalidKeyPair.NotFound', `The key pair '${bobsId}' does not exist`));
+      await assert.rejects(DeleteKeyPair(alice, { KeyPairId: 'key-00000000000000000' }), isEc2Error('InvalidKeyPair.NotFound', "The key pair 'key-00000000000000000' does not exist"));
       assert.deepEqual(await names(bob, { KeyPairIds: [bobsId] }), ['pem']);
-      await assert.rejects(DeleteKeyPair(alice, {}), ec2Error('MissingParameter'));
+      await assert.rejects(DeleteKeyPair(alice, {}), isEc2Error('MissingParameter'));
     });
   });
 });

@@ -2,33 +2,15 @@
 // on an in-memory store.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { openStore, type Store } from '../../src/store/store.ts';
+import type { Store } from '../../src/store/store.ts';
 import type { RequestContext } from '../../src/cloud/context.ts';
 import { regionOperations } from '../../src/cloud/regions.ts';
 import { accountAttributeOperations, maxInstancesSettingKey } from '../../src/cloud/account-attributes.ts';
-import { Ec2Error } from '../../src/protocol/errors.ts';
+import { contextFor, isEc2Error, openTestCloudStore } from '../helpers/handler-context.ts';
 
 const ALICE = '111111111111';
 const BOB = '222222222222';
 const now = () => new Date().toISOString();
-
-function contextFor(store: Store, accountId: string, endpoint = 'http://127.0.0.1:8773/'): RequestContext {
-  return {
-    requestId: 'test-request', action: 'Test', store,
-    caller: { accountId, userId: `AIDA${accountId}`, userName: 'admin', accessKeyId: `AKIA${accountId}`, isAdmin: true },
-    settings: { region: 'ironbark-1', endpoint },
-  };
-}
-
-function ec2Error(code: string, message?: string | RegExp) {
-  return (e: unknown) => {
-    assert.ok(e instanceof Ec2Error, `expected Ec2Error, got ${e}`);
-    assert.equal(e.code, code);
-    if (typeof message === 'string') assert.equal(e.message, message);
-    else if (message) assert.match(e.message, message);
-    return true;
-  };
-}
 
 const filter = (Name: string, ...Values: string[]) => [{ Name, Values }];
 
@@ -40,16 +22,14 @@ describe('regions, zones and account attributes', () => {
   const { DescribeAccountAttributes } = accountAttributeOperations;
 
   before(async () => {
-    store = await openStore({ url: ':memory:' });
-    await store.db.insertInto('accounts').values([
-      { id: ALICE, name: 'alice', status: 'active', created_at: now() },
-      { id: BOB, name: 'bob', status: 'active', created_at: now() },
-    ]).execute();
-    await store.db.insertInto('zones').values([
-      { name: 'ironbark-1b', region: 'ironbark-1', cidr: '10.2.0.0/16', state: 'impaired', zone_id: 'ibk1-az2', created_at: now() },
-      { name: 'ironbark-1a', region: 'ironbark-1', cidr: '10.1.0.0/16', state: 'available', zone_id: 'ibk1-az1', created_at: now() },
-      { name: 'other-1a', region: 'other-1', cidr: '10.9.0.0/16', state: 'available', zone_id: 'oth1-az1', created_at: now() },
-    ]).execute();
+    store = await openTestCloudStore({
+      accounts: [ALICE, BOB],
+      zones: [
+        { name: 'ironbark-1b', cidr: '10.2.0.0/16', zoneId: 'ibk1-az2', state: 'impaired' },
+        { name: 'ironbark-1a', cidr: '10.1.0.0/16', zoneId: 'ibk1-az1' },
+        { name: 'other-1a', cidr: '10.9.0.0/16', zoneId: 'oth1-az1', region: 'other-1' },
+      ],
+    });
     await store.db.insertInto('vpcs').values({
       id: 'vpc-0123456789abcdef0', account_id: ALICE, cidr: '172.31.0.0/16', is_default: 1, state: 'available',
       dhcp_options_id: 'dopt-01234567', created_at: now(),
@@ -63,7 +43,7 @@ describe('regions, zones and account attributes', () => {
     it('lists the one region, with the endpoint host and no opt-in', async () => {
       const out = await DescribeRegions(alice, {});
       assert.deepEqual(out, { Regions: [{ RegionName: 'ironbark-1', Endpoint: '127.0.0.1:8773', OptInStatus: 'opt-in-not-required' }] });
-      const named = await DescribeRegions(contextFor(store, ALICE, 'https://ec2.cloud.example'), { RegionNames: ['ironbark-1'], AllRegions: true });
+      const named = await DescribeRegions(contextFor(store, ALICE, { endpoint: 'https://ec2.cloud.example' }), { RegionNames: ['ironbark-1'], AllRegions: true });
       assert.equal(named.Regions[0].Endpoint, 'ec2.cloud.example');
     });
 
@@ -72,11 +52,11 @@ describe('regions, zones and account attributes', () => {
       assert.equal((await DescribeRegions(alice, { Filters: filter('region-name', 'us-east-1') })).Regions.length, 0);
       assert.equal((await DescribeRegions(alice, { Filters: filter('endpoint', '*8773') })).Regions.length, 1);
       assert.equal((await DescribeRegions(alice, { Filters: filter('opt-in-status', 'opted-in') })).Regions.length, 0);
-      await assert.rejects(DescribeRegions(alice, { Filters: filter('tag:Name', 'x') }), ec2Error('InvalidParameterValue', "The filter 'tag:Name' is invalid"));
+      await assert.rejects(DescribeRegions(alice, { Filters: filter('tag:Name', 'x') }), isEc2Error('InvalidParameterValue', "The filter 'tag:Name' is invalid"));
     });
 
     it('refuses region names it does not have, naming the first one', async () => {
-      await assert.rejects(DescribeRegions(alice, { RegionNames: ['ironbark-1', 'zz-9', 'us-east-1'] }), ec2Error('InvalidParameterValue', 'Invalid region: [us-east-1]'));
+      await assert.rejects(DescribeRegions(alice, { RegionNames: ['ironbark-1', 'zz-9', 'us-east-1'] }), isEc2Error('InvalidParameterValue', 'Invalid region: [us-east-1]'));
     });
   });
 
@@ -99,9 +79,9 @@ describe('regions, zones and account attributes', () => {
 
     it('refuses unknown zone names and ids, including another region\'s', async () => {
       await assert.rejects(DescribeAvailabilityZones(alice, { ZoneNames: ['ironbark-1a', 'other-1a', 'ironbark-1z'] }),
-        ec2Error('InvalidParameterValue', 'Invalid availability zone: [other-1a]'));
+        isEc2Error('InvalidParameterValue', 'Invalid availability zone: [other-1a]'));
       await assert.rejects(DescribeAvailabilityZones(alice, { ZoneIds: ['ibk1-az9'] }),
-        ec2Error('InvalidParameterValue', 'Invalid availability zone-id: [ibk1-az9]'));
+        isEc2Error('InvalidParameterValue', 'Invalid availability zone-id: [ibk1-az9]'));
     });
 
     it('filters by the fields EC2 documents', async () => {
@@ -114,7 +94,7 @@ describe('regions, zones and account attributes', () => {
         ...filter('group-name', 'ironbark-1'), ...filter('opt-in-status', 'opt-in-not-required')]), ['ironbark-1a', 'ironbark-1b']);
       assert.deepEqual(await names(filter('parent-zone-name', '*')), []);
       assert.deepEqual(await names(filter('message', '*')), []);
-      await assert.rejects(names(filter('bogus', 'x')), ec2Error('InvalidParameterValue', "The filter 'bogus' is invalid"));
+      await assert.rejects(names(filter('bogus', 'x')), isEc2Error('InvalidParameterValue', "The filter 'bogus' is invalid"));
     });
   });
 
@@ -142,7 +122,7 @@ describe('regions, zones and account attributes', () => {
     });
 
     it('refuses an unknown attribute name', async () => {
-      await assert.rejects(DescribeAccountAttributes(alice, { AttributeNames: ['default-vpc', 'max-cats'] }), ec2Error('InvalidParameterValue', /max-cats/));
+      await assert.rejects(DescribeAccountAttributes(alice, { AttributeNames: ['default-vpc', 'max-cats'] }), isEc2Error('InvalidParameterValue', /max-cats/));
     });
   });
 });

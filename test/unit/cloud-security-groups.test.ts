@@ -2,33 +2,13 @@
 // the grouped IpPermission view, all-or-nothing rule changes, and strict account isolation.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { openStore, type Store } from '../../src/store/store.ts';
-import { provisionAccount } from '../../src/cloud/account-setup.ts';
+import type { Store } from '../../src/store/store.ts';
 import { registerSecurityGroupUsageCheck, resolveSecurityGroups, securityGroupOperations } from '../../src/cloud/security-groups.ts';
-import type { RequestContext } from '../../src/cloud/context.ts';
-import { Ec2Error } from '../../src/protocol/errors.ts';
+import { callOperation, contextFor, expectEc2Error, openTestCloudStore, provisionDefaultNetworks } from '../helpers/handler-context.ts';
 
 const now = () => new Date().toISOString();
 const A = '111111111111';
 const B = '222222222222';
-
-function contextFor(store: Store, accountId: string, action: string): RequestContext {
-  return {
-    requestId: 'req-1', action, store,
-    caller: { accountId, userId: `AIDA${accountId}`, userName: 'admin', accessKeyId: `AKIA${accountId}`, isAdmin: true },
-    settings: { region: 'ironbark-1', endpoint: 'http://127.0.0.1:8773' },
-  };
-}
-
-async function expectError(promise: Promise<unknown>, code: string, message?: string | RegExp) {
-  await assert.rejects(promise, (e: unknown) => {
-    assert.ok(e instanceof Ec2Error, `expected Ec2Error ${code}, got ${e}`);
-    assert.equal(e.code, code, e.message);
-    if (typeof message === 'string') assert.equal(e.message, message);
-    else if (message) assert.match(e.message, message);
-    return true;
-  });
-}
 
 const tcp = (port: number, ...cidrs: string[]) => ({ IpProtocol: 'tcp', FromPort: port, ToPort: port, IpRanges: cidrs.map((CidrIp) => ({ CidrIp })) });
 
@@ -38,8 +18,8 @@ describe('security groups', () => {
   let vpcB: string;
   let defaultA: string;
   let defaultB: string;
-  const call = (account: string, action: string, input: object = {}): Promise<any> =>
-    securityGroupOperations[action]!(contextFor(store, account, action), input);
+  const call = (account: string, action: string, input: object = {}) =>
+    callOperation(contextFor(store, account), securityGroupOperations, action, input);
   const describeOne = async (account: string, groupId: string) => (await call(account, 'DescribeSecurityGroups', { GroupIds: [groupId] })).SecurityGroups[0];
   const create = async (account: string, name: string, extra: object = {}) =>
     (await call(account, 'CreateSecurityGroup', { GroupName: name, Description: `${name} group`, ...extra })).GroupId as string;
@@ -47,14 +27,14 @@ describe('security groups', () => {
     (await store.db.selectFrom('security_group_rules').select('id').where('group_id', '=', groupId).execute()).length;
 
   before(async () => {
-    store = await openStore({ url: ':memory:' });
-    for (const id of [A, B]) await store.db.insertInto('accounts').values({ id, name: `acct-${id}`, status: 'active', created_at: now() }).execute();
-    await store.db.insertInto('zones').values([
-      { name: 'ironbark-1a', region: 'ironbark-1', cidr: '10.10.0.0/16', state: 'available', zone_id: 'ibk1-az1', created_at: now() },
-      { name: 'ironbark-1b', region: 'ironbark-1', cidr: '10.11.0.0/16', state: 'available', zone_id: 'ibk1-az2', created_at: now() },
-    ]).execute();
-    vpcA = await store.transaction((tx) => provisionAccount(tx, A));
-    vpcB = await store.transaction((tx) => provisionAccount(tx, B));
+    store = await openTestCloudStore({
+      accounts: [A, B],
+      zones: [
+        { name: 'ironbark-1a', cidr: '10.10.0.0/16', zoneId: 'ibk1-az1' },
+        { name: 'ironbark-1b', cidr: '10.11.0.0/16', zoneId: 'ibk1-az2' },
+      ],
+    });
+    [vpcA, vpcB] = await provisionDefaultNetworks(store, A, B);
     defaultA = (await call(A, 'DescribeSecurityGroups', { GroupNames: ['default'] })).SecurityGroups[0].GroupId;
     defaultB = (await call(B, 'DescribeSecurityGroups', { GroupNames: ['default'] })).SecurityGroups[0].GroupId;
   });
@@ -90,18 +70,18 @@ describe('security groups', () => {
   });
 
   it('CreateSecurityGroup refuses duplicates, reserved and malformed names and bad VPCs', async () => {
-    await expectError(call(A, 'CreateSecurityGroup', { GroupName: 'web', Description: 'again' }), 'InvalidGroup.Duplicate', `The security group 'web' already exists for VPC '${vpcA}'`);
-    await expectError(call(A, 'CreateSecurityGroup', { GroupName: 'default', Description: 'x' }), 'InvalidParameterValue', 'Cannot use reserved security group name: default');
-    await expectError(call(A, 'CreateSecurityGroup', { GroupName: 'sg-mine', Description: 'x' }), 'InvalidParameterValue', /sg-\*/);
-    await expectError(call(A, 'CreateSecurityGroup', { GroupName: 'x'.repeat(256), Description: 'x' }), 'InvalidParameterValue', /GroupName.*255/);
-    await expectError(call(A, 'CreateSecurityGroup', { GroupName: 'ok', Description: 'd'.repeat(256) }), 'InvalidParameterValue', /GroupDescription.*255/);
-    await expectError(call(A, 'CreateSecurityGroup', { GroupName: 'bad<name>', Description: 'x' }), 'InvalidParameterValue', /group name/);
-    await expectError(call(A, 'CreateSecurityGroup', { GroupName: 'ok', Description: 'caf\u00e9' }), 'InvalidParameterValue', /beyond ASCII/);
-    await expectError(call(A, 'CreateSecurityGroup', { GroupName: '', Description: 'x' }), 'InvalidParameterValue', /Empty value/);
-    await expectError(call(A, 'CreateSecurityGroup', { GroupName: 'ok' }), 'MissingParameter');
-    await expectError(call(A, 'CreateSecurityGroup', { GroupName: 'ok', Description: 'x', VpcId: vpcB }), 'InvalidVpcID.NotFound', `The vpc ID '${vpcB}' does not exist`);
-    await expectError(call(A, 'CreateSecurityGroup', { GroupName: 'ok', Description: 'x', VpcId: 'vpc-nope' }), 'InvalidVpcID.Malformed');
-    await expectError(call(A, 'CreateSecurityGroup', { GroupName: 'ok', Description: 'x', TagSpecifications: [{ ResourceType: 'instance', Tags: [] }] }), 'InvalidParameterValue');
+    await expectEc2Error(call(A, 'CreateSecurityGroup', { GroupName: 'web', Description: 'again' }), 'InvalidGroup.Duplicate', `The security group 'web' already exists for VPC '${vpcA}'`);
+    await expectEc2Error(call(A, 'CreateSecurityGroup', { GroupName: 'default', Description: 'x' }), 'InvalidParameterValue', 'Cannot use reserved security group name: default');
+    await expectEc2Error(call(A, 'CreateSecurityGroup', { GroupName: 'sg-mine', Description: 'x' }), 'InvalidParameterValue', /sg-\*/);
+    await expectEc2Error(call(A, 'CreateSecurityGroup', { GroupName: 'x'.repeat(256), Description: 'x' }), 'InvalidParameterValue', /GroupName.*255/);
+    await expectEc2Error(call(A, 'CreateSecurityGroup', { GroupName: 'ok', Description: 'd'.repeat(256) }), 'InvalidParameterValue', /GroupDescription.*255/);
+    await expectEc2Error(call(A, 'CreateSecurityGroup', { GroupName: 'bad<name>', Description: 'x' }), 'InvalidParameterValue', /group name/);
+    await expectEc2Error(call(A, 'CreateSecurityGroup', { GroupName: 'ok', Description: 'caf\u00e9' }), 'InvalidParameterValue', /beyond ASCII/);
+    await expectEc2Error(call(A, 'CreateSecurityGroup', { GroupName: '', Description: 'x' }), 'InvalidParameterValue', /Empty value/);
+    await expectEc2Error(call(A, 'CreateSecurityGroup', { GroupName: 'ok' }), 'MissingParameter');
+    await expectEc2Error(call(A, 'CreateSecurityGroup', { GroupName: 'ok', Description: 'x', VpcId: vpcB }), 'InvalidVpcID.NotFound', `The vpc ID '${vpcB}' does not exist`);
+    await expectEc2Error(call(A, 'CreateSecurityGroup', { GroupName: 'ok', Description: 'x', VpcId: 'vpc-nope' }), 'InvalidVpcID.Malformed');
+    await expectEc2Error(call(A, 'CreateSecurityGroup', { GroupName: 'ok', Description: 'x', TagSpecifications: [{ ResourceType: 'instance', Tags: [] }] }), 'InvalidParameterValue');
     const names = (await call(A, 'DescribeSecurityGroups')).SecurityGroups.map((g: any) => g.GroupName).sort();
     assert.deepEqual(names, ['default', 'web']);
     assert.match(await create(A, 'Valid name ._-:/()#,@[]+=&;{}!$*'), /^sg-/);
@@ -162,19 +142,19 @@ describe('security groups', () => {
     const allRule = g.IpPermissions.find((p: any) => p.IpProtocol === '-1');
     assert.deepEqual([tcpRule.IpProtocol, tcpRule.FromPort, tcpRule.IpRanges], ['tcp', 443, [{ CidrIp: '0.0.0.0/0' }]]);
     assert.equal(allRule.UserIdGroupPairs.length, 1);
-    await expectError(call(A, 'AuthorizeSecurityGroupIngress', { GroupId: legacy, CidrIp: '1.0.0.0/8', IpPermissions: [tcp(1, '1.0.0.0/8')] }), 'InvalidParameterCombination');
-    await expectError(call(A, 'AuthorizeSecurityGroupIngress', { GroupName: 'nope', CidrIp: '1.0.0.0/8', IpProtocol: 'tcp', FromPort: 1, ToPort: 1 }),
+    await expectEc2Error(call(A, 'AuthorizeSecurityGroupIngress', { GroupId: legacy, CidrIp: '1.0.0.0/8', IpPermissions: [tcp(1, '1.0.0.0/8')] }), 'InvalidParameterCombination');
+    await expectEc2Error(call(A, 'AuthorizeSecurityGroupIngress', { GroupName: 'nope', CidrIp: '1.0.0.0/8', IpProtocol: 'tcp', FromPort: 1, ToPort: 1 }),
       'InvalidGroup.NotFound', `The security group 'nope' does not exist in default VPC '${vpcA}'`);
   });
 
   it('refuses duplicate rules with EC2\'s message', async () => {
     const dup = await create(A, 'dup');
     await call(A, 'AuthorizeSecurityGroupIngress', { GroupId: dup, IpPermissions: [tcp(22, '0.0.0.0/0')] });
-    await expectError(call(A, 'AuthorizeSecurityGroupIngress', { GroupId: dup, IpPermissions: [{ ...tcp(22), IpRanges: [{ CidrIp: '0.0.0.0/0', Description: 'other words' }] }] }),
+    await expectEc2Error(call(A, 'AuthorizeSecurityGroupIngress', { GroupId: dup, IpPermissions: [{ ...tcp(22), IpRanges: [{ CidrIp: '0.0.0.0/0', Description: 'other words' }] }] }),
       'InvalidPermission.Duplicate', 'the specified rule "peer: 0.0.0.0/0, TCP, from port: 22, to port: 22, ALLOW" already exists');
-    await expectError(call(A, 'AuthorizeSecurityGroupIngress', { GroupId: dup, IpPermissions: [tcp(25, '1.2.3.0/24', '1.2.3.4/24')] }),
+    await expectEc2Error(call(A, 'AuthorizeSecurityGroupIngress', { GroupId: dup, IpPermissions: [tcp(25, '1.2.3.0/24', '1.2.3.4/24')] }),
       'InvalidPermission.Duplicate', 'the specified rule "peer: 1.2.3.0/24, TCP, from port: 25, to port: 25, ALLOW" already exists');
-    await expectError(call(A, 'AuthorizeSecurityGroupEgress', { GroupId: dup, IpPermissions: [{ IpProtocol: '-1', IpRanges: [{ CidrIp: '0.0.0.0/0' }] }] }),
+    await expectEc2Error(call(A, 'AuthorizeSecurityGroupEgress', { GroupId: dup, IpPermissions: [{ IpProtocol: '-1', IpRanges: [{ CidrIp: '0.0.0.0/0' }] }] }),
       'InvalidPermission.Duplicate', 'the specified rule "peer: 0.0.0.0/0, ALL, ALLOW" already exists');
     assert.equal(await ruleCount(dup), 2);
   });
@@ -182,28 +162,28 @@ describe('security groups', () => {
   it('validates protocols, ports, CIDRs, descriptions and peers, writing nothing on any error', async () => {
     const v = await create(A, 'validate');
     const bad = (permission: object) => call(A, 'AuthorizeSecurityGroupIngress', { GroupId: v, IpPermissions: [tcp(1, '9.9.9.0/24'), permission] });
-    await expectError(bad({ IpProtocol: 'tcpx', FromPort: 1, ToPort: 1, IpRanges: [{ CidrIp: '0.0.0.0/0' }] }), 'InvalidParameterValue', "Invalid value 'tcpx' for IP protocol. Unknown protocol.");
-    await expectError(bad({ IpProtocol: '256', IpRanges: [{ CidrIp: '0.0.0.0/0' }] }), 'InvalidParameterValue', /Unknown protocol/);
-    await expectError(bad({ IpProtocol: 'tcp', ToPort: 22, IpRanges: [{ CidrIp: '0.0.0.0/0' }] }), 'InvalidParameterValue',
+    await expectEc2Error(bad({ IpProtocol: 'tcpx', FromPort: 1, ToPort: 1, IpRanges: [{ CidrIp: '0.0.0.0/0' }] }), 'InvalidParameterValue', "Invalid value 'tcpx' for IP protocol. Unknown protocol.");
+    await expectEc2Error(bad({ IpProtocol: '256', IpRanges: [{ CidrIp: '0.0.0.0/0' }] }), 'InvalidParameterValue', /Unknown protocol/);
+    await expectEc2Error(bad({ IpProtocol: 'tcp', ToPort: 22, IpRanges: [{ CidrIp: '0.0.0.0/0' }] }), 'InvalidParameterValue',
       "Invalid value 'Must specify both from and to ports with TCP/UDP.' for portRange.");
-    await expectError(bad({ IpProtocol: 'udp', FromPort: 0, ToPort: 70000, IpRanges: [{ CidrIp: '0.0.0.0/0' }] }), 'InvalidPermission.Malformed', 'TCP/UDP (to) port (70000) out of range');
-    await expectError(bad({ IpProtocol: 'tcp', FromPort: -1, ToPort: -1, IpRanges: [{ CidrIp: '0.0.0.0/0' }] }), 'InvalidPermission.Malformed', /out of range/);
-    await expectError(bad({ IpProtocol: 'tcp', FromPort: 90, ToPort: 80, IpRanges: [{ CidrIp: '0.0.0.0/0' }] }), 'InvalidParameterValue', /port range/);
-    await expectError(bad({ IpProtocol: 'icmp', FromPort: 300, ToPort: 0, IpRanges: [{ CidrIp: '0.0.0.0/0' }] }), 'InvalidParameterValue', 'ICMP type (300) out of range');
-    await expectError(bad({ IpProtocol: 'icmp', FromPort: -1, ToPort: 3, IpRanges: [{ CidrIp: '0.0.0.0/0' }] }), 'InvalidParameterValue', /ICMP code/);
-    await expectError(bad({ IpProtocol: 'icmpv6', IpRanges: [{ CidrIp: '0.0.0.0/0' }] }), 'InvalidParameterValue', /ICMP/);
-    await expectError(bad(tcp(22, '10.0.0.0/33')), 'InvalidParameterValue', 'Value (10.0.0.0/33) for parameter cidrIp is invalid. This is not a valid CIDR block.');
-    await expectError(bad(tcp(22, '2001:db8::/32')), 'InvalidParameterValue', /cidrIp is invalid/);
-    await expectError(bad({ ...tcp(22), Ipv6Ranges: [{ CidrIpv6: '10.0.0.0/8' }] }), 'InvalidParameterValue', /cidrIpv6 is invalid/);
-    await expectError(bad({ ...tcp(22), IpRanges: [{ CidrIp: '0.0.0.0/0', Description: 'no <html>' }] }), 'InvalidParameterValue', /Invalid rule description/);
-    await expectError(bad({ ...tcp(22), UserIdGroupPairs: [{ GroupId: 'sg-0123456789abcdef0' }] }), 'InvalidGroup.NotFound', "The security group 'sg-0123456789abcdef0' does not exist");
-    await expectError(bad({ ...tcp(22), UserIdGroupPairs: [{ GroupId: 'sg-zz' }] }), 'InvalidGroupId.Malformed', 'Invalid id: "sg-zz" (expecting "sg-...")');
-    await expectError(bad({ ...tcp(22), UserIdGroupPairs: [{ GroupId: defaultB }] }), 'InvalidGroup.NotFound', `The security group '${defaultB}' does not exist`);
-    await expectError(bad({ ...tcp(22), UserIdGroupPairs: [{ GroupId: defaultA, UserId: B }] }), 'InvalidGroup.NotFound');
-    await expectError(bad({ ...tcp(22), PrefixListIds: [{ PrefixListId: 'pl-0123456789abcdef0' }] }), 'InvalidPrefixListID.NotFound', "The prefix list ID 'pl-0123456789abcdef0' does not exist");
-    await expectError(bad({ ...tcp(22), PrefixListIds: [{ PrefixListId: 'nope' }] }), 'InvalidPrefixListId.Malformed');
-    await expectError(bad(tcp(22)), 'InvalidParameterValue', /at least one source/);
-    await expectError(call(A, 'AuthorizeSecurityGroupIngress', { GroupId: v }), 'MissingParameter');
+    await expectEc2Error(bad({ IpProtocol: 'udp', FromPort: 0, ToPort: 70000, IpRanges: [{ CidrIp: '0.0.0.0/0' }] }), 'InvalidPermission.Malformed', 'TCP/UDP (to) port (70000) out of range');
+    await expectEc2Error(bad({ IpProtocol: 'tcp', FromPort: -1, ToPort: -1, IpRanges: [{ CidrIp: '0.0.0.0/0' }] }), 'InvalidPermission.Malformed', /out of range/);
+    await expectEc2Error(bad({ IpProtocol: 'tcp', FromPort: 90, ToPort: 80, IpRanges: [{ CidrIp: '0.0.0.0/0' }] }), 'InvalidParameterValue', /port range/);
+    await expectEc2Error(bad({ IpProtocol: 'icmp', FromPort: 300, ToPort: 0, IpRanges: [{ CidrIp: '0.0.0.0/0' }] }), 'InvalidParameterValue', 'ICMP type (300) out of range');
+    await expectEc2Error(bad({ IpProtocol: 'icmp', FromPort: -1, ToPort: 3, IpRanges: [{ CidrIp: '0.0.0.0/0' }] }), 'InvalidParameterValue', /ICMP code/);
+    await expectEc2Error(bad({ IpProtocol: 'icmpv6', IpRanges: [{ CidrIp: '0.0.0.0/0' }] }), 'InvalidParameterValue', /ICMP/);
+    await expectEc2Error(bad(tcp(22, '10.0.0.0/33')), 'InvalidParameterValue', 'Value (10.0.0.0/33) for parameter cidrIp is invalid. This is not a valid CIDR block.');
+    await expectEc2Error(bad(tcp(22, '2001:db8::/32')), 'InvalidParameterValue', /cidrIp is invalid/);
+    await expectEc2Error(bad({ ...tcp(22), Ipv6Ranges: [{ CidrIpv6: '10.0.0.0/8' }] }), 'InvalidParameterValue', /cidrIpv6 is invalid/);
+    await expectEc2Error(bad({ ...tcp(22), IpRanges: [{ CidrIp: '0.0.0.0/0', Description: 'no <html>' }] }), 'InvalidParameterValue', /Invalid rule description/);
+    await expectEc2Error(bad({ ...tcp(22), UserIdGroupPairs: [{ GroupId: 'sg-0123456789abcdef0' }] }), 'InvalidGroup.NotFound', "The security group 'sg-0123456789abcdef0' does not exist");
+    await expectEc2Error(bad({ ...tcp(22), UserIdGroupPairs: [{ GroupId: 'sg-zz' }] }), 'InvalidGroupId.Malformed', 'Invalid id: "sg-zz" (expecting "sg-...")');
+    await expectEc2Error(bad({ ...tcp(22), UserIdGroupPairs: [{ GroupId: defaultB }] }), 'InvalidGroup.NotFound', `The security group '${defaultB}' does not exist`);
+    await expectEc2Error(bad({ ...tcp(22), UserIdGroupPairs: [{ GroupId: defaultA, UserId: B }] }), 'InvalidGroup.NotFound');
+    await expectEc2Error(bad({ ...tcp(22), PrefixListIds: [{ PrefixListId: 'pl-0123456789abcdef0' }] }), 'InvalidPrefixListID.NotFound', "The prefix list ID 'pl-0123456789abcdef0' does not exist");
+    await expectEc2Error(bad({ ...tcp(22), PrefixListIds: [{ PrefixListId: 'nope' }] }), 'InvalidPrefixListId.Malformed');
+    await expectEc2Error(bad(tcp(22)), 'InvalidParameterValue', /at least one source/);
+    await expectEc2Error(call(A, 'AuthorizeSecurityGroupIngress', { GroupId: v }), 'MissingParameter');
     // The good first permission of every failed call was not written either.
     assert.equal(await ruleCount(v), 1);
   });
@@ -212,13 +192,13 @@ describe('security groups', () => {
     const many = await create(A, 'many');
     const cidrs = (from: number, n: number) => Array.from({ length: n }, (_, i) => `10.${from + i}.0.0/16`);
     await call(A, 'AuthorizeSecurityGroupIngress', { GroupId: many, IpPermissions: [tcp(22, ...cidrs(0, 59))] });
-    await expectError(call(A, 'AuthorizeSecurityGroupIngress', { GroupId: many, IpPermissions: [tcp(22, ...cidrs(100, 2))] }), 'RulesPerSecurityGroupLimitExceeded');
+    await expectEc2Error(call(A, 'AuthorizeSecurityGroupIngress', { GroupId: many, IpPermissions: [tcp(22, ...cidrs(100, 2))] }), 'RulesPerSecurityGroupLimitExceeded');
     assert.equal(await ruleCount(many), 60);
     await call(A, 'AuthorizeSecurityGroupIngress', { GroupId: many, IpPermissions: [tcp(22, '10.200.0.0/16')] });
-    await expectError(call(A, 'AuthorizeSecurityGroupIngress', { GroupId: many, IpPermissions: [tcp(22, '10.201.0.0/16')] }), 'RulesPerSecurityGroupLimitExceeded');
+    await expectEc2Error(call(A, 'AuthorizeSecurityGroupIngress', { GroupId: many, IpPermissions: [tcp(22, '10.201.0.0/16')] }), 'RulesPerSecurityGroupLimitExceeded');
     // Egress has its own 60 (one used by the default egress rule).
     await call(A, 'AuthorizeSecurityGroupEgress', { GroupId: many, IpPermissions: [tcp(443, ...cidrs(0, 59))] });
-    await expectError(call(A, 'AuthorizeSecurityGroupEgress', { GroupId: many, IpPermissions: [tcp(443, '10.201.0.0/16')] }), 'RulesPerSecurityGroupLimitExceeded');
+    await expectEc2Error(call(A, 'AuthorizeSecurityGroupEgress', { GroupId: many, IpPermissions: [tcp(443, '10.201.0.0/16')] }), 'RulesPerSecurityGroupLimitExceeded');
     await call(A, 'DeleteSecurityGroup', { GroupId: many });
   });
 
@@ -228,8 +208,8 @@ describe('security groups', () => {
     assert.equal(res.SecurityGroupRules[0].IsEgress, true);
     const g = await describeOne(A, out);
     assert.deepEqual(g.IpPermissionsEgress[1], { IpProtocol: 'udp', FromPort: 53, ToPort: 53, IpRanges: [], Ipv6Ranges: [{ CidrIpv6: '::/0' }], PrefixListIds: [], UserIdGroupPairs: [] });
-    await expectError(call(A, 'AuthorizeSecurityGroupEgress', { GroupName: 'egress', IpPermissions: [tcp(1, '1.0.0.0/8')] }), 'MissingParameter');
-    await expectError(call(A, 'AuthorizeSecurityGroupEgress', { GroupId: out, IpProtocol: 'tcp', FromPort: 1, ToPort: 1, CidrIp: '1.0.0.0/8' }), 'InvalidParameterValue');
+    await expectEc2Error(call(A, 'AuthorizeSecurityGroupEgress', { GroupName: 'egress', IpPermissions: [tcp(1, '1.0.0.0/8')] }), 'MissingParameter');
+    await expectEc2Error(call(A, 'AuthorizeSecurityGroupEgress', { GroupId: out, IpProtocol: 'tcp', FromPort: 1, ToPort: 1, CidrIp: '1.0.0.0/8' }), 'InvalidParameterValue');
   });
 
   it('RevokeSecurityGroupIngress by permission; unknown rules are reported in a default VPC', async () => {
@@ -244,8 +224,8 @@ describe('security groups', () => {
     assert.deepEqual(clean, { Return: true });
     g = await describeOne(A, r);
     assert.equal(g.IpPermissions.length, 1);
-    await expectError(call(A, 'RevokeSecurityGroupIngress', { GroupId: r, IpPermissions: [tcp(99999, '1.0.0.0/8')] }), 'InvalidPermission.Malformed');
-    await expectError(call(A, 'RevokeSecurityGroupIngress', { GroupId: r }), 'MissingParameter');
+    await expectEc2Error(call(A, 'RevokeSecurityGroupIngress', { GroupId: r, IpPermissions: [tcp(99999, '1.0.0.0/8')] }), 'InvalidPermission.Malformed');
+    await expectEc2Error(call(A, 'RevokeSecurityGroupIngress', { GroupId: r }), 'MissingParameter');
   });
 
   it('RevokeSecurityGroup* in a non-default VPC refuses unknown rules and revokes nothing', async () => {
@@ -254,15 +234,15 @@ describe('security groups', () => {
     const g = await create(A, 'custom', { VpcId: otherVpc });
     assert.equal((await describeOne(A, g)).VpcId, otherVpc);
     // Same name may exist in another VPC; GroupName lookups only see the default VPC.
-    await expectError(call(A, 'DescribeSecurityGroups', { GroupNames: ['custom'] }), 'InvalidGroup.NotFound', `The security group 'custom' does not exist in default VPC '${vpcA}'`);
+    await expectEc2Error(call(A, 'DescribeSecurityGroups', { GroupNames: ['custom'] }), 'InvalidGroup.NotFound', `The security group 'custom' does not exist in default VPC '${vpcA}'`);
     await call(A, 'AuthorizeSecurityGroupIngress', { GroupId: g, IpPermissions: [tcp(22, '10.0.0.0/8')] });
-    await expectError(call(A, 'RevokeSecurityGroupIngress', { GroupId: g, IpPermissions: [tcp(22, '10.0.0.0/8'), tcp(23, '10.0.0.0/8')] }),
+    await expectEc2Error(call(A, 'RevokeSecurityGroupIngress', { GroupId: g, IpPermissions: [tcp(22, '10.0.0.0/8'), tcp(23, '10.0.0.0/8')] }),
       'InvalidPermission.NotFound', 'The specified rule does not exist in this security group.');
     assert.equal((await describeOne(A, g)).IpPermissions.length, 1);
     // Groups of different VPCs cannot reference each other.
-    await expectError(call(A, 'AuthorizeSecurityGroupIngress', { GroupId: g, IpPermissions: [{ ...tcp(22), UserIdGroupPairs: [{ GroupId: defaultA }] }] }),
+    await expectEc2Error(call(A, 'AuthorizeSecurityGroupIngress', { GroupId: g, IpPermissions: [{ ...tcp(22), UserIdGroupPairs: [{ GroupId: defaultA }] }] }),
       'InvalidGroup.NotFound', /different networks/);
-    await expectError(resolveSecurityGroups(store.db, A, { ids: [g], vpcId: vpcA }), 'InvalidParameter', /different networks/);
+    await expectEc2Error(resolveSecurityGroups(store.db, A, { ids: [g], vpcId: vpcA }), 'InvalidParameter', /different networks/);
     assert.deepEqual((await resolveSecurityGroups(store.db, A, { names: ['custom'], vpcId: otherVpc })).map((x) => x.id), [g]);
   });
 
@@ -271,9 +251,9 @@ describe('security groups', () => {
     const added = await call(A, 'AuthorizeSecurityGroupIngress', { GroupId: r, IpPermissions: [tcp(22, '10.0.0.0/8'), tcp(80, '10.0.0.0/8')] });
     const egressId = (await call(A, 'DescribeSecurityGroupRules', { Filters: [{ Name: 'group-id', Values: [r] }] }))
       .SecurityGroupRules.find((x: any) => x.IsEgress).SecurityGroupRuleId;
-    await expectError(call(A, 'RevokeSecurityGroupIngress', { GroupId: r, SecurityGroupRuleIds: [egressId] }), 'InvalidSecurityGroupRuleId.NotFound', `The security group rule ID '${egressId}' does not exist`);
-    await expectError(call(A, 'RevokeSecurityGroupIngress', { GroupId: r, SecurityGroupRuleIds: ['sgr-bad'] }), 'InvalidSecurityGroupRuleId.Malformed');
-    await expectError(call(A, 'RevokeSecurityGroupIngress', { GroupId: r, SecurityGroupRuleIds: [added.SecurityGroupRules[0].SecurityGroupRuleId, 'sgr-0123456789abcdef0'] }),
+    await expectEc2Error(call(A, 'RevokeSecurityGroupIngress', { GroupId: r, SecurityGroupRuleIds: [egressId] }), 'InvalidSecurityGroupRuleId.NotFound', `The security group rule ID '${egressId}' does not exist`);
+    await expectEc2Error(call(A, 'RevokeSecurityGroupIngress', { GroupId: r, SecurityGroupRuleIds: ['sgr-bad'] }), 'InvalidSecurityGroupRuleId.Malformed');
+    await expectEc2Error(call(A, 'RevokeSecurityGroupIngress', { GroupId: r, SecurityGroupRuleIds: [added.SecurityGroupRules[0].SecurityGroupRuleId, 'sgr-0123456789abcdef0'] }),
       'InvalidSecurityGroupRuleId.NotFound');
     assert.equal(await ruleCount(r), 3);
     assert.deepEqual(await call(A, 'RevokeSecurityGroupIngress', { GroupId: r, SecurityGroupRuleIds: [added.SecurityGroupRules[0].SecurityGroupRuleId] }), { Return: true });
@@ -306,7 +286,7 @@ describe('security groups', () => {
     assert.ok((await names([{ Name: 'egress.ip-permission.cidr', Values: ['0.0.0.0/0'] }])).includes('web'));
     assert.deepEqual(await names([{ Name: 'vpc-id', Values: [vpcB] }]), []);
     assert.ok((await names([{ Name: 'owner-id', Values: [A] }])).length > 5);
-    await expectError(call(A, 'DescribeSecurityGroups', { Filters: [{ Name: 'ip-permission.colour', Values: ['x'] }] }), 'InvalidParameterValue');
+    await expectEc2Error(call(A, 'DescribeSecurityGroups', { Filters: [{ Name: 'ip-permission.colour', Values: ['x'] }] }), 'InvalidParameterValue');
 
     const all = (await call(A, 'DescribeSecurityGroups')).SecurityGroups;
     const seen: string[] = [];
@@ -321,8 +301,8 @@ describe('security groups', () => {
 
     const both = await call(A, 'DescribeSecurityGroups', { GroupIds: [app], GroupNames: ['egress'] });
     assert.deepEqual(both.SecurityGroups.map((g: any) => g.GroupId).sort(), [app, egress].sort());
-    await expectError(call(A, 'DescribeSecurityGroups', { GroupIds: ['sg-0123456789abcdef0'] }), 'InvalidGroup.NotFound', "The security group 'sg-0123456789abcdef0' does not exist");
-    await expectError(call(A, 'DescribeSecurityGroups', { GroupIds: ['banana'] }), 'InvalidGroupId.Malformed', 'Invalid id: "banana" (expecting "sg-...")');
+    await expectEc2Error(call(A, 'DescribeSecurityGroups', { GroupIds: ['sg-0123456789abcdef0'] }), 'InvalidGroup.NotFound', "The security group 'sg-0123456789abcdef0' does not exist");
+    await expectEc2Error(call(A, 'DescribeSecurityGroups', { GroupIds: ['banana'] }), 'InvalidGroupId.Malformed', 'Invalid id: "banana" (expecting "sg-...")');
   });
 
   it('DescribeSecurityGroupRules by id, filter, tags and pages', async () => {
@@ -342,11 +322,11 @@ describe('security groups', () => {
     const second = await call(A, 'DescribeSecurityGroupRules', { Filters: [{ Name: 'group-id', Values: [app] }], MaxResults: 5, NextToken: first.NextToken });
     assert.deepEqual([...first.SecurityGroupRules, ...second.SecurityGroupRules], rules);
     assert.equal(second.NextToken, undefined);
-    await expectError(call(A, 'DescribeSecurityGroupRules', { MaxResults: 5, NextToken: first.NextToken }), 'InvalidNextToken');
-    await expectError(call(A, 'DescribeSecurityGroupRules', { SecurityGroupRuleIds: ['sgr-0123456789abcdef0'] }), 'InvalidSecurityGroupRuleId.NotFound');
-    await expectError(call(A, 'DescribeSecurityGroupRules', { SecurityGroupRuleIds: ['rule-1'] }), 'InvalidSecurityGroupRuleId.Malformed');
+    await expectEc2Error(call(A, 'DescribeSecurityGroupRules', { MaxResults: 5, NextToken: first.NextToken }), 'InvalidNextToken');
+    await expectEc2Error(call(A, 'DescribeSecurityGroupRules', { SecurityGroupRuleIds: ['sgr-0123456789abcdef0'] }), 'InvalidSecurityGroupRuleId.NotFound');
+    await expectEc2Error(call(A, 'DescribeSecurityGroupRules', { SecurityGroupRuleIds: ['rule-1'] }), 'InvalidSecurityGroupRuleId.Malformed');
     const foreignRule = (await call(B, 'DescribeSecurityGroupRules')).SecurityGroupRules[0].SecurityGroupRuleId;
-    await expectError(call(A, 'DescribeSecurityGroupRules', { SecurityGroupRuleIds: [foreignRule] }), 'InvalidSecurityGroupRuleId.NotFound');
+    await expectEc2Error(call(A, 'DescribeSecurityGroupRules', { SecurityGroupRuleIds: [foreignRule] }), 'InvalidSecurityGroupRuleId.NotFound');
   });
 
   it('ModifySecurityGroupRules replaces a rule, refusing duplicates and unknown ids', async () => {
@@ -358,13 +338,13 @@ describe('security groups', () => {
     }), { Return: true });
     const [rule] = (await call(A, 'DescribeSecurityGroupRules', { SecurityGroupRuleIds: [ssh] })).SecurityGroupRules;
     assert.deepEqual([rule.FromPort, rule.ToPort, rule.CidrIpv4, rule.Description], [2222, 2222, '192.168.0.0/16', 'moved']);
-    await expectError(call(A, 'ModifySecurityGroupRules', {
+    await expectEc2Error(call(A, 'ModifySecurityGroupRules', {
       GroupId: m, SecurityGroupRules: [{ SecurityGroupRuleId: http, SecurityGroupRule: { IpProtocol: 'tcp', FromPort: 2222, ToPort: 2222, CidrIpv4: '192.168.0.0/16' } }],
     }), 'InvalidPermission.Duplicate');
-    await expectError(call(A, 'ModifySecurityGroupRules', {
+    await expectEc2Error(call(A, 'ModifySecurityGroupRules', {
       GroupId: m, SecurityGroupRules: [{ SecurityGroupRuleId: 'sgr-0123456789abcdef0', SecurityGroupRule: { IpProtocol: '-1', CidrIpv4: '0.0.0.0/0' } }],
     }), 'InvalidSecurityGroupRuleId.NotFound');
-    await expectError(call(A, 'ModifySecurityGroupRules', {
+    await expectEc2Error(call(A, 'ModifySecurityGroupRules', {
       GroupId: m, SecurityGroupRules: [{ SecurityGroupRuleId: http, SecurityGroupRule: { IpProtocol: '-1', CidrIpv4: '0.0.0.0/0', CidrIpv6: '::/0' } }],
     }), 'InvalidParameterCombination');
     // Swapping two rules in one call is fine: duplicates are judged on the end result.
@@ -386,20 +366,20 @@ describe('security groups', () => {
     const egressRule = (await call(A, 'DescribeSecurityGroupRules', { Filters: [{ Name: 'group-id', Values: [d] }] })).SecurityGroupRules.find((r: any) => r.IsEgress);
     await call(A, 'UpdateSecurityGroupRuleDescriptionsEgress', { GroupId: d, SecurityGroupRuleDescriptions: [{ SecurityGroupRuleId: egressRule.SecurityGroupRuleId, Description: 'anywhere' }] });
     assert.deepEqual((await describeOne(A, d)).IpPermissionsEgress[0].IpRanges, [{ CidrIp: '0.0.0.0/0', Description: 'anywhere' }]);
-    await expectError(call(A, 'UpdateSecurityGroupRuleDescriptionsIngress', { GroupId: d, IpPermissions: [tcp(23, '10.0.0.0/8')] }), 'InvalidPermission.NotFound');
-    await expectError(call(A, 'UpdateSecurityGroupRuleDescriptionsIngress', { GroupId: d, SecurityGroupRuleDescriptions: [{ SecurityGroupRuleId: egressRule.SecurityGroupRuleId, Description: 'x' }] }),
+    await expectEc2Error(call(A, 'UpdateSecurityGroupRuleDescriptionsIngress', { GroupId: d, IpPermissions: [tcp(23, '10.0.0.0/8')] }), 'InvalidPermission.NotFound');
+    await expectEc2Error(call(A, 'UpdateSecurityGroupRuleDescriptionsIngress', { GroupId: d, SecurityGroupRuleDescriptions: [{ SecurityGroupRuleId: egressRule.SecurityGroupRuleId, Description: 'x' }] }),
       'InvalidSecurityGroupRuleId.NotFound');
   });
 
   it('DeleteSecurityGroup: default group, dependencies, usage and success', async () => {
-    await expectError(call(A, 'DeleteSecurityGroup', { GroupId: defaultA }), 'CannotDelete', `the specified group: "${defaultA}" name: "default" cannot be deleted by a user`);
+    await expectEc2Error(call(A, 'DeleteSecurityGroup', { GroupId: defaultA }), 'CannotDelete', `the specified group: "${defaultA}" name: "default" cannot be deleted by a user`);
     const web = (await call(A, 'DescribeSecurityGroups', { GroupNames: ['web'] })).SecurityGroups[0].GroupId;
-    await expectError(call(A, 'DeleteSecurityGroup', { GroupId: web }), 'DependencyViolation', `resource ${web} has a dependent object`);
+    await expectEc2Error(call(A, 'DeleteSecurityGroup', { GroupId: web }), 'DependencyViolation', `resource ${web} has a dependent object`);
 
     const busy = await create(A, 'busy');
     const unregister = registerSecurityGroupUsageCheck(async (_db, accountId, groupId) => accountId === A && groupId === busy);
     try {
-      await expectError(call(A, 'DeleteSecurityGroup', { GroupId: busy }), 'InvalidGroup.InUse');
+      await expectEc2Error(call(A, 'DeleteSecurityGroup', { GroupId: busy }), 'InvalidGroup.InUse');
     } finally {
       unregister();
     }
@@ -410,14 +390,14 @@ describe('security groups', () => {
       TagSpecifications: [{ ResourceType: 'security-group-rule', Tags: [{ Key: 'k', Value: 'v' }] }],
     })).SecurityGroupRules;
     assert.deepEqual(await call(A, 'DeleteSecurityGroup', { GroupName: 'busy' }), {});
-    await expectError(call(A, 'DescribeSecurityGroups', { GroupIds: [busy] }), 'InvalidGroup.NotFound');
+    await expectEc2Error(call(A, 'DescribeSecurityGroups', { GroupIds: [busy] }), 'InvalidGroup.NotFound');
     assert.equal(await ruleCount(busy), 0);
     assert.equal((await store.db.selectFrom('tags').select('key').where('resource_id', '=', selfRule.SecurityGroupRuleId).execute()).length, 0);
 
     // Once the referencing rules are gone, the referenced group can be deleted.
-    await expectError(call(A, 'DeleteSecurityGroup', { GroupName: 'nope' }), 'InvalidGroup.NotFound', `The security group 'nope' does not exist in default VPC '${vpcA}'`);
-    await expectError(call(A, 'DeleteSecurityGroup', {}), 'MissingParameter');
-    await expectError(call(A, 'DeleteSecurityGroup', { GroupId: 'sg-1' }), 'InvalidGroupId.Malformed');
+    await expectEc2Error(call(A, 'DeleteSecurityGroup', { GroupName: 'nope' }), 'InvalidGroup.NotFound', `The security group 'nope' does not exist in default VPC '${vpcA}'`);
+    await expectEc2Error(call(A, 'DeleteSecurityGroup', {}), 'MissingParameter');
+    await expectEc2Error(call(A, 'DeleteSecurityGroup', { GroupId: 'sg-1' }), 'InvalidGroupId.Malformed');
     const tagsBefore = (await store.db.selectFrom('tags').select('key').where('resource_id', '=', web).execute()).length;
     assert.equal(tagsBefore, 1);
     for (const name of ['app', 'legacy']) {
@@ -436,19 +416,19 @@ describe('security groups', () => {
     const bNames = (await call(B, 'DescribeSecurityGroups')).SecurityGroups.map((g: any) => g.GroupName).sort();
     assert.deepEqual(bNames, ['default', 'web']);
     assert.deepEqual((await call(B, 'DescribeSecurityGroups', { Filters: [{ Name: 'group-id', Values: [secret] }] })).SecurityGroups, []);
-    await expectError(call(B, 'DescribeSecurityGroups', { GroupIds: [secret] }), 'InvalidGroup.NotFound', notFound);
-    await expectError(call(B, 'DescribeSecurityGroups', { GroupNames: ['secret'] }), 'InvalidGroup.NotFound', `The security group 'secret' does not exist in default VPC '${vpcB}'`);
-    await expectError(call(B, 'AuthorizeSecurityGroupIngress', { GroupId: secret, IpPermissions: [tcp(80, '0.0.0.0/0')] }), 'InvalidGroup.NotFound', notFound);
-    await expectError(call(B, 'AuthorizeSecurityGroupEgress', { GroupId: secret, IpPermissions: [tcp(80, '0.0.0.0/0')] }), 'InvalidGroup.NotFound', notFound);
-    await expectError(call(B, 'RevokeSecurityGroupIngress', { GroupId: secret, IpPermissions: [tcp(22, '10.0.0.0/8')] }), 'InvalidGroup.NotFound', notFound);
-    await expectError(call(B, 'DeleteSecurityGroup', { GroupId: secret }), 'InvalidGroup.NotFound', notFound);
-    await expectError(call(B, 'ModifySecurityGroupRules', { GroupId: secret, SecurityGroupRules: [{ SecurityGroupRuleId: 'sgr-0123456789abcdef0', SecurityGroupRule: { IpProtocol: '-1', CidrIpv4: '0.0.0.0/0' } }] }), 'InvalidGroup.NotFound', notFound);
-    await expectError(call(B, 'UpdateSecurityGroupRuleDescriptionsIngress', { GroupId: secret, IpPermissions: [tcp(22, '10.0.0.0/8')] }), 'InvalidGroup.NotFound', notFound);
+    await expectEc2Error(call(B, 'DescribeSecurityGroups', { GroupIds: [secret] }), 'InvalidGroup.NotFound', notFound);
+    await expectEc2Error(call(B, 'DescribeSecurityGroups', { GroupNames: ['secret'] }), 'InvalidGroup.NotFound', `The security group 'secret' does not exist in default VPC '${vpcB}'`);
+    await expectEc2Error(call(B, 'AuthorizeSecurityGroupIngress', { GroupId: secret, IpPermissions: [tcp(80, '0.0.0.0/0')] }), 'InvalidGroup.NotFound', notFound);
+    await expectEc2Error(call(B, 'AuthorizeSecurityGroupEgress', { GroupId: secret, IpPermissions: [tcp(80, '0.0.0.0/0')] }), 'InvalidGroup.NotFound', notFound);
+    await expectEc2Error(call(B, 'RevokeSecurityGroupIngress', { GroupId: secret, IpPermissions: [tcp(22, '10.0.0.0/8')] }), 'InvalidGroup.NotFound', notFound);
+    await expectEc2Error(call(B, 'DeleteSecurityGroup', { GroupId: secret }), 'InvalidGroup.NotFound', notFound);
+    await expectEc2Error(call(B, 'ModifySecurityGroupRules', { GroupId: secret, SecurityGroupRules: [{ SecurityGroupRuleId: 'sgr-0123456789abcdef0', SecurityGroupRule: { IpProtocol: '-1', CidrIpv4: '0.0.0.0/0' } }] }), 'InvalidGroup.NotFound', notFound);
+    await expectEc2Error(call(B, 'UpdateSecurityGroupRuleDescriptionsIngress', { GroupId: secret, IpPermissions: [tcp(22, '10.0.0.0/8')] }), 'InvalidGroup.NotFound', notFound);
     // B's own group cannot reference A's group either.
-    await expectError(call(B, 'AuthorizeSecurityGroupIngress', { GroupId: defaultB, IpPermissions: [{ ...tcp(22), UserIdGroupPairs: [{ GroupId: secret, UserId: A }] }] }), 'InvalidGroup.NotFound', notFound);
-    await expectError(call(B, 'CreateSecurityGroup', { GroupName: 'x', Description: 'x', VpcId: vpcA }), 'InvalidVpcID.NotFound');
+    await expectEc2Error(call(B, 'AuthorizeSecurityGroupIngress', { GroupId: defaultB, IpPermissions: [{ ...tcp(22), UserIdGroupPairs: [{ GroupId: secret, UserId: A }] }] }), 'InvalidGroup.NotFound', notFound);
+    await expectEc2Error(call(B, 'CreateSecurityGroup', { GroupName: 'x', Description: 'x', VpcId: vpcA }), 'InvalidVpcID.NotFound');
     const ruleIds = (await call(A, 'DescribeSecurityGroupRules', { Filters: [{ Name: 'group-id', Values: [secret] }] })).SecurityGroupRules.map((r: any) => r.SecurityGroupRuleId);
-    await expectError(call(B, 'RevokeSecurityGroupIngress', { GroupId: defaultB, SecurityGroupRuleIds: ruleIds.slice(0, 1) }), 'InvalidSecurityGroupRuleId.NotFound');
+    await expectEc2Error(call(B, 'RevokeSecurityGroupIngress', { GroupId: defaultB, SecurityGroupRuleIds: ruleIds.slice(0, 1) }), 'InvalidSecurityGroupRuleId.NotFound');
     assert.deepEqual(await describeOne(A, secret), before);
   });
 
@@ -456,8 +436,8 @@ describe('security groups', () => {
     assert.deepEqual((await resolveSecurityGroups(store.db, A, { names: ['default'] })).map((g) => g.id), [defaultA]);
     assert.deepEqual((await resolveSecurityGroups(store.db, A, { ids: [defaultA], names: ['default'], vpcId: vpcA })).map((g) => g.id), [defaultA]);
     assert.deepEqual(await resolveSecurityGroups(store.db, A, {}), []);
-    await expectError(resolveSecurityGroups(store.db, A, { ids: [defaultB] }), 'InvalidGroup.NotFound');
-    await expectError(resolveSecurityGroups(store.db, B, { names: ['secret'] }), 'InvalidGroup.NotFound');
-    await expectError(resolveSecurityGroups(store.db, A, { ids: ['sg-?'] }), 'InvalidGroupId.Malformed');
+    await expectEc2Error(resolveSecurityGroups(store.db, A, { ids: [defaultB] }), 'InvalidGroup.NotFound');
+    await expectEc2Error(resolveSecurityGroups(store.db, B, { names: ['secret'] }), 'InvalidGroup.NotFound');
+    await expectEc2Error(resolveSecurityGroups(store.db, A, { ids: ['sg-?'] }), 'InvalidGroupId.Malformed');
   });
 });

@@ -2,12 +2,13 @@
 // on an in-memory store with two accounts.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { openStore, type Store } from '../../src/store/store.ts';
+import type { Store } from '../../src/store/store.ts';
 import type { RequestContext } from '../../src/cloud/context.ts';
 import { taggingOperations } from '../../src/cloud/tagging.ts';
 import { keyPairOperations } from '../../src/cloud/key-pairs.ts';
 import { registerTaggable } from '../../src/cloud/resource-registry.ts';
 import { Ec2Error } from '../../src/protocol/errors.ts';
+import { contextFor, isEc2Error, openTestCloudStore } from '../helpers/handler-context.ts';
 
 const ALICE = '111111111111';
 const BOB = '222222222222';
@@ -17,24 +18,6 @@ const ALICE_VPC = 'vpc-0a0a0a0a0a0a0a0a0';
 const ALICE_SUBNET = 'subnet-0a0a0a0a0a0a0a0a0';
 const ALICE_SG = 'sg-0a0a0a0a0a0a0a0a0';
 const BOB_VPC = 'vpc-0b0b0b0b0b0b0b0b0';
-
-function contextFor(store: Store, accountId: string): RequestContext {
-  return {
-    requestId: 'test-request', action: 'Test', store,
-    caller: { accountId, userId: `AIDA${accountId}`, userName: 'admin', accessKeyId: `AKIA${accountId}`, isAdmin: true },
-    settings: { region: 'ironbark-1', endpoint: 'http://127.0.0.1:8773/' },
-  };
-}
-
-function ec2Error(code: string, message?: string | RegExp) {
-  return (e: unknown) => {
-    assert.ok(e instanceof Ec2Error, `expected Ec2Error, got ${e}`);
-    assert.equal(e.code, code);
-    if (typeof message === 'string') assert.equal(e.message, message);
-    else if (message) assert.match(e.message, message);
-    return true;
-  };
-}
 
 const filter = (Name: string, ...Values: string[]) => [{ Name, Values }];
 const { CreateTags, DeleteTags, DescribeTags } = taggingOperations;
@@ -51,11 +34,7 @@ describe('tagging', () => {
     Object.fromEntries(((await DescribeTags(ctx, { Filters: filter('resource-id', resourceId) })).Tags as TagOut[]).map((t) => [t.Key, t.Value]));
 
   before(async () => {
-    store = await openStore({ url: ':memory:' });
-    await store.db.insertInto('accounts').values([
-      { id: ALICE, name: 'alice', status: 'active', created_at: now() },
-      { id: BOB, name: 'bob', status: 'active', created_at: now() },
-    ]).execute();
+    store = await openTestCloudStore({ accounts: [ALICE, BOB] });
     const vpc = (id: string, account_id: string) => ({ id, account_id, cidr: '172.31.0.0/16', is_default: 1, state: 'available', dhcp_options_id: 'dopt-01234567', created_at: now() });
     await store.db.insertInto('vpcs').values([vpc(ALICE_VPC, ALICE), vpc(BOB_VPC, BOB)]).execute();
     await store.db.insertInto('subnets').values({
@@ -98,7 +77,7 @@ describe('tagging', () => {
         ['nonsense', 'InvalidID', "The ID 'nonsense' is not valid"],
       ];
       for (const [id, code, message] of cases) {
-        await assert.rejects(CreateTags(alice, { Resources: [ALICE_SG, id], Tags: [{ Key: 'new', Value: '1' }] }), ec2Error(code, message), id);
+        await assert.rejects(CreateTags(alice, { Resources: [ALICE_SG, id], Tags: [{ Key: 'new', Value: '1' }] }), isEc2Error(code, message), id);
       }
       // Nothing was written for the valid resource listed first.
       assert.deepEqual((await DescribeTags(alice, { Filters: filter('key', 'new') })).Tags, []);
@@ -107,16 +86,16 @@ describe('tagging', () => {
 
     it('keeps the 50-tag limit across the whole request, writing nothing past it', async () => {
       const many = Array.from({ length: 49 }, (_, i) => ({ Key: `k${i}`, Value: 'v' }));
-      await assert.rejects(CreateTags(alice, { Resources: [ALICE_SUBNET, ALICE_SG], Tags: many }), ec2Error('TagLimitExceeded'));
+      await assert.rejects(CreateTags(alice, { Resources: [ALICE_SUBNET, ALICE_SG], Tags: many }), isEc2Error('TagLimitExceeded'));
       assert.deepEqual(Object.keys(await tagsOf(alice, ALICE_SUBNET)).sort(), ['empty', 'env']);
     });
 
     it('validates keys and values, and needs resources and tags', async () => {
-      await assert.rejects(CreateTags(alice, { Resources: [ALICE_VPC], Tags: [{ Key: 'aws:owner', Value: 'x' }] }), ec2Error('InvalidParameterValue'));
-      await assert.rejects(CreateTags(alice, { Resources: [ALICE_VPC], Tags: [{ Key: 'k'.repeat(129), Value: 'x' }] }), ec2Error('InvalidParameterValue'));
-      await assert.rejects(CreateTags(alice, { Resources: [ALICE_VPC], Tags: [{ Key: 'k', Value: 'v'.repeat(257) }] }), ec2Error('InvalidParameterValue'));
-      await assert.rejects(CreateTags(alice, { Resources: [ALICE_VPC], Tags: [] }), ec2Error('MissingParameter'));
-      await assert.rejects(CreateTags(alice, { Resources: [], Tags: [{ Key: 'a', Value: 'b' }] }), ec2Error('MissingParameter'));
+      await assert.rejects(CreateTags(alice, { Resources: [ALICE_VPC], Tags: [{ Key: 'aws:owner', Value: 'x' }] }), isEc2Error('InvalidParameterValue'));
+      await assert.rejects(CreateTags(alice, { Resources: [ALICE_VPC], Tags: [{ Key: 'k'.repeat(129), Value: 'x' }] }), isEc2Error('InvalidParameterValue'));
+      await assert.rejects(CreateTags(alice, { Resources: [ALICE_VPC], Tags: [{ Key: 'k', Value: 'v'.repeat(257) }] }), isEc2Error('InvalidParameterValue'));
+      await assert.rejects(CreateTags(alice, { Resources: [ALICE_VPC], Tags: [] }), isEc2Error('MissingParameter'));
+      await assert.rejects(CreateTags(alice, { Resources: [], Tags: [{ Key: 'a', Value: 'b' }] }), isEc2Error('MissingParameter'));
     });
 
     it('works for kinds registered later by other resource families', async () => {
@@ -126,7 +105,7 @@ describe('tagging', () => {
       await CreateTags(alice, { Resources: ['ami-0123456789abcdef0'], Tags: [{ Key: 'os', Value: 'debian' }] });
       const [row] = (await DescribeTags(alice, { Filters: filter('resource-id', 'ami-0123456789abcdef0') })).Tags as TagOut[];
       assert.deepEqual(row, { ResourceId: 'ami-0123456789abcdef0', ResourceType: 'image', Key: 'os', Value: 'debian' });
-      await assert.rejects(CreateTags(bob, { Resources: ['ami-0123456789abcdef0'], Tags: [{ Key: 'os', Value: 'x' }] }), ec2Error('InvalidAMIID.NotFound'));
+      await assert.rejects(CreateTags(bob, { Resources: ['ami-0123456789abcdef0'], Tags: [{ Key: 'os', Value: 'x' }] }), isEc2Error('InvalidAMIID.NotFound'));
     });
   });
 
@@ -151,10 +130,10 @@ describe('tagging', () => {
 
     it('checks the resources like CreateTags and leaves other accounts alone', async () => {
       await CreateTags(bob, { Resources: [BOB_VPC], Tags: [{ Key: 'owner', Value: 'bob' }] });
-      await assert.rejects(DeleteTags(alice, { Resources: [ALICE_SG, BOB_VPC] }), ec2Error('InvalidVpcID.NotFound', `The vpc ID '${BOB_VPC}' does not exist`));
+      await assert.rejects(DeleteTags(alice, { Resources: [ALICE_SG, BOB_VPC] }), isEc2Error('InvalidVpcID.NotFound', `The vpc ID '${BOB_VPC}' does not exist`));
       assert.deepEqual(await tagsOf(bob, BOB_VPC), { owner: 'bob' });
       assert.deepEqual(await tagsOf(alice, ALICE_SG), { env: 'prod', empty: '' });
-      await assert.rejects(DeleteTags(alice, { Resources: [ALICE_SG], Tags: [{ Key: 'aws:cloudformation:stack-name' }] }), ec2Error('InvalidParameterValue'));
+      await assert.rejects(DeleteTags(alice, { Resources: [ALICE_SG], Tags: [{ Key: 'aws:cloudformation:stack-name' }] }), isEc2Error('InvalidParameterValue'));
     });
   });
 
@@ -180,7 +159,7 @@ describe('tagging', () => {
       assert.equal(await count([...filter('resource-id', ALICE_VPC), ...filter('key', 'env')]), 1);
       assert.equal(await count(filter('tag:n03', 'odd')), 1);
       assert.equal(await count(filter('tag:n03', 'even')), 0);
-      await assert.rejects(count(filter('colour', 'x')), ec2Error('InvalidParameterValue', "The filter 'colour' is invalid"));
+      await assert.rejects(count(filter('colour', 'x')), isEc2Error('InvalidParameterValue', "The filter 'colour' is invalid"));
     });
 
     it('pages with MaxResults and NextToken without losing or repeating a tag', async () => {
@@ -198,8 +177,8 @@ describe('tagging', () => {
       assert.deepEqual(seen, all);
       assert.equal(pages, Math.ceil(all.length / 5));
       const first = await DescribeTags(alice, { MaxResults: 5 });
-      await assert.rejects(DescribeTags(alice, { MaxResults: 5, NextToken: first.NextToken, Filters: filter('key', 'n*') }), ec2Error('InvalidNextToken'));
-      await assert.rejects(DescribeTags(alice, { MaxResults: 2 }), ec2Error('InvalidParameterValue'));
+      await assert.rejects(DescribeTags(alice, { MaxResults: 5, NextToken: first.NextToken, Filters: filter('key', 'n*') }), isEc2Error('InvalidNextToken'));
+      await assert.rejects(DescribeTags(alice, { MaxResults: 2 }), isEc2Error('InvalidParameterValue'));
     });
 
     it('forgets a key pair\'s tags when the key pair is deleted', async () => {

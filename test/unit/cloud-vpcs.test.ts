@@ -2,51 +2,31 @@
 // errors, and no sight of another account's network.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { openStore, type Store } from '../../src/store/store.ts';
-import { provisionAccount } from '../../src/cloud/account-setup.ts';
+import type { Store } from '../../src/store/store.ts';
 import { vpcOperations } from '../../src/cloud/vpcs.ts';
 import { writeTags } from '../../src/cloud/tags.ts';
-import type { RequestContext } from '../../src/cloud/context.ts';
-import { Ec2Error } from '../../src/protocol/errors.ts';
+import { callOperation, contextFor, expectEc2Error, openTestCloudStore, provisionDefaultNetworks } from '../helpers/handler-context.ts';
 
 const now = () => new Date().toISOString();
 const A = '111111111111';
 const B = '222222222222';
-
-function contextFor(store: Store, accountId: string, action: string): RequestContext {
-  return {
-    requestId: 'req-1', action, store,
-    caller: { accountId, userId: `AIDA${accountId}`, userName: 'admin', accessKeyId: `AKIA${accountId}`, isAdmin: true },
-    settings: { region: 'ironbark-1', endpoint: 'http://127.0.0.1:8773' },
-  };
-}
-
-async function expectError(promise: Promise<unknown>, code: string, message?: string | RegExp) {
-  await assert.rejects(promise, (e: unknown) => {
-    assert.ok(e instanceof Ec2Error, `expected Ec2Error ${code}, got ${e}`);
-    assert.equal(e.code, code);
-    if (typeof message === 'string') assert.equal(e.message, message);
-    else if (message) assert.match(e.message, message);
-    return true;
-  });
-}
 
 describe('vpcs and subnets', () => {
   let store: Store;
   let vpcA: string;
   let vpcB: string;
   const call = (account: string, action: 'DescribeVpcs' | 'DescribeSubnets', input: object = {}) =>
-    vpcOperations[action]!(contextFor(store, account, action), input);
+    callOperation(contextFor(store, account), vpcOperations, action, input);
 
   before(async () => {
-    store = await openStore({ url: ':memory:' });
-    for (const id of [A, B]) await store.db.insertInto('accounts').values({ id, name: `acct-${id}`, status: 'active', created_at: now() }).execute();
-    await store.db.insertInto('zones').values([
-      { name: 'ironbark-1a', region: 'ironbark-1', cidr: '10.10.0.0/16', state: 'available', zone_id: 'ibk1-az1', created_at: now() },
-      { name: 'ironbark-1b', region: 'ironbark-1', cidr: '10.11.0.0/24', state: 'available', zone_id: 'ibk1-az2', created_at: now() },
-    ]).execute();
-    vpcA = await store.transaction((tx) => provisionAccount(tx, A));
-    vpcB = await store.transaction((tx) => provisionAccount(tx, B));
+    store = await openTestCloudStore({
+      accounts: [A, B],
+      zones: [
+        { name: 'ironbark-1a', cidr: '10.10.0.0/16', zoneId: 'ibk1-az1' },
+        { name: 'ironbark-1b', cidr: '10.11.0.0/24', zoneId: 'ibk1-az2' },
+      ],
+    });
+    [vpcA, vpcB] = await provisionDefaultNetworks(store, A, B);
   });
   after(async () => store.close());
 
@@ -68,9 +48,9 @@ describe('vpcs and subnets', () => {
 
   it('DescribeVpcs by id, with errors for unknown, foreign and malformed ids', async () => {
     assert.equal((await call(A, 'DescribeVpcs', { VpcIds: [vpcA] })).Vpcs[0].VpcId, vpcA);
-    await expectError(call(A, 'DescribeVpcs', { VpcIds: ['vpc-0123456789abcdef0'] }), 'InvalidVpcID.NotFound', "The vpc ID 'vpc-0123456789abcdef0' does not exist");
-    await expectError(call(A, 'DescribeVpcs', { VpcIds: [vpcB] }), 'InvalidVpcID.NotFound', `The vpc ID '${vpcB}' does not exist`);
-    await expectError(call(A, 'DescribeVpcs', { VpcIds: ['banana'] }), 'InvalidVpcID.Malformed', 'Invalid id: "banana" (expecting "vpc-...")');
+    await expectEc2Error(call(A, 'DescribeVpcs', { VpcIds: ['vpc-0123456789abcdef0'] }), 'InvalidVpcID.NotFound', "The vpc ID 'vpc-0123456789abcdef0' does not exist");
+    await expectEc2Error(call(A, 'DescribeVpcs', { VpcIds: [vpcB] }), 'InvalidVpcID.NotFound', `The vpc ID '${vpcB}' does not exist`);
+    await expectEc2Error(call(A, 'DescribeVpcs', { VpcIds: ['banana'] }), 'InvalidVpcID.Malformed', 'Invalid id: "banana" (expecting "vpc-...")');
   });
 
   it('DescribeVpcs filters', async () => {
@@ -88,7 +68,7 @@ describe('vpcs and subnets', () => {
     const vpc = (await call(A, 'DescribeVpcs')).Vpcs[0];
     assert.deepEqual(vpc.Tags, [{ Key: 'env', Value: 'prod' }]);
     assert.deepEqual(await ids([{ Name: 'dhcp-options-id', Values: [vpc.DhcpOptionsId] }]), [vpcA]);
-    await expectError(call(A, 'DescribeVpcs', { Filters: [{ Name: 'colour', Values: ['red'] }] }), 'InvalidParameterValue');
+    await expectEc2Error(call(A, 'DescribeVpcs', { Filters: [{ Name: 'colour', Values: ['red'] }] }), 'InvalidParameterValue');
   });
 
   it('DescribeVpcs pages with MaxResults/NextToken', async () => {
@@ -107,7 +87,7 @@ describe('vpcs and subnets', () => {
     const all = [...first.Vpcs, ...second.Vpcs].map((v: any) => v.VpcId);
     assert.equal(new Set(all).size, 7);
     assert.deepEqual((await call(A, 'DescribeVpcs', { Filters: [{ Name: 'is-default', Values: ['false'] }] })).Vpcs.length, 6);
-    await expectError(call(A, 'DescribeVpcs', { MaxResults: 2 }), 'InvalidParameterValue');
+    await expectEc2Error(call(A, 'DescribeVpcs', { MaxResults: 2 }), 'InvalidParameterValue');
     // Account B still sees only its own VPC.
     assert.deepEqual((await call(B, 'DescribeVpcs')).Vpcs.map((v: any) => v.VpcId), [vpcB]);
   });
@@ -138,9 +118,9 @@ describe('vpcs and subnets', () => {
     const theirs = (await call(B, 'DescribeSubnets')).Subnets;
     const inZoneA = mine.find((s: any) => s.AvailabilityZone === 'ironbark-1a');
     assert.equal((await call(A, 'DescribeSubnets', { SubnetIds: [inZoneA.SubnetId] })).Subnets[0].SubnetId, inZoneA.SubnetId);
-    await expectError(call(A, 'DescribeSubnets', { SubnetIds: [theirs[0].SubnetId] }), 'InvalidSubnetID.NotFound', `The subnet ID '${theirs[0].SubnetId}' does not exist`);
-    await expectError(call(A, 'DescribeSubnets', { SubnetIds: ['subnet-0123456789abcdef0'] }), 'InvalidSubnetID.NotFound');
-    await expectError(call(A, 'DescribeSubnets', { SubnetIds: ['subnet-xyz'] }), 'InvalidSubnetID.Malformed');
+    await expectEc2Error(call(A, 'DescribeSubnets', { SubnetIds: [theirs[0].SubnetId] }), 'InvalidSubnetID.NotFound', `The subnet ID '${theirs[0].SubnetId}' does not exist`);
+    await expectEc2Error(call(A, 'DescribeSubnets', { SubnetIds: ['subnet-0123456789abcdef0'] }), 'InvalidSubnetID.NotFound');
+    await expectEc2Error(call(A, 'DescribeSubnets', { SubnetIds: ['subnet-xyz'] }), 'InvalidSubnetID.Malformed');
 
     await writeTags(store.db, A, inZoneA.SubnetId, [{ Key: 'Name', Value: 'front' }]);
     const ids = async (Filters: object[]) => (await call(A, 'DescribeSubnets', { Filters })).Subnets.map((s: any) => s.SubnetId).sort();
@@ -164,6 +144,6 @@ describe('vpcs and subnets', () => {
     const first = await call(A, 'DescribeSubnets', { MaxResults: 5 });
     assert.equal(first.Subnets.length, 2);
     assert.equal(first.NextToken, undefined);
-    await expectError(call(A, 'DescribeSubnets', { NextToken: 'garbage' }), 'InvalidNextToken');
+    await expectEc2Error(call(A, 'DescribeSubnets', { NextToken: 'garbage' }), 'InvalidNextToken');
   });
 });

@@ -8,6 +8,7 @@ import * as ec2 from '@aws-sdk/client-ec2';
 import { getOperation, operationNames, type Shape, type Ref } from '../../src/protocol/model.ts';
 import { parseInput } from '../../src/protocol/query-parser.ts';
 import { serializeOutput } from '../../src/protocol/xml-serializer.ts';
+import { offlineEc2Client } from '../helpers/sdk-oracle.ts';
 
 const require = createRequire(import.meta.url);
 const EC2v2 = require('aws-sdk/clients/ec2');
@@ -122,17 +123,9 @@ const commands = ec2 as unknown as Record<string, new (input: unknown) => any>;
 test('every operation: SDK v3 input -> parseInput, serializeOutput -> SDK v3 output', async () => {
   let capturedBody = '';
   let responseXml = '';
-  const client = new ec2.EC2Client({
-    region: 'us-east-1',
-    endpoint: 'http://127.0.0.1:1',
-    credentials: { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'secret' },
-    maxAttempts: 1,
-    requestHandler: {
-      handle: async (req: { body?: string }) => {
-        capturedBody = String(req.body ?? '');
-        return { response: { statusCode: 200, headers: { 'content-type': 'text/xml;charset=UTF-8' }, body: Buffer.from(responseXml) } };
-      },
-    } as any,
+  const client = offlineEc2Client((body) => {
+    capturedBody = body;
+    return { xml: responseXml };
   });
   const failures: string[] = [];
   const names = operationNames();

@@ -3,30 +3,21 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  EC2Client, RunInstancesCommand, AuthorizeSecurityGroupIngressCommand, DescribeInstancesCommand,
+  RunInstancesCommand, AuthorizeSecurityGroupIngressCommand, DescribeInstancesCommand,
   ModifyInstanceAttributeCommand, CreateTagsCommand, DescribeKeyPairsCommand,
 } from '@aws-sdk/client-ec2';
-import { createRequire } from 'node:module';
 import { parseInput, parseParams } from '../../src/protocol/query-parser.ts';
 import { resolveShape, type RawShape } from '../../src/protocol/model.ts';
-import { Ec2Error } from '../../src/protocol/errors.ts';
+import { expectEc2ErrorSync } from '../helpers/ec2-errors.ts';
+import { offlineEc2Client, sdkV2QueryParams } from '../helpers/sdk-oracle.ts';
 
 /** A client whose transport records the form body and answers an empty success. */
 function capturingClient() {
   const captured = { body: '' };
-  const client = new EC2Client({
-    region: 'us-east-1',
-    endpoint: 'http://127.0.0.1:1',
-    credentials: { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'secret' },
-    maxAttempts: 1,
-    requestHandler: {
-      handle: async (req: { body?: string }) => {
-        captured.body = String(req.body ?? '');
-        const action = new URLSearchParams(captured.body).get('Action');
-        const xml = `<?xml version="1.0" encoding="UTF-8"?>\n<${action}Response xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>r-1</requestId></${action}Response>`;
-        return { response: { statusCode: 200, headers: { 'content-type': 'text/xml' }, body: Buffer.from(xml) } };
-      },
-    } as any,
+  const client = offlineEc2Client((body) => {
+    captured.body = body;
+    const action = new URLSearchParams(body).get('Action');
+    return { xml: `<?xml version="1.0" encoding="UTF-8"?>\n<${action}Response xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>r-1</requestId></${action}Response>` };
   });
   return { client, captured };
 }
@@ -139,16 +130,6 @@ test('CreateTags and DescribeKeyPairs', async () => {
   assert.deepEqual((await roundTrip(new DescribeKeyPairsCommand(keys), 'DescribeKeyPairs')).parsed, keys);
 });
 
-function assertEc2Error(fn: () => unknown, code: string, message: string | RegExp): void {
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(e instanceof Ec2Error, `expected Ec2Error, got ${String(e)}`);
-    assert.equal(e.code, code);
-    if (typeof message === 'string') assert.equal(e.message, message);
-    else assert.match(e.message, message);
-    return true;
-  });
-}
-
 test('envelope and signature parameters are not part of the input', () => {
   const parsed = parseInput('DescribeRegions', {
     Action: 'DescribeRegions', Version: '2016-11-15', AWSAccessKeyId: 'AKID', Signature: 'sig', SignatureMethod: 'HmacSHA256',
@@ -185,9 +166,9 @@ test('scalars: booleans in any case, numbers, timestamps as ISO-8601 or epoch se
 });
 
 test('missing required parameters, also inside nested structures that are present', () => {
-  assertEc2Error(() => parseInput('RunInstances', { MinCount: '1' }), 'MissingParameter', 'The request must contain the parameter MaxCount');
-  assertEc2Error(() => parseInput('CreateTags', { 'ResourceId.1': 'i-1' }), 'MissingParameter', 'The request must contain the parameter Tag');
-  assertEc2Error(
+  expectEc2ErrorSync(() => parseInput('RunInstances', { MinCount: '1' }), 'MissingParameter', 'The request must contain the parameter MaxCount');
+  expectEc2ErrorSync(() => parseInput('CreateTags', { 'ResourceId.1': 'i-1' }), 'MissingParameter', 'The request must contain the parameter Tag');
+  expectEc2ErrorSync(
     () => parseInput('RunInstances', { MinCount: '1', MaxCount: '1', 'ElasticInferenceAccelerator.1.Count': '2' }),
     'MissingParameter', 'The request must contain the parameter ElasticInferenceAccelerator.1.Type',
   );
@@ -196,52 +177,48 @@ test('missing required parameters, also inside nested structures that are presen
 });
 
 test('values of the wrong type', () => {
-  assertEc2Error(() => parseInput('RunInstances', { MinCount: 'abc', MaxCount: '1' }), 'InvalidParameterValue', "Invalid value 'abc' for MinCount");
-  assertEc2Error(() => parseInput('RunInstances', { MinCount: '1.5', MaxCount: '1' }), 'InvalidParameterValue', "Invalid value '1.5' for MinCount");
-  assertEc2Error(() => parseInput('DescribeInstances', { DryRun: 'yes' }), 'InvalidParameterValue', "Invalid value 'yes' for DryRun");
-  assertEc2Error(
+  expectEc2ErrorSync(() => parseInput('RunInstances', { MinCount: 'abc', MaxCount: '1' }), 'InvalidParameterValue', "Invalid value 'abc' for MinCount");
+  expectEc2ErrorSync(() => parseInput('RunInstances', { MinCount: '1.5', MaxCount: '1' }), 'InvalidParameterValue', "Invalid value '1.5' for MinCount");
+  expectEc2ErrorSync(() => parseInput('DescribeInstances', { DryRun: 'yes' }), 'InvalidParameterValue', "Invalid value 'yes' for DryRun");
+  expectEc2ErrorSync(
     () => parseInput('RunInstances', { MinCount: '1', MaxCount: '1', 'BlockDeviceMapping.1.Ebs.VolumeSize': 'big' }),
     'InvalidParameterValue', "Invalid value 'big' for BlockDeviceMapping.1.Ebs.VolumeSize",
   );
-  assertEc2Error(
+  expectEc2ErrorSync(
     () => parseInput('RunInstances', { MinCount: '1', MaxCount: '1', 'InstanceMarketOptions.SpotOptions.ValidUntil': 'tomorrow' }),
     'InvalidParameterValue', "Invalid value 'tomorrow' for InstanceMarketOptions.SpotOptions.ValidUntil",
   );
-  assertEc2Error(
+  expectEc2ErrorSync(
     () => parseInput('RunInstances', { MinCount: '1', MaxCount: '1', 'InstanceMarketOptions.SpotOptions.ValidUntil': '2030-02-30T00:00:00Z' }),
     'InvalidParameterValue', /ValidUntil/,
   );
-  assertEc2Error(() => parseInput('ModifyInstanceAttribute', { InstanceId: 'i-1', 'UserData.Value': 'not base64!' }), 'InvalidParameterValue', "Invalid value 'not base64!' for UserData.Value");
-  assertEc2Error(() => parseInput('CreateCapacityReservationFleet', { 'InstanceTypeSpecification.1.Weight': 'heavy', TotalTargetCapacity: '1' }), 'InvalidParameterValue', /heavy/);
+  expectEc2ErrorSync(() => parseInput('ModifyInstanceAttribute', { InstanceId: 'i-1', 'UserData.Value': 'not base64!' }), 'InvalidParameterValue', "Invalid value 'not base64!' for UserData.Value");
+  expectEc2ErrorSync(() => parseInput('CreateCapacityReservationFleet', { 'InstanceTypeSpecification.1.Weight': 'heavy', TotalTargetCapacity: '1' }), 'InvalidParameterValue', /heavy/);
 });
 
 test('unknown parameters, also nested, also a list or structure given a bare value', () => {
-  assertEc2Error(() => parseInput('DescribeInstances', { Foo: '1' }), 'UnknownParameter', 'The parameter Foo is not recognized');
-  assertEc2Error(() => parseInput('DescribeInstances', { 'Filter.1.Name': 'a', 'Filter.1.Bogus': 'x' }), 'UnknownParameter', 'The parameter Filter.1.Bogus is not recognized');
-  assertEc2Error(() => parseInput('DescribeInstances', { InstanceId: 'i-1' }), 'UnknownParameter', 'The parameter InstanceId is not recognized');
-  assertEc2Error(() => parseInput('DescribeInstances', { 'DryRun.1': 'true' }), 'UnknownParameter', 'The parameter DryRun.1 is not recognized');
+  expectEc2ErrorSync(() => parseInput('DescribeInstances', { Foo: '1' }), 'UnknownParameter', 'The parameter Foo is not recognized');
+  expectEc2ErrorSync(() => parseInput('DescribeInstances', { 'Filter.1.Name': 'a', 'Filter.1.Bogus': 'x' }), 'UnknownParameter', 'The parameter Filter.1.Bogus is not recognized');
+  expectEc2ErrorSync(() => parseInput('DescribeInstances', { InstanceId: 'i-1' }), 'UnknownParameter', 'The parameter InstanceId is not recognized');
+  expectEc2ErrorSync(() => parseInput('DescribeInstances', { 'DryRun.1': 'true' }), 'UnknownParameter', 'The parameter DryRun.1 is not recognized');
   // Model member names are not wire names when a locationName says otherwise.
-  assertEc2Error(() => parseInput('DescribeInstances', { 'Filters.1.Name': 'a' }), 'UnknownParameter', 'The parameter Filters is not recognized');
-  assertEc2Error(() => parseInput('DescribeInstances', JSON.parse('{"__proto__.polluted": "x"}')), 'UnknownParameter', 'The parameter __proto__ is not recognized');
-  assertEc2Error(() => parseInput('DescribeInstances', { constructor: 'y' }), 'UnknownParameter', 'The parameter constructor is not recognized');
+  expectEc2ErrorSync(() => parseInput('DescribeInstances', { 'Filters.1.Name': 'a' }), 'UnknownParameter', 'The parameter Filters is not recognized');
+  expectEc2ErrorSync(() => parseInput('DescribeInstances', JSON.parse('{"__proto__.polluted": "x"}')), 'UnknownParameter', 'The parameter __proto__ is not recognized');
+  expectEc2ErrorSync(() => parseInput('DescribeInstances', { constructor: 'y' }), 'UnknownParameter', 'The parameter constructor is not recognized');
   assert.equal(({} as any).polluted, undefined);
 });
 
 test('malformed list indexes', () => {
   for (const index of ['0', 'x', '01', '-1', '1e3', '']) {
-    assertEc2Error(() => parseInput('DescribeInstances', { [`InstanceId.${index}`]: 'i-1' }), 'InvalidParameterValue', new RegExp(`InstanceId\\.${index.replace(/\./g, '\\.')}`));
+    expectEc2ErrorSync(() => parseInput('DescribeInstances', { [`InstanceId.${index}`]: 'i-1' }), 'InvalidParameterValue', new RegExp(`InstanceId\\.${index.replace(/\./g, '\\.')}`));
   }
 });
 
 test('an action that EC2 does not have', () => {
-  assertEc2Error(() => parseInput('DescribeUnicorns', {}), 'InvalidAction', 'The action DescribeUnicorns is not valid for this web service.');
+  expectEc2ErrorSync(() => parseInput('DescribeUnicorns', {}), 'InvalidAction', 'The action DescribeUnicorns is not valid for this web service.');
 });
 
 test('maps, which the EC2 model may grow: aws-sdk v2 serializes, we parse back', () => {
-  const require = createRequire(import.meta.url);
-  const AWS = require('aws-sdk/lib/core');
-  require('aws-sdk/lib/node_loader');
-  const QueryParamSerializer = require('aws-sdk/lib/query/query_param_serializer');
   const raw: RawShape = {
     type: 'structure',
     members: {
@@ -250,10 +227,9 @@ test('maps, which the EC2 model may grow: aws-sdk v2 serializes, we parse back',
     },
   };
   const value = { Limits: { cores: 8, disks: 2 }, Labels: { team: 'a&b', 'dotted.key': 'y' } };
-  const params: Record<string, string> = {};
-  new QueryParamSerializer().serialize(value, AWS.Model.Shape.create(structuredClone(raw), { api: { protocol: 'ec2' } }), (k: string, v: string) => { params[k] = v; });
+  const params = sdkV2QueryParams(raw, value);
   assert.equal(params['Limit.entry.2.name'], 'disks');
   assert.deepEqual(parseParams(resolveShape(raw), params), value);
-  assertEc2Error(() => parseParams(resolveShape(raw), { 'Limit.entry.1.name': 'a', 'Limit.entry.1.max': 'lots' }), 'InvalidParameterValue', "Invalid value 'lots' for Limit.entry.1.max");
-  assertEc2Error(() => parseParams(resolveShape(raw), { 'Limit.1.name': 'a' }), 'UnknownParameter', 'The parameter Limit.1 is not recognized');
+  expectEc2ErrorSync(() => parseParams(resolveShape(raw), { 'Limit.entry.1.name': 'a', 'Limit.entry.1.max': 'lots' }), 'InvalidParameterValue', "Invalid value 'lots' for Limit.entry.1.max");
+  expectEc2ErrorSync(() => parseParams(resolveShape(raw), { 'Limit.1.name': 'a' }), 'UnknownParameter', 'The parameter Limit.1 is not recognized');
 });
