@@ -159,8 +159,15 @@ async function benchThroughApi(): Promise<Record<string, unknown>> {
       const ms = performance.now() - t0;
       return { ms, instances: text.split('<instanceId>').length - 1, bytes: Buffer.byteLength(text) };
     };
-    const describes = [await describeOnce(), await describeOnce(), await describeOnce()];
+    // Five calls a second apart; the cloud's own background passes (the reconciler every second,
+    // node polling) may coincide with one, so the median is the figure and every run is listed.
+    const describes: { ms: number; instances: number; bytes: number }[] = [];
+    for (let i = 0; i < 5; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 1000));
+      describes.push(await describeOnce());
+    }
     if (describes.some((d) => d.instances !== INSTANCE_COUNT)) throw new Error(`DescribeInstances returned ${describes.map((d) => d.instances)} instances`);
+    const describeMs = describes.map((d) => d.ms).sort((a, b) => a - b);
     const sdkStarted = performance.now();
     const sdk = await ec2.send(new DescribeInstancesCommand({}));
     const sdkMs = performance.now() - sdkStarted;
@@ -176,7 +183,7 @@ async function benchThroughApi(): Promise<Record<string, unknown>> {
     runLatencies.sort((a, b) => a - b);
     const round = (x: number) => Math.round(x * 10) / 10;
     return {
-      describe_all_ms: round(describes[0]!.ms),
+      describe_all_ms: round(describeMs[2]!),
       describe_all_ms_runs: describes.map((d) => round(d.ms)),
       describe_all_bytes: describes[0]!.bytes,
       describe_all_sdk_ms: round(sdkMs),
