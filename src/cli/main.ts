@@ -4,11 +4,12 @@ import { runUp } from './up.ts';
 import { registerAdminCommands } from './admin.ts';
 import { registerRoleCommands } from './roles.ts';
 import { registerClusterAdminCommands } from './admin-clusters-cli.ts';
+import { addPowerFlags } from './power-options.ts';
 
 const program = new Command();
 program.name('ironbark').description('An open-source private cloud that speaks the Amazon EC2 API');
 
-program.command('up')
+const up = program.command('up')
   .description('run the cloud, cluster and node controllers on this host, in the foreground')
   .option('--data-dir <dir>', 'where state, images and credentials live', process.env.IRONBARK_DATA_DIR ?? '/var/lib/ironbark')
   .option('--listen <host:port>', 'address of the EC2 endpoint', '127.0.0.1:8773')
@@ -22,8 +23,8 @@ program.command('up')
   .option('--node-memory <mib>', 'memory this host (each simulated node) offers to instances, MiB (default: all of it for qemu, 1 TiB for fake)')
   .option('--node-disk <gib>', 'disk this host (each simulated node) offers to instances, GiB')
   .option('--nodes <n>', 'simulated nodes to run in this process, with --driver fake (default 1)')
-  .option('--image-cache <dir>', 'where built guest images are cached (default ~/.cache/ironbark/images)')
-  .action(async (opts) => { await runUp(opts); });
+  .option('--image-cache <dir>', 'where built guest images are cached (default ~/.cache/ironbark/images)');
+addPowerFlags(up).action(async (opts) => { await runUp(opts); });
 
 registerRoleCommands(program);
 registerClusterAdminCommands(registerAdminCommands(program));

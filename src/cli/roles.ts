@@ -17,6 +17,7 @@ import { JoinedNodes } from '../cluster/joined-nodes.ts';
 import { createNodeHttpApp } from '../node/node-http-server.ts';
 import { joinCluster, loadMembership, saveMembership, sayHello, type ClusterMembership } from '../node/cluster-membership.ts';
 import { startNodeHost } from '../node/node-host.ts';
+import { addPowerFlags, powerOptionsFrom, type PowerFlags } from './power-options.ts';
 
 const DEFAULT_DATA_DIR = process.env.IRONBARK_DATA_DIR ?? '/var/lib/ironbark';
 
@@ -60,14 +61,17 @@ function closeHttp(server: http.Server | ServerType): Promise<void> {
 
 // ---- cloud --------------------------------------------------------------------------------------
 
-export interface CloudRoleOptions { dataDir: string; listen: string; store?: string; region: string; endpoint?: string }
+export interface CloudRoleOptions { dataDir: string; listen: string; store?: string; region: string; endpoint?: string; imagesUrl?: string }
 
 export async function runCloudRole(opts: CloudRoleOptions): Promise<void> {
   const log = createLogger('cloud');
   const { host, port } = parseListenAddress(opts.listen);
   const dataDir = resolve(opts.dataDir);
   // The cloud controller connects the clusters of its table itself (clusters.ts), as `ironbark up` does.
-  const cloud = await startCloudController({ dataDir, host, port, storeUrl: opts.store, region: opts.region, endpoint: opts.endpoint, log });
+  // Clusters on other hosts fetch image files from this process over HTTP (cluster-images.ts).
+  const cloud = await startCloudController({
+    dataDir, host, port, storeUrl: opts.store, region: opts.region, endpoint: opts.endpoint, log, clusterImagesBaseUrl: opts.imagesUrl ?? '',
+  });
   const out = process.stdout;
   out.write(`Ironbark cloud controller is up: EC2 endpoint ${cloud.url} (region ${opts.region})\n`);
   out.write(`Admin credentials are in ${join(dataDir, 'credentials.env')}. Add a zone's cluster with:\n`);
@@ -77,7 +81,7 @@ export async function runCloudRole(opts: CloudRoleOptions): Promise<void> {
 
 // ---- cluster ------------------------------------------------------------------------------------
 
-export interface ClusterRoleOptions {
+export interface ClusterRoleOptions extends PowerFlags {
   zone: string;
   cidr: string;
   dataDir: string;
@@ -103,7 +107,8 @@ export async function runClusterRole(opts: ClusterRoleOptions): Promise<void> {
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const cloudSecret = readCloudSecret(opts);
   const joined = await JoinedNodes.open(join(dataDir, 'nodes.json'));
-  const controller = new ClusterController({ zone: opts.zone, cidr: opts.cidr, policy: opts.policy, log });
+  const power = powerOptionsFrom(opts);
+  const controller = new ClusterController({ zone: opts.zone, cidr: opts.cidr, policy: opts.policy, log, power });
   let server: http.Server | undefined;
   try {
     const nodeUrl = opts.nodeUrl ?? (isWildcard(host) ? undefined : urlOf(host, port));
@@ -112,7 +117,7 @@ export async function runClusterRole(opts: ClusterRoleOptions): Promise<void> {
     });
     server = http.createServer(api.listener);
     const boundPort = await listenHttp(server, host, port);
-    if (!nodeUrl) log.warn({}, 'no --node-url and a wildcard --listen: nodes fetch images from the URLs the cloud gives');
+    if (!nodeUrl) log.warn({}, 'no --node-url and a wildcard --listen: nodes are given the cloud\'s image URLs, which only a cluster may fetch');
     await api.registerJoinedNodes();
     log.info({ zone: opts.zone, cidr: opts.cidr, listen: urlOf(host, boundPort), nodes: joined.list().length }, 'cluster controller listening');
     process.stdout.write(`Ironbark cluster controller of zone ${opts.zone} is up on ${urlOf(host, boundPort)} (${joined.list().length} joined node(s))\n`);
@@ -204,9 +209,10 @@ export function registerRoleCommands(program: Command): void {
     .option('--store <url>', 'postgres://… to share state between controllers (default: SQLite in the data directory)')
     .option('--region <name>', 'region name the cloud answers as', 'ironbark-1')
     .option('--endpoint <url>', 'public URL of the EC2 endpoint if it differs from http://<listen>')
+    .option('--images-url <url>', 'base URL cluster controllers fetch image files from (default: the endpoint)')
     .action(async (opts: CloudRoleOptions) => { await runCloudRole(opts); });
 
-  program.command('cluster')
+  const cluster = program.command('cluster')
     .description("run the cluster controller of one availability zone: serves the cloud, drives the zone's nodes")
     .requiredOption('--zone <name>', 'availability zone this cluster serves (as added with `ironbark admin cluster add`)')
     .requiredOption('--cidr <cidr>', "the zone's private network, e.g. 10.1.0.0/16")
@@ -215,8 +221,8 @@ export function registerRoleCommands(program: Command): void {
     .option('--cloud-secret <secret>', 'the secret shared with the cloud (prefer --cloud-secret-file: arguments are visible to other users)')
     .option('--cloud-secret-file <file>', 'file holding the secret shared with the cloud')
     .option('--policy <policy>', 'allocation policy: greedy, round-robin, power-save, module:FILE or exec:FILE', 'greedy')
-    .option('--node-url <url>', 'where nodes reach this cluster, for images (default: http://<listen> unless it is a wildcard)')
-    .action(async (opts: ClusterRoleOptions) => { await runClusterRole(opts); });
+    .option('--node-url <url>', 'where nodes reach this cluster, for images (default: http://<listen> unless it is a wildcard)');
+  addPowerFlags(cluster).action(async (opts: ClusterRoleOptions) => { await runClusterRole(opts); });
 
   program.command('node')
     .description('run a node controller: joins its cluster once with a token, then serves it VMs')

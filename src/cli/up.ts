@@ -9,8 +9,9 @@ import { ensureDefaultImageRegistered, imageFileFor } from '../cloud/default-ima
 import { startAllInOneCompute } from '../cluster/all-in-one.ts';
 import type { Capacity } from '../node/node-agent.ts';
 import { cpus } from 'node:os';
+import { powerOptionsFrom, type PowerFlags } from './power-options.ts';
 
-export interface UpOptions {
+export interface UpOptions extends PowerFlags {
   dataDir: string;
   listen: string;
   store?: string;
@@ -58,6 +59,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
   const { host, port } = parseListenAddress(opts.listen);
   const nodes = nodeCount(opts);
   const capacity = nodeCapacity(opts);
+  const power = powerOptionsFrom(opts);
   const dataDir = resolve(opts.dataDir);
   const out = process.stdout;
   let relayBase: string | undefined;
@@ -79,7 +81,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
     out.write(`Default image: ${image.imageId} (kernel ${image.kernelId}${image.ramdiskId ? `, ramdisk ${image.ramdiskId}` : ''})\n`);
 
     compute = await startAllInOneCompute({
-      dataDir, zone, cidr: opts.zoneCidr, region: opts.region, driver: opts.driver, policy: opts.policy, log, capacity, nodes,
+      dataDir, zone, cidr: opts.zoneCidr, region: opts.region, driver: opts.driver, policy: opts.policy, log, capacity, nodes, power,
       resolveImage: (imageId) => imageFileFor(cloud.store, imageId),
     });
     relayBase = compute.relay.baseUrl;

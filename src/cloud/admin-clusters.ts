@@ -100,7 +100,7 @@ export function createClusterAdminApi(deps: ClusterAdminDeps): Hono<AdminEnv> {
           state: s?.state ?? 'down', lastSeen: s?.lastSeen ?? null,
           hypervisor: s?.hypervisor ?? null, accelerator: s?.accelerator ?? null,
           capacity: s?.capacity ?? null, free: s?.free ?? null, instanceCount: s?.instanceCount ?? 0,
-          policy: s?.policy ?? null, lastPlacement: s?.lastPlacementReason ?? null,
+          policy: s?.policy ?? null, lastPlacement: s?.lastPlacementReason ?? null, stateReason: s?.stateReason ?? null,
         };
       }),
     });

@@ -19,6 +19,7 @@ import { seedVmTypes } from './vm-types.ts';
 import { ClusterConnections } from './clusters.ts';
 import { createClusterAdminApi } from './admin-clusters.ts';
 import { adminNotFound } from './admin-api.ts';
+import { clusterImageUrl, mountClusterImages } from './cluster-images.ts';
 
 export interface CloudControllerOptions {
   dataDir: string;
@@ -32,6 +33,11 @@ export interface CloudControllerOptions {
   log: Logger;
   /** Where clusters fetch image files; without it they get local paths (all on one host). */
   imageUrl?: (imageId: string) => string;
+  /**
+   * Clusters on other hosts fetch image files from this cloud (`GET /cluster-images/<id>`, signed
+   * with their secret) at this base URL, or at the endpoint when it is ''. Ignored with `imageUrl`.
+   */
+  clusterImagesBaseUrl?: string;
   reconcileIntervalMs?: number;
 }
 
@@ -59,6 +65,7 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     app.get('/healthz', (c) => c.json({ ok: ec2 !== undefined }, ec2 ? 200 : 503));
     let adminApis: Hono | undefined;
     app.all('/admin/*', (c) => (adminApis ? adminApis.fetch(c.req.raw, c.env) : c.text('starting', 503)));
+    mountClusterImages(app, { store, log: opts.log });
     const server = await listen(app, serveEc2OnNode(() => ec2), opts.host, opts.port);
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : opts.port;
@@ -66,7 +73,9 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     const url = opts.endpoint ?? `http://${hostForUrl}:${port}`;
     const settings: CloudSettings = { region: opts.region, endpoint: url };
     const admin = await ensureAdminAccount(store, opts.dataDir, settings);
-    const operations = allOperations({ directory, log: opts.log, imageUrl: opts.imageUrl });
+    const imagesBase = opts.clusterImagesBaseUrl === undefined ? undefined : opts.clusterImagesBaseUrl || url;
+    const imageUrl = opts.imageUrl ?? (imagesBase ? (imageId: string) => clusterImageUrl(imagesBase, imageId) : undefined);
+    const operations = allOperations({ directory, log: opts.log, imageUrl });
     // One key cache for EC2 and the admin API, so a key the operator disables stops working at once.
     const keys = createKeyResolver(store);
     ec2 = createEc2Handler({ store, settings, keys, operations, log: opts.log });

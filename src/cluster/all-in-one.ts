@@ -22,7 +22,7 @@ import { METADATA_ADDRESS, NodeNetwork } from '../node/network.ts';
 import { NodeAgent, type Capacity } from '../node/node-agent.ts';
 import { QemuDriver } from '../node/qemu-driver.ts';
 import type { ClusterApi } from './cluster-api.ts';
-import { ClusterController } from './cluster-controller.ts';
+import { ClusterController, type ClusterPowerOptions } from './cluster-controller.ts';
 import { startImageRelay, type RelayedImage, type RunningImageRelay } from './image-relay.ts';
 import type { PinoLikeLogger } from './policy.ts';
 
@@ -44,6 +44,8 @@ export interface AllInOneOptions {
   nodes?: number;
   /** How often the cluster polls its nodes; by default longer the more nodes there are. */
   pollIntervalMs?: number;
+  /** Sleep and wake commands for the power-save policy. */
+  power?: ClusterPowerOptions;
   /** Kernel for the KVM probe; the newest /boot/vmlinuz-* or the default guest image's kernel by default. */
   probeKernel?: string;
 }
@@ -157,6 +159,7 @@ export async function startAllInOneCompute(opts: AllInOneOptions): Promise<AllIn
       policy: opts.policy,
       log,
       pollIntervalMs: opts.pollIntervalMs ?? defaultPollIntervalMs(nodeCount),
+      power: opts.power,
     });
     closers.push(() => cluster.close());
     for (const [i, agent] of agents.entries()) {

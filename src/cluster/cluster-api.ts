@@ -16,6 +16,8 @@ export interface ClusterNodeStatus extends NodeResources {
   state: 'up' | 'down' | 'asleep' | 'waking' | 'disabled';
   lastSeen?: string;
   lastPlacementReason?: string;
+  /** Why the node is asleep, waking or down when the cluster put it there (power-save). */
+  stateReason?: string;
   /** The cluster's allocation policy. */
   policy?: string;
 }

@@ -3,6 +3,7 @@
 // state from what its nodes say. Like Eucalyptus' CC it keeps soft state only: which node runs
 // which instance is learnt from the nodes' own reports, so a restarted controller rebuilds its map
 // from one round of polling, and a node that comes back after being down is believed as it is.
+// With power-save it also puts idle nodes to sleep and wakes them before they are used (power.ts).
 import { Ec2Error } from '../protocol/errors.ts';
 import type { InstanceSpec, InstanceUpdate, NodeInstanceStatus } from '../node/node-api.ts';
 import type { ClusterApi, ClusterInstanceStatus, ClusterNodeStatus, Placement } from './cluster-api.ts';
@@ -10,6 +11,15 @@ import { NodeRegistry, type NodeEntry, type NodeRegistration } from './node-regi
 import { createPolicy } from './policies/index.ts';
 import type { AllocationPolicy, PinoLikeLogger } from './policy.ts';
 import { Scheduler, type PlacementDecision } from './scheduler.ts';
+import { PowerManager, type PowerOptions } from './power.ts';
+
+/** The operator's sleep and wake commands (see power.ts for their placeholders). */
+export interface ClusterPowerOptions extends Omit<PowerOptions, 'now' | 'log'> {
+  /** How long a woken node may take to answer before what needed it fails (default 120 s). */
+  wakeTimeoutS?: number;
+  /** How often a waking node is asked whether it is up (default 1000 ms). */
+  wakePollMs?: number;
+}
 
 export interface ClusterControllerOptions {
   zone: string;
@@ -29,7 +39,15 @@ export interface ClusterControllerOptions {
   commandTimeoutMs?: number;
   pollConcurrency?: number;
   now?: () => number;
+  /**
+   * Sleep and wake commands. The power-save policy then puts nodes idle past the threshold to
+   * sleep; any policy that may use asleep nodes (greedy, power-save) wakes them first.
+   */
+  power?: ClusterPowerOptions;
 }
+
+/** Seconds an asleep node that still answers is taken to be on its way down (power.ts' transitionS). */
+const DEFAULT_POWER_TRANSITION_S = 60;
 
 const noopLog: PinoLikeLogger = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -48,6 +66,12 @@ export class ClusterController implements ClusterApi {
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
   private polling: Promise<void> | undefined;
+  private readonly now: () => number;
+  private readonly power?: PowerManager;
+  private readonly wakeTimeoutMs: number;
+  private readonly wakePollMs: number;
+  /** Wakes under way, by node id: everyone who needs the node waits for the same one. */
+  private readonly wakes = new Map<string, Promise<void>>();
 
   readonly policyName: string;
   constructor(opts: ClusterControllerOptions) {
@@ -56,7 +80,13 @@ export class ClusterController implements ClusterApi {
     this.log = opts.log ?? noopLog;
     this.commandTimeoutMs = opts.commandTimeoutMs ?? 90_000;
     this.pollIntervalMs = opts.pollIntervalMs ?? 2000;
+    this.now = opts.now ?? Date.now;
+    const transitionS = opts.power?.transitionS ?? DEFAULT_POWER_TRANSITION_S;
+    this.power = opts.power ? new PowerManager({ ...opts.power, transitionS, now: this.now, log: this.log }) : undefined;
+    this.wakeTimeoutMs = (opts.power?.wakeTimeoutS ?? 120) * 1000;
+    this.wakePollMs = opts.power?.wakePollMs ?? 1000;
     this.registry = new NodeRegistry({
+      sleepGraceMs: transitionS * 1000,
       downAfterMs: opts.downAfterMs ?? 10_000,
       callTimeoutMs: opts.callTimeoutMs ?? 5000,
       concurrency: opts.pollConcurrency,
@@ -67,7 +97,11 @@ export class ClusterController implements ClusterApi {
     const policy = opts.policy;
     this.policyName = typeof policy === 'string' ? policy : policy.name;
     this.schedulerReady = (typeof policy === 'string' ? createPolicy(policy) : Promise.resolve(policy))
-      .then((p) => new Scheduler({ policy: p, log: this.log }));
+      .then((p) => {
+        if (p.sleepsIdleNodes && !opts.power?.sleepCommand) this.log.warn({ policy: p.name }, 'no sleep command is configured: idle nodes are never put to sleep');
+        if (!p.sleepsIdleNodes && opts.power?.sleepCommand) this.log.warn({ policy: p.name }, `policy ${p.name} does not put nodes to sleep: the sleep command is not used (use power-save)`);
+        return new Scheduler({ policy: p, log: this.log, power: this.power });
+      });
     this.schedulerReady.catch(() => undefined); // reported by the first request that needs it
     for (const [id, reg] of Object.entries(opts.nodes ?? {})) this.registry.add(id, reg);
     if (this.pollIntervalMs > 0) this.schedule(0);
@@ -94,6 +128,7 @@ export class ClusterController implements ClusterApi {
       try {
         await this.registry.pollAll();
         await this.finishPendingTerminations();
+        await this.sleepIdleNodes();
       } finally {
         this.polling = undefined;
       }
@@ -136,6 +171,12 @@ export class ClusterController implements ClusterApi {
     }, this.registry.views());
     this.notePlacementReasons(result.decisions);
     if (!result.ok) throw result.error;
+    try {
+      await this.wakeChosenNodes(result.placements.map((p) => p.nodeId), result.woken, first.reservationId);
+    } catch (err) {
+      scheduler.release(result.reservationId);
+      throw err;
+    }
 
     const bySpec = new Map(specs.map((s) => [s.instanceId, s]));
     const outcomes = await Promise.allSettled(result.placements.map((p) => {
@@ -194,9 +235,10 @@ export class ClusterController implements ClusterApi {
       this.placements.delete(instanceId);
       return;
     }
-    if (entry.state === 'down') {
+    if (entry.state === 'down' || entry.state === 'asleep') {
+      // Not worth waking a node for: an asleep node runs nothing (power-save sleeps idle nodes only).
       this.pendingTerminations.set(instanceId, nodeId);
-      this.log.info({ instanceId, nodeId }, 'node is down: termination queued until it answers');
+      this.log.info({ instanceId, nodeId }, `node is ${entry.state}: termination queued until it answers`);
       return;
     }
     try {
@@ -212,6 +254,7 @@ export class ClusterController implements ClusterApi {
 
   async consoleOutput(instanceId: string): Promise<string> {
     const entry = this.route(instanceId);
+    await this.awake(entry, `to read the console of ${instanceId}`);
     return this.registry.call(entry, 'consoleOutput', (c) => c.consoleOutput(instanceId), this.commandTimeoutMs);
   }
 
@@ -248,6 +291,7 @@ export class ClusterController implements ClusterApi {
         state: entry.state,
         lastSeen: entry.lastSeen !== undefined ? new Date(entry.lastSeen).toISOString() : undefined,
         lastPlacementReason: entry.lastPlacementReason,
+        ...(entry.stateReason ? { stateReason: entry.stateReason } : {}),
         policy: this.policyName,
       };
     });
@@ -276,6 +320,7 @@ export class ClusterController implements ClusterApi {
   private async command<T extends NodeInstanceStatus | void | string>(instanceId: string, what: string,
     fn: (client: NodeEntry['client']) => Promise<T>): Promise<T> {
     const entry = this.route(instanceId);
+    await this.awake(entry, `for ${what} of ${instanceId}`);
     const result = await this.registry.call(entry, what, fn, this.commandTimeoutMs);
     if (result && typeof result === 'object') this.remember(entry, result as NodeInstanceStatus);
     return result;
@@ -336,7 +381,7 @@ export class ClusterController implements ClusterApi {
     const work: Promise<void>[] = [];
     for (const [instanceId, nodeId] of this.pendingTerminations) {
       const entry = this.registry.get(nodeId);
-      if (!entry || entry.state === 'down') continue;
+      if (!entry || entry.state === 'down' || entry.state === 'asleep') continue;
       work.push(this.registry.call(entry, 'terminateInstance', (c) => c.terminateInstance(instanceId), this.commandTimeoutMs)
         .then(() => {
           this.log.info({ instanceId, nodeId }, 'queued termination done');
@@ -344,6 +389,85 @@ export class ClusterController implements ClusterApi {
         }, (err: Error) => this.log.warn({ instanceId, nodeId, err: err.message }, 'queued termination failed; will retry')));
     }
     await Promise.all(work);
+  }
+
+  // --- power-save ------------------------------------------------------------------------------
+
+  /** Puts nodes idle past the threshold to sleep (power-save policy with a sleep command only). */
+  private async sleepIdleNodes(): Promise<void> {
+    if (!this.power || this.closed) return;
+    const scheduler = await this.schedulerReady.catch(() => undefined);
+    if (!scheduler?.policy.sleepsIdleNodes) return;
+    const actions = await scheduler.sleepIdleNodes(() => this.registry.views());
+    const now = this.now();
+    for (const action of actions) {
+      const entry = this.registry.get(action.nodeId);
+      if (!entry) continue;
+      if (action.ok) {
+        const idleS = entry.idleSince !== undefined ? Math.round((now - entry.idleSince) / 1000) : this.power.idleThresholdS;
+        this.registry.markAsleep(entry.id,
+          `put to sleep by power-save at ${new Date(now).toISOString()}: no instances for ${idleS} s (threshold ${this.power.idleThresholdS} s)`);
+      } else {
+        // Tried again after another idle period, not at every poll.
+        entry.idleSince = now;
+        entry.stateReason = `power-save could not put it to sleep: ${action.error}`;
+      }
+    }
+  }
+
+  /** Waits until the nodes a placement chose are awake; `woken` are those the scheduler just woke. */
+  private async wakeChosenNodes(nodeIds: string[], woken: readonly string[], requestId: string): Promise<void> {
+    const waits: Promise<void>[] = [];
+    for (const nodeId of new Set(nodeIds)) {
+      const entry = this.registry.get(nodeId);
+      if (!entry || (entry.state !== 'asleep' && entry.state !== 'waking')) continue;
+      waits.push(this.ensureAwake(entry, woken.includes(nodeId), `for request ${requestId}`).catch((err: Error) => {
+        throw new Ec2Error('InsufficientInstanceCapacity', `${err.message} Request ${requestId} was not placed; try again.`);
+      }));
+    }
+    const outcomes = await Promise.allSettled(waits);
+    const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  /** Wakes the node of a command if it sleeps; Unavailable when it does not come up. */
+  private async awake(entry: NodeEntry, why: string): Promise<void> {
+    if (entry.state !== 'asleep' && entry.state !== 'waking') return;
+    await this.ensureAwake(entry, false, why).catch((err: Error) => {
+      throw new Ec2Error('Unavailable', `${err.message} Try again later.`);
+    });
+  }
+
+  /** Runs the wake command (unless already run) and waits until the node answers. */
+  private ensureAwake(entry: NodeEntry, alreadyWoken: boolean, why: string): Promise<void> {
+    if (entry.state !== 'asleep' && entry.state !== 'waking') return Promise.resolve();
+    const running = this.wakes.get(entry.id);
+    if (running) return running;
+    const wake = (async () => {
+      if (entry.state === 'asleep' && !alreadyWoken) {
+        const view = this.registry.views().find((v) => v.id === entry.id);
+        const action = this.power && view ? await this.power.wake(view) : { ok: false, error: 'no wake command is configured' };
+        if (!action.ok) throw new Error(`Node ${entry.name} is asleep and could not be woken: ${action.error}.`);
+      }
+      const startedAt = Date.now();
+      this.registry.markWaking(entry.id, `woken by power-save at ${new Date(this.now()).toISOString()} ${why}`);
+      for (;;) {
+        if (this.closed) throw new Error(`The cluster controller of ${this.zone} is shutting down.`);
+        if ((await this.registry.poll(entry)) && entry.state === 'up') {
+          this.log.info({ nodeId: entry.id, node: entry.name, ms: Date.now() - startedAt }, 'woken node is up');
+          return;
+        }
+        if (Date.now() - startedAt >= this.wakeTimeoutMs) {
+          const reason = `woken ${why}, but it did not answer within ${this.wakeTimeoutMs / 1000} s`;
+          this.registry.markDown(entry.id, reason);
+          this.log.warn({ nodeId: entry.id, node: entry.name }, `node ${reason}: down`);
+          throw new Error(`Node ${entry.name} was ${reason}.`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, this.wakePollMs));
+      }
+    })().finally(() => this.wakes.delete(entry.id));
+    this.wakes.set(entry.id, wake);
+    return wake;
   }
 
   private notePlacementReasons(decisions: readonly PlacementDecision[]): void {

@@ -16,7 +16,7 @@ import type { ClusterApi } from './cluster-api.ts';
 import type { NodeRegistration } from './node-registry.ts';
 import type { ImageRef, InstanceSpec, InstanceUpdate, NodeApi } from '../node/node-api.ts';
 import { NodeHttpClient } from '../node/node-http-client.ts';
-import { PeerVerifier } from '../auth/peer-auth.ts';
+import { PeerVerifier, signPeerRequest } from '../auth/peer-auth.ts';
 import { createPeerRpcHandler, optionalBoolean, optionalObject, requiredString, type PeerMethods } from '../auth/peer-rpc.ts';
 import { Ec2Error } from '../protocol/errors.ts';
 import { JoinTokenError, verifyJoinToken } from './join-tokens.ts';
@@ -87,6 +87,10 @@ export function createClusterHttpServer(opts: ClusterHttpServerOptions): Cluster
   const relay = createImageRelay({
     resolveImage: async (id) => requestedImages.get(id),
     cacheDir: opts.imageCacheDir,
+    // The cloud serves image files to its clusters only (src/cloud/cluster-images.ts).
+    fetchHeaders: (url) => (url.pathname.startsWith('/cluster-images/')
+      ? signPeerRequest({ keyId: zone, secret: opts.cloudSecret }, { method: 'GET', path: url.pathname, body: '' })
+      : undefined),
     log,
   });
 

@@ -25,6 +25,8 @@ export interface ImageRelayOptions {
   resolveImage: (imageId: string) => Promise<RelayedImage | undefined>;
   /** Where images fetched from a URL are kept; required for the URL case. */
   cacheDir?: string;
+  /** Headers that authenticate the relay's fetch of a URL (the cloud wants clusters' signatures). */
+  fetchHeaders?: (url: URL) => Record<string, string> | undefined;
   log?: { warn(fields: object, msg: string): void };
 }
 
@@ -33,7 +35,7 @@ export type ImageRelayHandler = (req: http.IncomingMessage, res: http.ServerResp
 const PATH = /^\/images\/([A-Za-z0-9][A-Za-z0-9._-]{0,127})$/;
 
 export function createImageRelay(opts: ImageRelayOptions): ImageRelayHandler {
-  const cache = opts.cacheDir ? new ImageCache(opts.cacheDir) : undefined;
+  const cache = opts.cacheDir ? new ImageCache(opts.cacheDir, { requestHeaders: opts.fetchHeaders }) : undefined;
 
   async function localPath(id: string, image: RelayedImage): Promise<string> {
     if (image.path) {

@@ -1,6 +1,8 @@
 // The cluster controller's view of its nodes: what each last reported (resources, instances), when
 // it last answered, and whether it is up. A node that has not answered for `downAfterMs` is down:
 // the scheduler skips it and its instances are reported as impaired until it answers again.
+// A node put to sleep (power-save) is 'asleep', not down, however long it stays silent; one being
+// woken is 'waking' until it answers.
 import type { NodeApi, NodeInstanceStatus, NodeResources } from '../node/node-api.ts';
 import type { NodeState, NodeView, PinoLikeLogger } from './policy.ts';
 
@@ -16,7 +18,11 @@ export interface NodeRegistration {
 
 export interface NodeEntry extends NodeRegistration {
   id: string;
-  state: Extract<NodeState, 'up' | 'down' | 'disabled'>;
+  state: NodeState;
+  /** Why the node is in its state when that was our doing (asleep, waking, a wake that failed). */
+  stateReason?: string;
+  /** ms since the epoch when the controller last set the state itself. */
+  stateSince?: number;
   resources?: NodeResources;
   instances: NodeInstanceStatus[];
   /** ms since the epoch of the last answer. */
@@ -40,6 +46,11 @@ export interface NodeRegistryOptions {
   concurrency?: number;
   now?: () => number;
   log?: PinoLikeLogger;
+  /**
+   * How long an asleep node that still answers is taken to be on its way down (the sleep command
+   * returns before the host suspends); after that an answer means someone woke it.
+   */
+  sleepGraceMs?: number;
   /** Told after each applied report, to reconcile instance bookkeeping. */
   onReport?: (entry: NodeEntry) => void;
 }
@@ -54,6 +65,7 @@ export class NodeCallTimeoutError extends Error {
 export class NodeRegistry {
   readonly downAfterMs: number;
   readonly callTimeoutMs: number;
+  readonly sleepGraceMs: number;
   private readonly concurrency: number;
   private readonly now: () => number;
   private readonly log?: PinoLikeLogger;
@@ -63,6 +75,7 @@ export class NodeRegistry {
   constructor(opts: NodeRegistryOptions = {}) {
     this.downAfterMs = opts.downAfterMs ?? 10_000;
     this.callTimeoutMs = opts.callTimeoutMs ?? 5000;
+    this.sleepGraceMs = opts.sleepGraceMs ?? 60_000;
     this.concurrency = Math.max(1, opts.concurrency ?? 8);
     this.now = opts.now ?? Date.now;
     this.log = opts.log;
@@ -102,6 +115,29 @@ export class NodeRegistry {
     else if (entry.state === 'disabled') entry.state = entry.lastSeen !== undefined && this.now() - entry.lastSeen < this.downAfterMs ? 'up' : 'down';
   }
 
+  /** The power manager put the node to sleep: it is not polled into 'down' while silent. */
+  markAsleep(id: string, reason: string): void {
+    this.setState(id, 'asleep', reason);
+  }
+
+  /** A wake command went out: the node is 'waking' until it answers (or the waker gives up). */
+  markWaking(id: string, reason: string): void {
+    this.setState(id, 'waking', reason);
+  }
+
+  /** The waker gave up on a node that never answered after its wake. */
+  markDown(id: string, reason: string): void {
+    this.setState(id, 'down', reason);
+  }
+
+  private setState(id: string, state: NodeState, reason: string): void {
+    const entry = this.entries.get(id);
+    if (!entry || entry.state === 'disabled') return;
+    entry.state = state;
+    entry.stateReason = reason;
+    entry.stateSince = this.now();
+  }
+
   /** Calls the node with a time limit; the limit turns a hung node into an error. */
   call<T>(entry: NodeEntry, what: string, fn: (client: NodeApi) => Promise<T>, timeoutMs = this.callTimeoutMs): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -128,12 +164,24 @@ export class NodeRegistry {
         this.call(entry, 'describeInstances', (c) => c.describeInstances()),
       ]);
       if (this.entries.get(entry.id) !== entry) return false; // removed meanwhile
-      const wasDown = entry.state === 'down';
+      const was = entry.state;
       const firstAnswer = entry.lastSeen === undefined;
-      entry.lastSeen = this.now();
+      const now = this.now();
+      entry.lastSeen = now;
       entry.lastError = undefined;
-      if (entry.state !== 'disabled') entry.state = 'up';
-      if (wasDown) this.log?.info({ nodeId: entry.id, node: entry.name }, firstAnswer ? 'node is up' : 'node answers again: up');
+      if (was === 'down') {
+        entry.state = 'up';
+        entry.stateReason = undefined;
+        // Idle time counts from when it answers again (power-save must not sleep it at once).
+        if (entry.idleSince !== undefined) entry.idleSince = now;
+        this.log?.info({ nodeId: entry.id, node: entry.name }, firstAnswer ? 'node is up' : 'node answers again: up');
+      } else if (was === 'waking' || (was === 'asleep' && now - (entry.stateSince ?? 0) >= this.sleepGraceMs)) {
+        entry.state = 'up';
+        entry.stateReason = was === 'waking' ? undefined : 'answered while asleep: woken outside Ironbark';
+        // A full idle period before it may be put to sleep again.
+        entry.idleSince = now;
+        this.log?.info({ nodeId: entry.id, node: entry.name }, was === 'waking' ? 'woken node answers: up' : 'asleep node answers: it was woken outside Ironbark, up');
+      }
       if (entry.version !== version) return true;
       entry.resources = resources;
       entry.instances = instances;
@@ -143,8 +191,10 @@ export class NodeRegistry {
     } catch (err) {
       entry.lastError = (err as Error).message;
       const since = entry.lastSeen ?? entry.addedAt;
+      // An asleep or waking node is silent on purpose; the waker decides when a wake has failed.
       if (entry.state === 'up' && this.now() - since >= this.downAfterMs) {
         entry.state = 'down';
+        entry.stateReason = undefined;
         this.log?.warn({ nodeId: entry.id, node: entry.name, err: entry.lastError }, `node has not answered for ${this.now() - since} ms: down`);
       }
       return false;

@@ -1,7 +1,8 @@
 // Putting idle nodes to sleep and waking them for power-save scheduling (Eucalyptus' POWERSAVE:
 // ncPowerDown after POWER_IDLETHRESH seconds with no instances, powerwake before use). The
-// commands are the operator's own shell lines, e.g. `ssh root@{address} systemctl suspend` and
-// `wakeonlan {mac}`; placeholders are replaced by shell-quoted values.
+// commands are the operator's own shell lines, e.g. `ssh root@{host} systemctl suspend` and
+// `wakeonlan {mac}`; placeholders ({node}, {id}, {address}: the node's URL, {host}: its host part,
+// {mac}) are replaced by shell-quoted values.
 import { execFile } from 'node:child_process';
 import { placementLog, type NodeState, type NodeView, type PlacementLog, type PlacementLogSink } from './policy.ts';
 
@@ -53,9 +54,19 @@ function shellQuote(value: string): string {
   return `'${value.replaceAll("'", `'\\''`)}'`;
 }
 
+/** The host part of a node's address (which is a URL for a node on another host). */
+function hostOf(address: string): string {
+  try {
+    return new URL(address).hostname.replace(/^\[(.*)\]$/, '$1');
+  } catch {
+    return address;
+  }
+}
+
 export function expandPowerCommand(template: string, node: NodeView): string {
-  return template.replace(/\{(node|address|mac|id)\}/g, (_, key: string) => {
-    const value = key === 'node' ? node.name : key === 'address' ? node.address : key === 'mac' ? node.mac : node.id;
+  return template.replace(/\{(node|address|host|mac|id)\}/g, (_, key: string) => {
+    const value = key === 'node' ? node.name : key === 'address' ? node.address : key === 'host' ? hostOf(node.address)
+      : key === 'mac' ? node.mac : node.id;
     if (!value) throw new Error(`node ${node.name} has no ${key === 'mac' ? 'MAC address' : key} for {${key}}`);
     return shellQuote(value);
   });

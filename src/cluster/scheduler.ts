@@ -206,11 +206,15 @@ export class Scheduler {
     return r ? { cores: r.cores, memoryMiB: r.memoryMiB, diskGiB: r.diskGiB } : undefined;
   }
 
-  /** One power-save round: sleeps nodes idle past the threshold, never one with a reservation in flight. */
-  sleepIdleNodes(nodes: readonly NodeView[]): Promise<PowerAction[]> {
+  /**
+   * One power-save round: sleeps nodes idle past the threshold, never one with a reservation in
+   * flight. Pass a function to read the nodes only once no placement is running (a launch that
+   * just finished must be seen).
+   */
+  sleepIdleNodes(nodes: readonly NodeView[] | (() => readonly NodeView[])): Promise<PowerAction[]> {
     const power = this.power;
     if (!power || !this.policy.sleepsIdleNodes) return Promise.resolve([]);
-    return this.mutex.run(() => power.tick(nodes, (nodeId) => this.held.has(nodeId)));
+    return this.mutex.run(() => power.tick(typeof nodes === 'function' ? nodes() : nodes, (nodeId) => this.held.has(nodeId)));
   }
 
   private drop(reservationId: string, instanceIds?: readonly string[]): boolean {

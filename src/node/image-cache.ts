@@ -38,6 +38,8 @@ export interface ImageCacheOptions {
   maxBytes?: number;
   /** Images backing instance disks must stay: trimming skips them and evict refuses them. */
   inUse?: (imageId: string) => boolean;
+  /** Headers for an http(s) fetch, made per attempt (a cluster signs its fetches from the cloud). */
+  requestHeaders?: (url: URL) => Record<string, string> | undefined;
 }
 
 export class ImageFetchError extends Error {
@@ -200,7 +202,7 @@ export class ImageCache {
   private async fetchIntoCache(image: ImageSource, report: (p: ImageFetchProgress) => void): Promise<string> {
     const temp = join(this.dir, `${TEMP_PREFIX}${image.id}-${randomBytes(6).toString('hex')}`);
     try {
-      const { body, totalBytes } = await openSource(image);
+      const { body, totalBytes } = await openSource(image, this.opts.requestHeaders);
       const hash = createHash('sha256');
       let receivedBytes = 0;
       const meter = new Transform({
@@ -251,9 +253,11 @@ function validateSource(image: ImageSource): void {
   if (!/^[0-9a-fA-F]{64}$/.test(image.sha256)) throw new ImageFetchError(image.id, 'sha256 must be 64 hex digits');
 }
 
-async function openSource(image: ImageSource): Promise<{ body: Readable; totalBytes?: number }> {
+async function openSource(image: ImageSource, requestHeaders?: ImageCacheOptions['requestHeaders']): Promise<{ body: Readable; totalBytes?: number }> {
   if (/^https?:\/\//i.test(image.url)) {
-    const res = await fetch(image.url);
+    const headers = requestHeaders?.(new URL(image.url));
+    // Signed headers are for that one URL: a redirect elsewhere must not carry them.
+    const res = await fetch(image.url, headers ? { headers, redirect: 'error' } : {});
     if (!res.ok || !res.body) {
       await res.body?.cancel();
       throw new ImageFetchError(image.id, `${image.url} answered HTTP ${res.status}`);

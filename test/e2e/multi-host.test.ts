@@ -4,13 +4,16 @@
 // `bin/ironbark …` inside its namespace: the cloud, two clusters, three nodes (fake driver) that
 // join with tokens from `ironbark admin node token`. The AWS SDK, in this process, reaches the
 // cloud's EC2 endpoint through a unix-socket forwarder running inside the cloud namespace, so all
-// traffic stays inside the namespaces. Needs root; skipped otherwise.
+// traffic stays inside the namespaces. Image files travel cloud → cluster → node over HTTP: the
+// cloud serves them to clusters at 192.168.250.1 (cluster b routes there through its own link).
+// Zone b runs the power-save policy: its operator's sleep and wake commands take the node's link
+// down and up (a suspended host does not answer either). Needs root; skipped otherwise.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -151,6 +154,8 @@ describe('roles on separate hosts (network namespaces)', { skip }, () => {
     // cloud <-> clusters: point-to-point links that exist only inside the namespaces.
     await link({ ns: NS.cloud, dev: `ibt${tag}ca`, addr: '192.168.250.1/30' }, { ns: NS.clusterA, dev: `ibt${tag}ac`, addr: '192.168.250.2/30' });
     await link({ ns: NS.cloud, dev: `ibt${tag}cb`, addr: '192.168.250.5/30' }, { ns: NS.clusterB, dev: `ibt${tag}bc`, addr: '192.168.250.6/30' });
+    // One address clusters fetch images from (--images-url), reached by cluster b over its own link.
+    await must('ip', ['-n', NS.clusterB, 'route', 'add', '192.168.250.0/30', 'via', '192.168.250.5']);
     // Each cluster's private host network, the same range in both zones; nodes live only there.
     await bridge(NS.clusterA, `ibt${tag}bra`, '172.30.0.1/24');
     await bridge(NS.clusterB, `ibt${tag}brb`, '172.30.0.1/24');
@@ -159,7 +164,8 @@ describe('roles on separate hosts (network namespaces)', { skip }, () => {
     await link({ ns: NS.nodeB1, dev: `ibt${tag}b1`, addr: '172.30.0.11/24' }, { ns: NS.clusterB, dev: `ibt${tag}b1p`, master: `ibt${tag}brb` });
 
     const cloudDir = join(work, 'cloud');
-    await startRole('cloud', NS.cloud, ['cloud', '--data-dir', cloudDir, '--listen', `0.0.0.0:${CLOUD_PORT}`, '--region', REGION], /cloud controller is up/);
+    await startRole('cloud', NS.cloud, ['cloud', '--data-dir', cloudDir, '--listen', `0.0.0.0:${CLOUD_PORT}`, '--region', REGION,
+      '--images-url', `http://192.168.250.1:${CLOUD_PORT}`], /cloud controller is up/);
 
     // This process reaches the EC2 endpoint (127.0.0.1 inside the cloud namespace) through a unix socket.
     const socket = join(work, 'cloud-ec2.sock');
@@ -178,14 +184,26 @@ describe('roles on separate hosts (network namespaces)', { skip }, () => {
     });
 
     // The operator adds the two clusters; each starts with the secret the cloud printed.
-    for (const [zone, ns, url] of [[`${REGION}a`, NS.clusterA, 'http://192.168.250.2'], [`${REGION}b`, NS.clusterB, 'http://192.168.250.6']] as const) {
+    // Zone b's power commands: log, then "suspend" or "resume" node nb1 by taking its link down or up.
+    const powerScript = join(work, 'power.sh');
+    await writeFile(powerScript, [
+      '#!/bin/sh',
+      `echo "$1 $2" >> ${join(work, 'power.log')}`,
+      `if [ "$1" = sleep ]; then state=down; else state=up; fi`,
+      `exec ip netns exec ${NS.nodeB1} ip link set ibt${tag}b1 "$state"`,
+      '',
+    ].join('\n'), { mode: 0o755 });
+    const powerSave = ['--policy', 'power-save', '--idle-threshold', '2', '--sleep-command', `sh ${powerScript} sleep {node}`, '--wake-command', `sh ${powerScript} wake {node}`];
+    for (const [zone, ns, url, policy] of [
+      [`${REGION}a`, NS.clusterA, 'http://192.168.250.2', ['--policy', 'greedy']], [`${REGION}b`, NS.clusterB, 'http://192.168.250.6', powerSave],
+    ] as const) {
       const added = await admin('cluster', 'add', '--zone', zone, '--url', `${url}:${CLUSTER_PORT}`, '--cidr', ZONE_CIDR);
       assert.equal(added.cluster.zone, zone);
       const dir = join(work, `cluster-${zone}`);
       await mkdir(dir, { recursive: true, mode: 0o700 });
       await writeFile(join(dir, 'cloud-secret'), `${added.secret}\n`, { mode: 0o600 });
       await startRole(`cluster ${zone}`, ns, ['cluster', '--zone', zone, '--cidr', ZONE_CIDR, '--data-dir', dir, '--listen', `0.0.0.0:${CLUSTER_PORT}`,
-        '--cloud-secret-file', join(dir, 'cloud-secret'), '--node-url', `http://172.30.0.1:${CLUSTER_PORT}`, '--policy', 'greedy'], /cluster controller of zone/);
+        '--cloud-secret-file', join(dir, 'cloud-secret'), '--node-url', `http://172.30.0.1:${CLUSTER_PORT}`, ...policy], /cluster controller of zone/);
     }
 
     // Nodes join with one-time tokens from the cloud.
@@ -224,12 +242,12 @@ describe('roles on separate hosts (network namespaces)', { skip }, () => {
     if (work) await rm(work, { recursive: true, force: true });
   });
 
-  it('lists both clusters and their joined nodes, all up', async () => {
+  it('lists both clusters and their joined nodes, all up (or, in power-save zone b, already asleep)', async () => {
     const clusters = await admin('cluster', 'list');
     assert.deepEqual(clusters.clusters.map((c: any) => [c.zone, c.cidr]), [[`${REGION}a`, ZONE_CIDR], [`${REGION}b`, ZONE_CIDR]]);
     const nodes = await waitFor('all nodes up', async () => {
       const list = (await admin('node', 'list')).nodes as any[];
-      return list.length === 3 && list.every((n) => n.state === 'up') ? list : undefined;
+      return list.length === 3 && list.every((n) => n.state === 'up' || (n.name === 'nb1' && n.state === 'asleep')) ? list : undefined;
     });
     assert.deepEqual(nodes.map((n) => [n.zone, n.name]).sort(), [[`${REGION}a`, 'na1'], [`${REGION}a`, 'na2'], [`${REGION}b`, 'nb1']]);
     const zones = await ec2.send(new DescribeAvailabilityZonesCommand({}));
@@ -264,6 +282,8 @@ describe('roles on separate hosts (network namespaces)', { skip }, () => {
     assert.ok(['172.30.0.11', '172.30.0.12'].includes(nodeIp), nodeIp);
     assert.equal(await pings(NS.clusterA, nodeIp), true, 'the cluster reaches its node');
     assert.equal(await pings(NS.cloud, nodeIp), false, 'the cloud has no route to the node');
+    // The cluster fetched the image from the cloud over HTTP (a copy in its relay cache), not from a shared disk.
+    assert.ok(existsSync(join(work, `cluster-${REGION}a`, 'images', `${imageId}.img`)), 'the image is in the relay cache of cluster a');
     await ec2.send(new TerminateInstancesCommand({ InstanceIds: [instance.InstanceId!] }));
     await waitFor('termination', async () => {
       const d = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [instance.InstanceId!] }));
@@ -279,6 +299,25 @@ describe('roles on separate hosts (network namespaces)', { skip }, () => {
     assert.equal(node.id, nodeIds.nb1);
     assert.equal(await pings(NS.clusterB, '172.30.0.11'), true);
     assert.equal(await pings(NS.cloud, '172.30.0.11'), false);
+    await ec2.send(new TerminateInstancesCommand({ InstanceIds: [instance.InstanceId!] }));
+  });
+
+  it('power-save in zone b: the idle node is put to sleep, listed as asleep (not down) with the reason, and woken for a launch', async () => {
+    const nodeB = async () => ((await admin('node', 'list', '--zone', `${REGION}b`)).nodes as any[])[0];
+    const asleep = await waitFor('nb1 asleep', async () => { const n = await nodeB(); return n.state === 'asleep' ? n : undefined; });
+    assert.match(asleep.stateReason, /^put to sleep by power-save at .*: no instances for \d+ s \(threshold 2 s\)$/);
+    assert.equal(await pings(NS.clusterB, '172.30.0.11'), false, 'the asleep node does not answer');
+    const table = await must('ip', ['netns', 'exec', NS.cloud, IRONBARK, 'admin', '--data-dir', join(work, 'cloud'), 'node', 'list', '--zone', `${REGION}b`]);
+    assert.match(table, /asleep.*put to sleep by power-save/);
+    // Silent for longer than a node may be before it counts as down (10 s): still asleep.
+    await new Promise((r) => setTimeout(r, 11_000));
+    assert.equal((await nodeB()).state, 'asleep');
+
+    const instance = await launchAndWait(`${REGION}b`);
+    assert.equal((await busyNode(`${REGION}b`)).id, nodeIds.nb1);
+    const log = (await readFile(join(work, 'power.log'), 'utf8')).trim().split('\n');
+    assert.deepEqual(log.slice(-2), ['sleep nb1', 'wake nb1']);
+    assert.equal((await nodeB()).state, 'up');
     await ec2.send(new TerminateInstancesCommand({ InstanceIds: [instance.InstanceId!] }));
   });
 
