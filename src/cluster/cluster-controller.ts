@@ -12,6 +12,7 @@ import { createPolicy } from './policies/index.ts';
 import type { AllocationPolicy, PinoLikeLogger } from './policy.ts';
 import { Scheduler, type PlacementDecision } from './scheduler.ts';
 import { PowerManager, type PowerOptions } from './power.ts';
+import { PlacementIndex } from './placement-index.ts';
 
 /** The operator's sleep and wake commands (see power.ts for their placeholders). */
 export interface ClusterPowerOptions extends Omit<PowerOptions, 'now' | 'log'> {
@@ -60,7 +61,7 @@ export class ClusterController implements ClusterApi {
   private readonly pollIntervalMs: number;
   private readonly schedulerReady: Promise<Scheduler>;
   /** instance id → node id, as the nodes last reported (plus launches made since). */
-  private readonly placements = new Map<string, string>();
+  private readonly placements = new PlacementIndex();
   /** Terminations a node could not be told about yet (it was down); finished when it answers. */
   private readonly pendingTerminations = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
@@ -116,7 +117,7 @@ export class ClusterController implements ClusterApi {
 
   removeNode(id: string): boolean {
     const removed = this.registry.remove(id);
-    for (const [instanceId, nodeId] of this.placements) if (nodeId === id) this.placements.delete(instanceId);
+    for (const instanceId of this.placements.onNode(id)) this.placements.delete(instanceId);
     for (const [instanceId, nodeId] of this.pendingTerminations) if (nodeId === id) this.pendingTerminations.delete(instanceId);
     if (removed) this.log.info({ nodeId: id }, 'node removed');
     return removed;
@@ -369,8 +370,8 @@ export class ClusterController implements ClusterApi {
       }
       this.placements.set(inst.instanceId, entry.id);
     }
-    for (const [instanceId, nodeId] of this.placements) {
-      if (nodeId === entry.id && !reported.has(instanceId)) {
+    for (const instanceId of this.placements.onNode(entry.id)) {
+      if (!reported.has(instanceId)) {
         this.placements.delete(instanceId);
         this.pendingTerminations.delete(instanceId);
       }
