@@ -18,6 +18,7 @@ import { createNodeHttpApp } from '../node/node-http-server.ts';
 import { joinCluster, loadMembership, saveMembership, sayHello, type ClusterMembership } from '../node/cluster-membership.ts';
 import { startNodeHost } from '../node/node-host.ts';
 import { addPowerFlags, powerOptionsFrom, type PowerFlags } from './power-options.ts';
+import { ensureDefaultImageRegistered } from '../cloud/default-image.ts';
 
 const DEFAULT_DATA_DIR = process.env.IRONBARK_DATA_DIR ?? '/var/lib/ironbark';
 
@@ -61,7 +62,7 @@ function closeHttp(server: http.Server | ServerType): Promise<void> {
 
 // ---- cloud --------------------------------------------------------------------------------------
 
-export interface CloudRoleOptions { dataDir: string; listen: string; store?: string; region: string; endpoint?: string; imagesUrl?: string }
+export interface CloudRoleOptions { dataDir: string; listen: string; store?: string; region: string; endpoint?: string; imagesUrl?: string; defaultImage: boolean; imageCache?: string }
 
 export async function runCloudRole(opts: CloudRoleOptions): Promise<void> {
   const log = createLogger('cloud');
@@ -73,6 +74,19 @@ export async function runCloudRole(opts: CloudRoleOptions): Promise<void> {
     dataDir, host, port, storeUrl: opts.store, region: opts.region, endpoint: opts.endpoint, log, clusterImagesBaseUrl: opts.imagesUrl ?? '',
   });
   const out = process.stdout;
+  if (opts.defaultImage) {
+    try {
+      out.write('Preparing the default guest image (built once from Debian packages, then cached)...\n');
+      const image = await ensureDefaultImageRegistered(cloud.store, {
+        ownerAccountId: cloud.admin.accountId, cacheDir: opts.imageCache,
+        onProgress: (p) => out.write(p.total ? `  [${p.step}/${p.total}] ${p.message}\n` : `  ${p.message}\n`),
+      });
+      out.write(`Default image: ${image.imageId}\n`);
+    } catch (err) {
+      await cloud.close();
+      throw err;
+    }
+  }
   out.write(`Ironbark cloud controller is up: EC2 endpoint ${cloud.url} (region ${opts.region})\n`);
   out.write(`Admin credentials are in ${join(dataDir, 'credentials.env')}. Add a zone's cluster with:\n`);
   out.write(`  ironbark admin --data-dir ${dataDir} cluster add --zone ${opts.region}a --url http://CLUSTER_HOST:8774 --cidr 10.1.0.0/16\n`);
@@ -210,6 +224,8 @@ export function registerRoleCommands(program: Command): void {
     .option('--region <name>', 'region name the cloud answers as', 'ironbark-1')
     .option('--endpoint <url>', 'public URL of the EC2 endpoint if it differs from http://<listen>')
     .option('--images-url <url>', 'base URL cluster controllers fetch image files from (default: the endpoint)')
+    .option('--no-default-image', 'do not build and register the default guest image')
+    .option('--image-cache <dir>', 'where built guest images are cached (default ~/.cache/ironbark/images)')
     .action(async (opts: CloudRoleOptions) => { await runCloudRole(opts); });
 
   const cluster = program.command('cluster')

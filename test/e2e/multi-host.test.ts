@@ -164,7 +164,7 @@ describe('roles on separate hosts (network namespaces)', { skip }, () => {
     await link({ ns: NS.nodeB1, dev: `ibt${tag}b1`, addr: '172.30.0.11/24' }, { ns: NS.clusterB, dev: `ibt${tag}b1p`, master: `ibt${tag}brb` });
 
     const cloudDir = join(work, 'cloud');
-    await startRole('cloud', NS.cloud, ['cloud', '--data-dir', cloudDir, '--listen', `0.0.0.0:${CLOUD_PORT}`, '--region', REGION,
+    await startRole('cloud', NS.cloud, ['cloud', '--no-default-image', '--data-dir', cloudDir, '--listen', `0.0.0.0:${CLOUD_PORT}`, '--region', REGION,
       '--images-url', `http://192.168.250.1:${CLOUD_PORT}`], /cloud controller is up/);
 
     // This process reaches the EC2 endpoint (127.0.0.1 inside the cloud namespace) through a unix socket.
