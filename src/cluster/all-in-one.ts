@@ -1,26 +1,16 @@
-// The compute half of `ironbark up`: one node agent and one cluster controller in this process,
-// talking through the NodeApi in memory. With the fake driver it may run many simulated node
-// agents instead, each with its own capacity and state directory, so one host can stand in for a
-// zone of thousands of nodes; they share one image cache, as nothing they fetch differs. The node's zone network is a real bridge on this host
-// (or in a network namespace that plays the host), the metadata service listens on
-// 169.254.169.254:80 on that bridge, and base images reach the node through the cluster's image
-// relay on 127.0.0.1, as they would across hosts.
+// The compute half of `ironbark up`: the node host of `ironbark node` (node-host.ts) and a cluster
+// controller in this process, talking through the NodeApi in memory. With the fake driver it may
+// add simulated node agents, each with its own capacity and state directory, so one host can stand
+// in for a zone of thousands of nodes; they share the host's image cache, as nothing they fetch
+// differs. Base images reach the nodes through the cluster's image relay on 127.0.0.1, as they
+// would across hosts.
 //
-// Shutdown: close() stops polling, the relay and the metadata service, and lets go of the VMs,
-// which keep running (QEMU is daemonized) and are re-adopted by the next start. The bridge, DHCP
-// server and firewall table are removed only when no instance is left on the node.
-import { chmod, mkdir, writeFile } from 'node:fs/promises';
-import { existsSync, readdirSync } from 'node:fs';
+// Shutdown: close() stops polling, the relay and the node host (whose VMs keep running and are
+// re-adopted by the next start).
 import { join, resolve } from 'node:path';
-import { probeAccelerator } from '../node/accel-probe.ts';
 import { FakeDriver } from '../node/fake-driver.ts';
-import { ensureDefaultGuestImage } from '../node/guest-image.ts';
-import type { HypervisorDriver } from '../node/hypervisor.ts';
-import { ImageCache } from '../node/image-cache.ts';
-import { MetadataService } from '../node/metadata-service.ts';
-import { METADATA_ADDRESS, NodeNetwork } from '../node/network.ts';
 import { NodeAgent, type Capacity } from '../node/node-agent.ts';
-import { QemuDriver } from '../node/qemu-driver.ts';
+import { startNodeHost } from '../node/node-host.ts';
 import type { ClusterApi } from './cluster-api.ts';
 import { ClusterController, type ClusterPowerOptions } from './cluster-controller.ts';
 import { startImageRelay, type RelayedImage, type RunningImageRelay } from './image-relay.ts';
@@ -81,8 +71,6 @@ export async function startAllInOneCompute(opts: AllInOneOptions): Promise<AllIn
     throw new Error('several nodes in one process need the fake driver: real VMs on one host share its one bridge and hypervisor');
   }
   const dataDir = resolve(opts.dataDir);
-  const nodeDir = join(dataDir, 'node');
-  await mkdir(nodeDir, { recursive: true });
   const log = opts.log;
   const closers: (() => Promise<void>)[] = [];
   const closeAll = async () => {
@@ -90,65 +78,27 @@ export async function startAllInOneCompute(opts: AllInOneOptions): Promise<AllIn
   };
 
   try {
-    let driver: HypervisorDriver;
-    let acceleratorReason: string | undefined;
-    if (opts.driver === 'qemu') {
-      const kernelPath = opts.probeKernel ?? newestBootKernel() ?? (await ensureDefaultGuestImage()).kernel;
-      const probe = await probeAccelerator({ kernelPath, cacheFile: join(nodeDir, 'accelerator.json') });
-      acceleratorReason = probe.reason;
-      log.info({ accelerator: probe.accelerator, reason: probe.reason }, 'hypervisor accelerator');
-      const qemu = await QemuDriver.open({
-        runDir: join(nodeDir, 'run'),
-        accelerator: probe.accelerator,
-        qemuBinary: opts.netns ? await qemuInNamespace(nodeDir, opts.netns) : undefined,
-      });
-      closers.push(() => qemu.close());
-      driver = qemu;
-    } else {
-      driver = new FakeDriver();
-      acceleratorReason = 'simulated VMs (fake driver)';
-    }
-
-    const agents: NodeAgent[] = [];
-    const imageCache = new ImageCache(join(nodeDir, 'images'), { inUse: (id) => agents.some((a) => a.imageInUse(id)) });
-    const networkDir = join(nodeDir, 'network');
-    const networks = new Map<string, NodeNetwork>();
-    const networkFor = (zone: string, cidr: string) => {
-      const key = `${zone}|${cidr}`;
-      let network = networks.get(key);
-      if (!network) {
-        network = new NodeNetwork({ zone, cidr, stateDir: networkDir, netns: opts.netns });
-        networks.set(key, network);
-      }
-      return network;
-    };
-    for (let i = 0; i < nodeCount; i++) {
-      agents.push(new NodeAgent({
+    const host = await startNodeHost({
+      dataDir, nodeId: nodeIdentity(0).nodeId, zone: opts.zone, cidr: opts.cidr, driver: opts.driver, log,
+      capacity: opts.capacity, netns: opts.netns, probeKernel: opts.probeKernel,
+    });
+    closers.push(() => host.close());
+    const agents: NodeAgent[] = [host.agent];
+    for (let i = 1; i < nodeCount; i++) {
+      const simulated = new NodeAgent({
         nodeId: nodeIdentity(i).nodeId,
-        stateDir: i === 0 ? nodeDir : join(nodeDir, 'sim', nodeIdentity(i).nodeId),
-        driver: i === 0 ? driver : new FakeDriver(),
-        imageCache,
-        network: opts.driver === 'qemu' ? networkFor : undefined,
+        stateDir: join(dataDir, 'node', 'sim', nodeIdentity(i).nodeId),
+        driver: new FakeDriver(),
+        imageCache: host.imageCache,
         capacity: opts.capacity,
-        acceleratorReason,
+        acceleratorReason: host.acceleratorReason,
         log,
-      }));
-    }
-    const node = agents[0]!;
-
-    if (opts.driver === 'qemu') {
-      await mkdir(networkDir, { recursive: true });
-      const zoneNetwork = networkFor(opts.zone, opts.cidr);
-      await zoneNetwork.setUp(); // the metadata address lives on the bridge
-      const metadata = new MetadataService({ lookupByIp: node.lookupMetadata });
-      await metadata.listen(METADATA_ADDRESS, 80, { netns: opts.netns });
-      closers.push(() => metadata.close());
-      closers.push(async () => {
-        if (node.instanceCount > 0) return;
-        for (const network of networks.values()) await network.tearDown();
       });
+      host.addImageUser(simulated);
+      await simulated.recover();
+      agents.push(simulated);
     }
-    for (const agent of agents) await agent.recover();
+    const node = host.agent;
 
     const relay = await startImageRelay({ resolveImage: opts.resolveImage, cacheDir: join(dataDir, 'relay'), host: '127.0.0.1', port: 0, log });
     closers.push(() => relay.close());
@@ -171,22 +121,4 @@ export async function startAllInOneCompute(opts: AllInOneOptions): Promise<AllIn
     await closeAll();
     throw err;
   }
-}
-
-function newestBootKernel(): string | undefined {
-  if (!existsSync('/boot')) return undefined;
-  const name = readdirSync('/boot').filter((f) => f.startsWith('vmlinuz-')).sort().at(-1);
-  return name ? join('/boot', name) : undefined;
-}
-
-/**
- * QEMU opens its tap by name in its own network namespace, so with a namespace that plays the host
- * it must run inside it: a two-line wrapper does that (the daemonized QEMU stays in there).
- */
-export async function qemuInNamespace(nodeDir: string, netns: string): Promise<string> {
-  if (!/^[A-Za-z0-9_.-]+$/.test(netns)) throw new Error(`invalid network namespace name ${netns}`);
-  const wrapper = join(nodeDir, `qemu-in-${netns}`);
-  await writeFile(wrapper, `#!/bin/sh\nexec ip netns exec ${netns} qemu-system-x86_64 "$@"\n`);
-  await chmod(wrapper, 0o755);
-  return wrapper;
 }

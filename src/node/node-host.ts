@@ -1,10 +1,11 @@
-// What one node host runs under `ironbark node`: the hypervisor driver, the image cache, the zone
-// network with its metadata service (qemu), and the node agent over them. The agent's identity and
-// the zone's network come from joining the cluster.
+// What one node host runs: the hypervisor driver, the image cache, the zone network with its
+// metadata service (qemu), and the node agent over them. `ironbark node` runs one (its identity and
+// zone network come from joining the cluster); `ironbark up` runs one in the same process as its
+// cluster, and may add simulated agents beside it.
 //
 // Shutdown lets go of the VMs, which keep running (QEMU is daemonized) and are re-adopted by the next
 // start; the zone network is removed only when no instance is left on the node.
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { probeAccelerator } from './accel-probe.ts';
@@ -25,10 +26,18 @@ export interface NodeHostOptions {
   driver: 'qemu' | 'fake';
   log: AgentLogger;
   capacity?: Partial<Capacity>;
+  /** Named network namespace that plays the host (tests); the real host when absent. */
+  netns?: string;
+  /** Kernel for the KVM probe; the newest /boot/vmlinuz-* or the default guest image's kernel by default. */
+  probeKernel?: string;
 }
 
 export interface NodeHost {
   agent: NodeAgent;
+  imageCache: ImageCache;
+  acceleratorReason: string;
+  /** Further agents sharing this host's image cache (simulated nodes): their images count as in use. */
+  addImageUser(agent: NodeAgent): void;
   close(): Promise<void>;
 }
 
@@ -44,11 +53,15 @@ export async function startNodeHost(opts: NodeHostOptions): Promise<NodeHost> {
     let driver: HypervisorDriver;
     let acceleratorReason: string;
     if (opts.driver === 'qemu') {
-      const kernelPath = newestBootKernel() ?? (await ensureDefaultGuestImage()).kernel;
+      const kernelPath = opts.probeKernel ?? newestBootKernel() ?? (await ensureDefaultGuestImage()).kernel;
       const probe = await probeAccelerator({ kernelPath, cacheFile: join(nodeDir, 'accelerator.json') });
       acceleratorReason = probe.reason;
       log.info({ accelerator: probe.accelerator, reason: probe.reason }, 'hypervisor accelerator');
-      const qemu = await QemuDriver.open({ runDir: join(nodeDir, 'run'), accelerator: probe.accelerator });
+      const qemu = await QemuDriver.open({
+        runDir: join(nodeDir, 'run'),
+        accelerator: probe.accelerator,
+        qemuBinary: opts.netns ? await qemuInNamespace(nodeDir, opts.netns) : undefined,
+      });
       closers.push(() => qemu.close());
       driver = qemu;
     } else {
@@ -56,20 +69,20 @@ export async function startNodeHost(opts: NodeHostOptions): Promise<NodeHost> {
       acceleratorReason = 'simulated VMs (fake driver)';
     }
 
-    let agent: NodeAgent | undefined;
-    const imageCache = new ImageCache(join(nodeDir, 'images'), { inUse: (id) => agent?.imageInUse(id) ?? false });
+    const imageUsers: NodeAgent[] = [];
+    const imageCache = new ImageCache(join(nodeDir, 'images'), { inUse: (id) => imageUsers.some((a) => a.imageInUse(id)) });
     const networkDir = join(nodeDir, 'network');
     const networks = new Map<string, NodeNetwork>();
     const networkFor = (zone: string, cidr: string) => {
       const key = `${zone}|${cidr}`;
       let network = networks.get(key);
       if (!network) {
-        network = new NodeNetwork({ zone, cidr, stateDir: networkDir });
+        network = new NodeNetwork({ zone, cidr, stateDir: networkDir, netns: opts.netns });
         networks.set(key, network);
       }
       return network;
     };
-    agent = new NodeAgent({
+    const agent = new NodeAgent({
       nodeId: opts.nodeId,
       stateDir: nodeDir,
       driver,
@@ -79,21 +92,21 @@ export async function startNodeHost(opts: NodeHostOptions): Promise<NodeHost> {
       acceleratorReason,
       log,
     });
-    const node = agent;
+    imageUsers.push(agent);
 
     if (opts.driver === 'qemu') {
       await mkdir(networkDir, { recursive: true });
       await networkFor(opts.zone, opts.cidr).setUp(); // the metadata address lives on the zone's bridge
-      const metadata = new MetadataService({ lookupByIp: node.lookupMetadata });
-      await metadata.listen(METADATA_ADDRESS, 80);
+      const metadata = new MetadataService({ lookupByIp: agent.lookupMetadata });
+      await metadata.listen(METADATA_ADDRESS, 80, { netns: opts.netns });
       closers.push(() => metadata.close());
       closers.push(async () => {
-        if (node.instanceCount > 0) return;
+        if (agent.instanceCount > 0) return;
         for (const network of networks.values()) await network.tearDown();
       });
     }
-    await node.recover();
-    return { agent: node, close: closeAll };
+    await agent.recover();
+    return { agent, imageCache, acceleratorReason, addImageUser: (a) => { imageUsers.push(a); }, close: closeAll };
   } catch (err) {
     await closeAll();
     throw err;
@@ -104,4 +117,16 @@ function newestBootKernel(): string | undefined {
   if (!existsSync('/boot')) return undefined;
   const name = readdirSync('/boot').filter((f) => f.startsWith('vmlinuz-')).sort().at(-1);
   return name ? join('/boot', name) : undefined;
+}
+
+/**
+ * QEMU opens its tap by name in its own network namespace, so with a namespace that plays the host
+ * it must run inside it: a two-line wrapper does that (the daemonized QEMU stays in there).
+ */
+export async function qemuInNamespace(nodeDir: string, netns: string): Promise<string> {
+  if (!/^[A-Za-z0-9_.-]+$/.test(netns)) throw new Error(`invalid network namespace name ${netns}`);
+  const wrapper = join(nodeDir, `qemu-in-${netns}`);
+  await writeFile(wrapper, `#!/bin/sh\nexec ip netns exec ${netns} qemu-system-x86_64 "$@"\n`);
+  await chmod(wrapper, 0o755);
+  return wrapper;
 }

@@ -11,7 +11,7 @@ import { chmod, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { qemuInNamespace } from '../../src/cluster/all-in-one.ts';
+import { qemuInNamespace } from '../../src/node/node-host.ts';
 import { startImageRelay, type RelayedImage, type RunningImageRelay } from '../../src/cluster/image-relay.ts';
 import { ensureDefaultGuestImage, type GuestImage } from '../../src/node/guest-image.ts';
 import { ImageCache } from '../../src/node/image-cache.ts';
