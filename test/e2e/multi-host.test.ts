@@ -10,178 +10,72 @@
 // down and up (a suspended host does not answer either). Needs root; skipped otherwise.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import http from 'node:http';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { DescribeAvailabilityZonesCommand, DescribeInstancesCommand, EC2Client, RunInstancesCommand, TerminateInstancesCommand, type Instance } from '@aws-sdk/client-ec2';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { readCredentialsEnv } from '../../src/auth/credentials-file.ts';
 import { openStore } from '../../src/store/store.ts';
 import { registerImageFiles } from '../../src/cloud/images.ts';
+import { multiHostSkipReason, must, pings, TestHosts } from '../helpers/multi-host.ts';
 
-const REPO = resolve(import.meta.dirname, '../..');
-const IRONBARK = join(REPO, 'bin/ironbark');
 const REGION = 'ibt-1';
 const ZONE_CIDR = '10.1.0.0/16'; // both zones use the same instance range
 const CLUSTER_PORT = 8774;
 const NODE_PORT = 8775;
 const CLOUD_PORT = 8773;
 
-function onPath(tool: string): boolean {
-  return (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').some((dir) => existsSync(join(dir, tool)));
-}
-
-function skipReason(): string | false {
-  if (process.getuid?.() !== 0) return 'needs root to create network namespaces';
-  if (!onPath('ip')) return 'iproute2 (ip) is not installed';
-  if (!onPath('ping') && !onPath('busybox')) return 'neither ping nor busybox is installed';
-  return false;
-}
-
-function run(file: string, args: string[], timeout = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((done) => {
-    execFile(file, args, { timeout, env: { ...process.env, IRONBARK_LOG_LEVEL: 'warn' } }, (error, stdout, stderr) => {
-      done({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout: String(stdout), stderr: String(stderr) });
-    });
-  });
-}
-
-async function must(file: string, args: string[]): Promise<string> {
-  const r = await run(file, args);
-  if (r.code !== 0) throw new Error(`${file} ${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
-
-const tag = randomBytes(2).toString('hex');
+const hosts = new TestHosts({ prefix: 'ibt', startTimeoutMs: 90_000, pollMs: 250 });
+const tag = hosts.tag;
 const NS = {
-  cloud: `ibt${tag}-cloud`,
-  clusterA: `ibt${tag}-cla`,
-  clusterB: `ibt${tag}-clb`,
-  nodeA1: `ibt${tag}-na1`,
-  nodeA2: `ibt${tag}-na2`,
-  nodeB1: `ibt${tag}-nb1`,
+  cloud: `${tag}-cloud`,
+  clusterA: `${tag}-cla`,
+  clusterB: `${tag}-clb`,
+  nodeA1: `${tag}-na1`,
+  nodeA2: `${tag}-na2`,
+  nodeB1: `${tag}-nb1`,
 };
-const made: string[] = [];
-const children: Array<{ name: string; child: ChildProcess; output: () => string }> = [];
-let work = '';
-
-async function netns(name: string): Promise<void> {
-  await must('ip', ['netns', 'add', name]);
-  made.push(name);
-  await must('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
-}
-
-/** A veth pair between two namespaces with an address on each end (undefined: no address). */
-async function link(a: { ns: string; dev: string; addr?: string }, b: { ns: string; dev: string; addr?: string; master?: string }): Promise<void> {
-  await must('ip', ['link', 'add', a.dev, 'type', 'veth', 'peer', 'name', b.dev]);
-  await must('ip', ['link', 'set', a.dev, 'netns', a.ns]);
-  await must('ip', ['link', 'set', b.dev, 'netns', b.ns]);
-  for (const end of [a, b] as Array<{ ns: string; dev: string; addr?: string; master?: string }>) {
-    if (end.addr) await must('ip', ['-n', end.ns, 'addr', 'add', end.addr, 'dev', end.dev]);
-    if (end.master) await must('ip', ['-n', end.ns, 'link', 'set', end.dev, 'master', end.master]);
-    await must('ip', ['-n', end.ns, 'link', 'set', end.dev, 'up']);
-  }
-}
-
-async function bridge(ns: string, dev: string, addr: string): Promise<void> {
-  await must('ip', ['-n', ns, 'link', 'add', dev, 'type', 'bridge']);
-  await must('ip', ['-n', ns, 'addr', 'add', addr, 'dev', dev]);
-  await must('ip', ['-n', ns, 'link', 'set', dev, 'up']);
-}
-
-/** Starts `bin/ironbark args` in a namespace; resolves once its output contains `ready`. */
-async function startRole(name: string, ns: string, args: string[], ready: RegExp): Promise<{ child: ChildProcess; output: () => string }> {
-  const child = spawn('ip', ['netns', 'exec', ns, IRONBARK, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, IRONBARK_LOG_LEVEL: 'info' },
-  });
-  let output = '';
-  child.stdout!.on('data', (d) => { output += d; });
-  child.stderr!.on('data', (d) => { output += d; });
-  const entry = { name, child, output: () => output };
-  children.push(entry);
-  const deadline = Date.now() + 90_000;
-  while (!ready.test(output)) {
-    if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode}:\n${output}`);
-    if (Date.now() > deadline) throw new Error(`${name} did not start:\n${output}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return entry;
-}
-
-async function admin(...args: string[]): Promise<any> {
-  return JSON.parse(await must('ip', ['netns', 'exec', NS.cloud, IRONBARK, 'admin', '--data-dir', join(work, 'cloud'), '--json', ...args]));
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
-/** Can `ns` ping `ip`? (busybox ping when iputils is absent) */
-async function pings(ns: string, ip: string): Promise<boolean> {
-  const args = onPath('ping') ? ['ping', '-c1', '-W1', ip] : ['busybox', 'ping', '-c1', '-W1', ip];
-  return (await run('ip', ['netns', 'exec', ns, ...args], 10_000)).code === 0;
-}
+const admin = (...args: string[]) => hosts.admin(...args);
+const waitFor = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs?: number) => hosts.waitFor(what, probe, timeoutMs);
 
 async function imageFile(name: string, bytes: number) {
   const data = randomBytes(bytes);
-  const path = join(work, 'images', name);
+  const path = join(hosts.work, 'images', name);
   await writeFile(path, data);
   return { path, sha256: createHash('sha256').update(data).digest('hex'), sizeBytes: bytes };
 }
 
-const skip = skipReason();
+const skip = multiHostSkipReason();
 
 describe('roles on separate hosts (network namespaces)', { skip }, () => {
   let ec2: EC2Client;
   let imageId = '';
+  let work = '';
   const nodeIds: Record<string, string> = {};
 
   before(async () => {
-    work = await mkdtemp(join(tmpdir(), 'ibt-multi-host-'));
+    await hosts.init('ibt-multi-host-', Object.values(NS));
+    work = hosts.work;
     await mkdir(join(work, 'images'));
-    for (const ns of Object.values(NS)) await netns(ns);
     // cloud <-> clusters: point-to-point links that exist only inside the namespaces.
-    await link({ ns: NS.cloud, dev: `ibt${tag}ca`, addr: '192.168.250.1/30' }, { ns: NS.clusterA, dev: `ibt${tag}ac`, addr: '192.168.250.2/30' });
-    await link({ ns: NS.cloud, dev: `ibt${tag}cb`, addr: '192.168.250.5/30' }, { ns: NS.clusterB, dev: `ibt${tag}bc`, addr: '192.168.250.6/30' });
+    await hosts.link({ ns: NS.cloud, dev: `${tag}ca`, addr: '192.168.250.1/30' }, { ns: NS.clusterA, dev: `${tag}ac`, addr: '192.168.250.2/30' });
+    await hosts.link({ ns: NS.cloud, dev: `${tag}cb`, addr: '192.168.250.5/30' }, { ns: NS.clusterB, dev: `${tag}bc`, addr: '192.168.250.6/30' });
     // One address clusters fetch images from (--images-url), reached by cluster b over its own link.
     await must('ip', ['-n', NS.clusterB, 'route', 'add', '192.168.250.0/30', 'via', '192.168.250.5']);
     // Each cluster's private host network, the same range in both zones; nodes live only there.
-    await bridge(NS.clusterA, `ibt${tag}bra`, '172.30.0.1/24');
-    await bridge(NS.clusterB, `ibt${tag}brb`, '172.30.0.1/24');
-    await link({ ns: NS.nodeA1, dev: `ibt${tag}a1`, addr: '172.30.0.11/24' }, { ns: NS.clusterA, dev: `ibt${tag}a1p`, master: `ibt${tag}bra` });
-    await link({ ns: NS.nodeA2, dev: `ibt${tag}a2`, addr: '172.30.0.12/24' }, { ns: NS.clusterA, dev: `ibt${tag}a2p`, master: `ibt${tag}bra` });
-    await link({ ns: NS.nodeB1, dev: `ibt${tag}b1`, addr: '172.30.0.11/24' }, { ns: NS.clusterB, dev: `ibt${tag}b1p`, master: `ibt${tag}brb` });
+    await hosts.bridge(NS.clusterA, `${tag}bra`, '172.30.0.1/24');
+    await hosts.bridge(NS.clusterB, `${tag}brb`, '172.30.0.1/24');
+    await hosts.link({ ns: NS.nodeA1, dev: `${tag}a1`, addr: '172.30.0.11/24' }, { ns: NS.clusterA, dev: `${tag}a1p`, master: `${tag}bra` });
+    await hosts.link({ ns: NS.nodeA2, dev: `${tag}a2`, addr: '172.30.0.12/24' }, { ns: NS.clusterA, dev: `${tag}a2p`, master: `${tag}bra` });
+    await hosts.link({ ns: NS.nodeB1, dev: `${tag}b1`, addr: '172.30.0.11/24' }, { ns: NS.clusterB, dev: `${tag}b1p`, master: `${tag}brb` });
 
-    const cloudDir = join(work, 'cloud');
-    await startRole('cloud', NS.cloud, ['cloud', '--no-default-image', '--data-dir', cloudDir, '--listen', `0.0.0.0:${CLOUD_PORT}`, '--region', REGION,
-      '--images-url', `http://192.168.250.1:${CLOUD_PORT}`], /cloud controller is up/);
-
+    const cloudDir = hosts.cloudDir;
+    await hosts.startCloud(NS.cloud, ['--no-default-image', '--data-dir', cloudDir, '--listen', `0.0.0.0:${CLOUD_PORT}`, '--region', REGION,
+      '--images-url', `http://192.168.250.1:${CLOUD_PORT}`]);
     // This process reaches the EC2 endpoint (127.0.0.1 inside the cloud namespace) through a unix socket.
-    const socket = join(work, 'cloud-ec2.sock');
-    const forwarder = `require('net').createServer((c) => { const u = require('net').connect(${CLOUD_PORT}, '127.0.0.1'); c.pipe(u).pipe(c);`
-      + ` c.on('error', () => u.destroy()); u.on('error', () => c.destroy()); }).listen(process.env.SOCK)`;
-    const fwd = spawn('ip', ['netns', 'exec', NS.cloud, process.execPath, '-e', forwarder], { stdio: 'ignore', env: { ...process.env, SOCK: socket } });
-    children.push({ name: 'forwarder', child: fwd, output: () => '' });
-    await waitFor('the EC2 forwarder', async () => (existsSync(socket) ? true : undefined), 10_000);
-    const agent = new http.Agent({ keepAlive: false });
-    (agent as unknown as { createConnection: () => net.Socket }).createConnection = () => net.connect(socket);
+    ec2 = await hosts.ec2Client(REGION, CLOUD_PORT);
     const creds = readCredentialsEnv(cloudDir);
-    ec2 = new EC2Client({
-      endpoint: `http://127.0.0.1:${CLOUD_PORT}`, region: REGION, maxAttempts: 1,
-      credentials: { accessKeyId: creds.AWS_ACCESS_KEY_ID!, secretAccessKey: creds.AWS_SECRET_ACCESS_KEY! },
-      requestHandler: new NodeHttpHandler({ httpAgent: agent }),
-    });
 
     // The operator adds the two clusters; each starts with the secret the cloud printed.
     // Zone b's power commands: log, then "suspend" or "resume" node nb1 by taking its link down or up.
@@ -190,30 +84,27 @@ describe('roles on separate hosts (network namespaces)', { skip }, () => {
       '#!/bin/sh',
       `echo "$1 $2" >> ${join(work, 'power.log')}`,
       `if [ "$1" = sleep ]; then state=down; else state=up; fi`,
-      `exec ip netns exec ${NS.nodeB1} ip link set ibt${tag}b1 "$state"`,
+      `exec ip netns exec ${NS.nodeB1} ip link set ${tag}b1 "$state"`,
       '',
     ].join('\n'), { mode: 0o755 });
     const powerSave = ['--policy', 'power-save', '--idle-threshold', '2', '--sleep-command', `sh ${powerScript} sleep {node}`, '--wake-command', `sh ${powerScript} wake {node}`];
     for (const [zone, ns, url, policy] of [
       [`${REGION}a`, NS.clusterA, 'http://192.168.250.2', ['--policy', 'greedy']], [`${REGION}b`, NS.clusterB, 'http://192.168.250.6', powerSave],
     ] as const) {
-      const added = await admin('cluster', 'add', '--zone', zone, '--url', `${url}:${CLUSTER_PORT}`, '--cidr', ZONE_CIDR);
+      const added = await hosts.addCluster(`cluster ${zone}`, ns, {
+        zone, cidr: ZONE_CIDR, url: `${url}:${CLUSTER_PORT}`, dir: join(work, `cluster-${zone}`),
+        listen: `0.0.0.0:${CLUSTER_PORT}`, nodeUrl: `http://172.30.0.1:${CLUSTER_PORT}`, policy,
+      });
       assert.equal(added.cluster.zone, zone);
-      const dir = join(work, `cluster-${zone}`);
-      await mkdir(dir, { recursive: true, mode: 0o700 });
-      await writeFile(join(dir, 'cloud-secret'), `${added.secret}\n`, { mode: 0o600 });
-      await startRole(`cluster ${zone}`, ns, ['cluster', '--zone', zone, '--cidr', ZONE_CIDR, '--data-dir', dir, '--listen', `0.0.0.0:${CLUSTER_PORT}`,
-        '--cloud-secret-file', join(dir, 'cloud-secret'), '--node-url', `http://172.30.0.1:${CLUSTER_PORT}`, ...policy], /cluster controller of zone/);
     }
 
     // Nodes join with one-time tokens from the cloud.
     for (const [name, ns, zone, ip] of [
       ['na1', NS.nodeA1, `${REGION}a`, '172.30.0.11'], ['na2', NS.nodeA2, `${REGION}a`, '172.30.0.12'], ['nb1', NS.nodeB1, `${REGION}b`, '172.30.0.11'],
     ] as const) {
-      const { token } = await admin('node', 'token', '--zone', zone, '--ttl', '600');
-      const node = await startRole(`node ${name}`, ns, ['node', '--join', `http://172.30.0.1:${CLUSTER_PORT}`, '--token', token, '--data-dir', join(work, `node-${name}`),
-        '--listen', `${ip}:${NODE_PORT}`, '--driver', 'fake', '--name', name], /Ironbark node nd-[0-9a-f]+ of zone/);
-      nodeIds[name] = /Ironbark node (nd-[0-9a-f]+)/.exec(node.output())![1]!;
+      nodeIds[name] = await hosts.joinNode(name, ns, {
+        zone, clusterUrl: `http://172.30.0.1:${CLUSTER_PORT}`, dataDir: join(work, `node-${name}`), listen: `${ip}:${NODE_PORT}`, driver: 'fake',
+      });
     }
 
     // A small machine image (fake files: the fake driver boots nothing).
@@ -229,18 +120,7 @@ describe('roles on separate hosts (network namespaces)', { skip }, () => {
     }
   });
 
-  after(async () => {
-    for (const { child } of children.splice(0).reverse()) {
-      if (child.exitCode !== null || child.signalCode !== null) continue;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(timer);
-    }
-    for (const ns of made.splice(0).reverse()) await run('ip', ['netns', 'del', ns]);
-    if (work) await rm(work, { recursive: true, force: true });
-  });
+  after(() => hosts.dispose());
 
   it('lists both clusters and their joined nodes, all up (or, in power-save zone b, already asleep)', async () => {
     const clusters = await admin('cluster', 'list');
@@ -307,7 +187,7 @@ describe('roles on separate hosts (network namespaces)', { skip }, () => {
     const asleep = await waitFor('nb1 asleep', async () => { const n = await nodeB(); return n.state === 'asleep' ? n : undefined; });
     assert.match(asleep.stateReason, /^put to sleep by power-save at .*: no instances for \d+ s \(threshold 2 s\)$/);
     assert.equal(await pings(NS.clusterB, '172.30.0.11'), false, 'the asleep node does not answer');
-    const table = await must('ip', ['netns', 'exec', NS.cloud, IRONBARK, 'admin', '--data-dir', join(work, 'cloud'), 'node', 'list', '--zone', `${REGION}b`]);
+    const table = await hosts.adminText('node', 'list', '--zone', `${REGION}b`);
     assert.match(table, /asleep.*put to sleep by power-save/);
     // Silent for longer than a node may be before it counts as down (10 s): still asleep.
     await new Promise((r) => setTimeout(r, 11_000));
@@ -327,11 +207,11 @@ describe('roles on separate hosts (network namespaces)', { skip }, () => {
     const nodes = (await admin('node', 'list', '--zone', `${REGION}a`)).nodes as any[];
     assert.deepEqual(nodes.map((n) => n.id), [nodeIds.na1]);
     // The revoked node restarting says hello with its old secret: refused, and the cluster logs it.
-    const cluster = children.find((c) => c.name === `cluster ${REGION}a`)!;
-    const na2 = children.find((c) => c.name === 'node na2')!;
+    const cluster = hosts.role(`cluster ${REGION}a`);
+    const na2 = hosts.role('node na2');
     na2.child.kill('SIGTERM');
     await new Promise((r) => na2.child.once('exit', r));
-    const again = await startRole('node na2 again', NS.nodeA2, ['node', '--data-dir', join(work, 'node-na2'), '--listen', `172.30.0.12:${NODE_PORT}`, '--driver', 'fake'], /Ironbark node nd-/);
+    const again = await hosts.startRole('node na2 again', NS.nodeA2, ['node', '--data-dir', join(work, 'node-na2'), '--listen', `172.30.0.12:${NODE_PORT}`, '--driver', 'fake'], /Ironbark node nd-/);
     assert.match(again.output(), /did not accept our hello/);
     await waitFor('the refusal in the cluster log', async () => (cluster.output().includes(nodeIds.na2!) && /refused node request/.test(cluster.output()) ? true : undefined), 10_000);
   });
