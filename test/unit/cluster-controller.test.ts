@@ -11,8 +11,9 @@ import { startImageRelay } from '../../src/cluster/image-relay.ts';
 import { FakeDriver } from '../../src/node/fake-driver.ts';
 import { ImageCache } from '../../src/node/image-cache.ts';
 import { NodeAgent } from '../../src/node/node-agent.ts';
-import type { ImageRef, InstanceSpec, NodeApi, NodeInstanceStatus, NodeResources, VmTypeSpec } from '../../src/node/node-api.ts';
+import type { ImageRef, InstanceSpec, NodeInstanceStatus, VmTypeSpec } from '../../src/node/node-api.ts';
 import { Ec2Error } from '../../src/protocol/errors.ts';
+import { GatedNode } from '../helpers/gated-node.ts';
 
 let root = '';
 let kernel: ImageRef;
@@ -21,23 +22,15 @@ const ZONE = 'test-1a';
 const ONE_CORE: VmTypeSpec = { name: 't.small', cores: 1, memoryMiB: 512, diskGiB: 5 };
 
 /** A node as the cluster reaches it: can stop answering, or fail launches. */
-class TestNode implements NodeApi {
+class TestNode extends GatedNode {
   unresponsive = false;
   failRuns = false;
-  constructor(readonly agent: NodeAgent) {}
-  private gate<T>(call: () => Promise<T>): Promise<T> {
+  protected gate<T>(call: () => Promise<T>): Promise<T> {
     return this.unresponsive ? new Promise<T>(() => {}) : call();
   }
-  describeResources(): Promise<NodeResources> { return this.gate(() => this.agent.describeResources()); }
-  describeInstances(): Promise<NodeInstanceStatus[]> { return this.gate(() => this.agent.describeInstances()); }
-  runInstance(spec: InstanceSpec): Promise<NodeInstanceStatus> {
-    return this.gate(() => (this.failRuns ? Promise.reject(new Error('disk full')) : this.agent.runInstance(spec)));
+  override runInstance(spec: InstanceSpec): Promise<NodeInstanceStatus> {
+    return this.failRuns ? this.gate(() => Promise.reject(new Error('disk full'))) : super.runInstance(spec);
   }
-  startInstance(id: string) { return this.gate(() => this.agent.startInstance(id)); }
-  stopInstance(id: string, force?: boolean) { return this.gate(() => this.agent.stopInstance(id, force)); }
-  rebootInstance(id: string) { return this.gate(() => this.agent.rebootInstance(id)); }
-  terminateInstance(id: string) { return this.gate(() => this.agent.terminateInstance(id)); }
-  consoleOutput(id: string) { return this.gate(() => this.agent.consoleOutput(id)); }
 }
 
 async function imageFile(id: string, bytes: number): Promise<ImageRef> {

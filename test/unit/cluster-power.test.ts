@@ -14,8 +14,9 @@ import { ClusterController, type ClusterPowerOptions } from '../../src/cluster/c
 import { FakeDriver } from '../../src/node/fake-driver.ts';
 import { ImageCache } from '../../src/node/image-cache.ts';
 import { NodeAgent } from '../../src/node/node-agent.ts';
-import type { ImageRef, InstanceSpec, NodeApi, NodeInstanceStatus, NodeResources, VmTypeSpec } from '../../src/node/node-api.ts';
+import type { ImageRef, InstanceSpec, VmTypeSpec } from '../../src/node/node-api.ts';
 import { Ec2Error } from '../../src/protocol/errors.ts';
+import { GatedNode } from '../helpers/gated-node.ts';
 
 const ZONE = 'test-1a';
 const ONE_CORE: VmTypeSpec = { name: 't.small', cores: 1, memoryMiB: 512, diskGiB: 5 };
@@ -28,22 +29,14 @@ let clock = 0;
 const controllers: ClusterController[] = [];
 
 /** A node host that stops answering while its "suspended" marker file exists (as a sleeping host would). */
-class SleepyNode implements NodeApi {
-  constructor(readonly name: string, readonly agent: NodeAgent) {}
+class SleepyNode extends GatedNode {
+  constructor(readonly name: string, agent: NodeAgent) { super(agent); }
   get asleep(): boolean {
     return existsSync(join(work, `${this.name}.asleep`));
   }
-  private gate<T>(call: () => Promise<T>): Promise<T> {
+  protected gate<T>(call: () => Promise<T>): Promise<T> {
     return this.asleep ? Promise.reject(new Error(`connect EHOSTUNREACH (${this.name} is suspended)`)) : call();
   }
-  describeResources(): Promise<NodeResources> { return this.gate(() => this.agent.describeResources()); }
-  describeInstances(): Promise<NodeInstanceStatus[]> { return this.gate(() => this.agent.describeInstances()); }
-  runInstance(spec: InstanceSpec): Promise<NodeInstanceStatus> { return this.gate(() => this.agent.runInstance(spec)); }
-  startInstance(id: string) { return this.gate(() => this.agent.startInstance(id)); }
-  stopInstance(id: string, force?: boolean) { return this.gate(() => this.agent.stopInstance(id, force)); }
-  rebootInstance(id: string) { return this.gate(() => this.agent.rebootInstance(id)); }
-  terminateInstance(id: string) { return this.gate(() => this.agent.terminateInstance(id)); }
-  consoleOutput(id: string) { return this.gate(() => this.agent.consoleOutput(id)); }
 }
 
 async function imageFile(id: string, bytes: number): Promise<ImageRef> {
