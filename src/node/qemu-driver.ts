@@ -149,13 +149,11 @@ export class QemuDriver implements HypervisorDriver {
           if (qmp) await qmp.execute('system_powerdown').catch(() => undefined);
           await poweredOff;
         }
-        await this.terminate(vm);
-      } finally {
+      } catch (err) {
         vm.expectingExit = false;
+        throw err;
       }
-      vm.pid = undefined;
-      vm.startedAt = undefined;
-      this.setState(vm, 'stopped');
+      await this.endAsStopped(vm);
     });
   }
 
@@ -305,15 +303,20 @@ export class QemuDriver implements HypervisorDriver {
       if (vm.state !== 'running' || !vm.guestPoweredOff) return;
       this.setState(vm, 'stopping');
       vm.expectingExit = true;
-      try {
-        await this.terminate(vm);
-      } finally {
-        vm.expectingExit = false;
-      }
-      vm.pid = undefined;
-      vm.startedAt = undefined;
-      this.setState(vm, 'stopped');
+      await this.endAsStopped(vm);
     }).catch(() => undefined);
+  }
+
+  /** Ends QEMU (its exit is expected, so not a crash) and records the VM as stopped. */
+  private async endAsStopped(vm: QemuVm): Promise<void> {
+    try {
+      await this.terminate(vm);
+    } finally {
+      vm.expectingExit = false;
+    }
+    vm.pid = undefined;
+    vm.startedAt = undefined;
+    this.setState(vm, 'stopped');
   }
 
   private onMonitorClosed(vm: QemuVm, qmp: QmpClient): void {
