@@ -2,27 +2,17 @@
 // read before launching — the platform, the default VPC and the account's quotas.
 import type { OperationTable, RequestContext } from './context.ts';
 import { Ec2Error } from '../protocol/errors.ts';
+import { maxInstances } from './quotas.ts';
 
-const DEFAULT_MAX_INSTANCES = 20;
 const SECURITY_GROUPS_PER_INTERFACE = 5;
 const ELASTIC_IPS = 5;
-
-/** The store key of an operator's per-account instance quota. */
-export function maxInstancesSettingKey(accountId: string): string {
-  return `quota.${accountId}.max-instances`;
-}
 
 type Attribute = (ctx: RequestContext) => Promise<string[]>;
 
 // In the order EC2 lists them.
 const ATTRIBUTES: Record<string, Attribute> = {
   'vpc-max-security-groups-per-interface': async () => [String(SECURITY_GROUPS_PER_INTERFACE)],
-  'max-instances': async (ctx) => {
-    const row = await ctx.store.db.selectFrom('settings').select('value')
-      .where('key', '=', maxInstancesSettingKey(ctx.caller.accountId)).executeTakeFirst();
-    const quota = row ? Number.parseInt(row.value, 10) : NaN;
-    return [String(Number.isInteger(quota) && quota >= 0 ? quota : DEFAULT_MAX_INSTANCES)];
-  },
+  'max-instances': async (ctx) => [String(await maxInstances(ctx.store.db, ctx.caller.accountId))],
   'supported-platforms': async () => ['VPC'],
   'default-vpc': async (ctx) => {
     const vpc = await ctx.store.db.selectFrom('vpcs').select('id')

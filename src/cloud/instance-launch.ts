@@ -15,12 +15,11 @@ import { DEFAULT_INSTANCE_TYPE, findVmType, listVmTypes } from './vm-types.ts';
 import { findVisibleImage, imageRefFor } from './images.ts';
 import { defaultVpcId } from './account-setup.ts';
 import { resolveSecurityGroups, defaultSecurityGroup } from './security-groups.ts';
-import { maxInstancesSettingKey } from './account-attributes.ts';
+import { maxInstances } from './quotas.ts';
 import { isUsableAddress, macForInstance, pickFreeAddresses, privateDnsName } from './ip-allocation.ts';
 import { parseIpv4Address } from './cidr.ts';
 import { reservationsOf, type SecurityGroupRef } from './instance-view.ts';
 
-export const DEFAULT_MAX_INSTANCES = 20;
 const MAX_USER_DATA_BYTES = 16 * 1024;
 const MAX_CLIENT_TOKEN_LENGTH = 64;
 const MAX_GROUPS_PER_INSTANCE = 5;
@@ -273,11 +272,6 @@ export function createLauncher(deps: LaunchDeps) {
     return rows.filter((r) => r.reservation_id === reservation);
   }
 
-  async function instanceQuota(tx: Tx, accountId: string): Promise<number> {
-    const row = await tx.selectFrom('settings').select('value').where('key', '=', maxInstancesSettingKey(accountId)).executeTakeFirst();
-    const quota = row ? Number.parseInt(row.value, 10) : NaN;
-    return Number.isInteger(quota) && quota >= 0 ? quota : DEFAULT_MAX_INSTANCES;
-  }
 
   /** Writes up to MaxCount pending instances in one transaction (or finds the token's earlier ones). */
   async function writeInstances(ctx: RequestContext, plan: LaunchPlan, zone: string, subnet: SubnetsTable) {
@@ -288,7 +282,7 @@ export function createLauncher(deps: LaunchDeps) {
           if (earlier) return { earlier };
           const { n } = await tx.selectFrom('instances').select((eb) => eb.fn.countAll<number>().as('n'))
             .where('account_id', '=', plan.accountId).where('state', '!=', 'terminated').executeTakeFirstOrThrow();
-          const room = Math.max(0, await instanceQuota(tx, plan.accountId) - Number(n));
+          const room = Math.max(0, await maxInstances(tx, plan.accountId) - Number(n));
           if (room < plan.min) {
             throw new Ec2Error('InstanceLimitExceeded', `Your quota allows for ${room} more running instance(s). You requested at least ${plan.min}`);
           }

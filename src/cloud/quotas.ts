@@ -1,9 +1,8 @@
-// Per-account limits the operator sets, kept in `settings` as `quota.<accountId>.<name>` (the key
-// DescribeAccountAttributes and RunInstances already read for max-instances). An unset quota
+// Per-account limits the operator sets, kept in `settings` as `quota.<accountId>.<name>`, read by
+// DescribeAccountAttributes and RunInstances (max-instances) and the admin API. An unset quota
 // takes its default: 20 instances, like a new AWS account, and no limit on cores or memory.
 import type { Db, Tx } from '../store/store.ts';
 import { Ec2Error } from '../protocol/errors.ts';
-import { maxInstancesSettingKey } from './account-attributes.ts';
 
 export const QUOTA_NAMES = ['max-instances', 'max-cores', 'max-memory-mib'] as const;
 export type QuotaName = (typeof QUOTA_NAMES)[number];
@@ -23,13 +22,18 @@ export function isQuotaName(name: string): name is QuotaName {
 }
 
 export function quotaSettingKey(accountId: string, name: QuotaName): string {
-  return name === 'max-instances' ? maxInstancesSettingKey(accountId) : `quota.${accountId}.${name}`;
+  return `quota.${accountId}.${name}`;
 }
 
 function parseStored(value: string | undefined): number | undefined {
   if (value === undefined || !/^\d+$/.test(value)) return undefined;
   const n = Number(value);
   return Number.isSafeInteger(n) ? n : undefined;
+}
+
+/** The account's instance limit (it always has one). */
+export async function maxInstances(db: Db | Tx, accountId: string): Promise<number> {
+  return (await getQuota(db, accountId, 'max-instances')) ?? QUOTA_DEFAULTS['max-instances']!;
 }
 
 /** The account's limit, or its default when none is set (null: unlimited). */

@@ -15,7 +15,7 @@ import { InstanceReconciler } from '../../src/cloud/instance-reconciler.ts';
 import { ComputeDirectory } from '../../src/cloud/compute-directory.ts';
 import { securityGroupOperations } from '../../src/cloud/security-groups.ts';
 import { taggingOperations } from '../../src/cloud/tagging.ts';
-import { maxInstancesSettingKey } from '../../src/cloud/account-attributes.ts';
+import { quotaSettingKey } from '../../src/cloud/quotas.ts';
 import { macForInstance } from '../../src/cloud/ip-allocation.ts';
 import type { OperationTable } from '../../src/cloud/context.ts';
 import type { InstanceSpec } from '../../src/node/node-api.ts';
@@ -262,7 +262,7 @@ describe('RunInstances', () => {
   });
 
   it('enforces the per-account instance quota, counting only instances not terminated', async () => {
-    await w.store.db.insertInto('settings').values({ key: maxInstancesSettingKey(w.A), value: '3' }).execute();
+    await w.store.db.insertInto('settings').values({ key: quotaSettingKey(w.A, 'max-instances'), value: '3' }).execute();
     const two = await w.launch({ MinCount: 2, MaxCount: 2 });
     const capped = await w.launch({ MinCount: 1, MaxCount: 5 });
     assert.equal(capped.Instances.length, 1);

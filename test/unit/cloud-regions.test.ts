@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import type { Store } from '../../src/store/store.ts';
 import type { RequestContext } from '../../src/cloud/context.ts';
 import { regionOperations } from '../../src/cloud/regions.ts';
-import { accountAttributeOperations, maxInstancesSettingKey } from '../../src/cloud/account-attributes.ts';
+import { accountAttributeOperations } from '../../src/cloud/account-attributes.ts';
+import { quotaSettingKey } from '../../src/cloud/quotas.ts';
 import { contextFor, isEc2Error, openTestCloudStore } from '../helpers/handler-context.ts';
 
 const ALICE = '111111111111';
@@ -116,7 +117,7 @@ describe('regions, zones and account attributes', () => {
     });
 
     it('reads a per-account instance quota from the settings', async () => {
-      await store.db.insertInto('settings').values({ key: maxInstancesSettingKey(BOB), value: '64' }).execute();
+      await store.db.insertInto('settings').values({ key: quotaSettingKey(BOB, 'max-instances'), value: '64' }).execute();
       assert.deepEqual(asMap(await DescribeAccountAttributes(bob, { AttributeNames: ['max-instances'] })), { 'max-instances': ['64'] });
       assert.deepEqual(asMap(await DescribeAccountAttributes(alice, { AttributeNames: ['max-instances'] })), { 'max-instances': ['20'] });
     });
