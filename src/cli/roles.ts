@@ -7,7 +7,6 @@ import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { serve, type ServerType } from '@hono/node-server';
-import type { Logger } from 'pino';
 import { createLogger } from './logger.ts';
 import { parseListenAddress } from './listen-address.ts';
 import { startCloudController } from '../cloud/cloud-controller.ts';
@@ -18,7 +17,8 @@ import { createNodeHttpApp } from '../node/node-http-server.ts';
 import { joinCluster, loadMembership, saveMembership, sayHello, type ClusterMembership } from '../node/cluster-membership.ts';
 import { startNodeHost } from '../node/node-host.ts';
 import { addPowerFlags, powerOptionsFrom, type PowerFlags } from './power-options.ts';
-import { ensureDefaultImageRegistered } from '../cloud/default-image.ts';
+import { prepareDefaultImage } from './prepare-default-image.ts';
+import { untilSignalled } from './foreground.ts';
 
 const DEFAULT_DATA_DIR = process.env.IRONBARK_DATA_DIR ?? '/var/lib/ironbark';
 
@@ -28,18 +28,6 @@ function urlOf(host: string, port: number): string {
 
 function isWildcard(host: string): boolean {
   return host === '0.0.0.0' || host === '::' || host === '';
-}
-
-/** Runs until SIGTERM or SIGINT, then calls `stop`. */
-function untilSignalled(log: Logger, stop: () => Promise<void>): Promise<void> {
-  return new Promise<void>((done) => {
-    const onSignal = (signal: string) => {
-      log.info({ signal }, 'stopping');
-      stop().then(done, (err) => { log.error({ err }, 'error while stopping'); done(); });
-    };
-    process.once('SIGTERM', () => onSignal('SIGTERM'));
-    process.once('SIGINT', () => onSignal('SIGINT'));
-  });
 }
 
 function listenHttp(server: http.Server, host: string, port: number): Promise<number> {
@@ -75,17 +63,10 @@ export async function runCloudRole(opts: CloudRoleOptions): Promise<void> {
   });
   const out = process.stdout;
   if (opts.defaultImage) {
-    try {
-      out.write('Preparing the default guest image (built once from Debian packages, then cached)...\n');
-      const image = await ensureDefaultImageRegistered(cloud.store, {
-        ownerAccountId: cloud.admin.accountId, cacheDir: opts.imageCache,
-        onProgress: (p) => out.write(p.total ? `  [${p.step}/${p.total}] ${p.message}\n` : `  ${p.message}\n`),
-      });
-      out.write(`Default image: ${image.imageId}\n`);
-    } catch (err) {
+    await prepareDefaultImage(cloud.store, cloud.admin.accountId, opts.imageCache).catch(async (err) => {
       await cloud.close();
       throw err;
-    }
+    });
   }
   out.write(`Ironbark cloud controller is up: EC2 endpoint ${cloud.url} (region ${opts.region})\n`);
   out.write(`Admin credentials are in ${join(dataDir, 'credentials.env')}. Add a zone's cluster with:\n`);

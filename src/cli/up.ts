@@ -5,7 +5,9 @@ import { createLogger } from './logger.ts';
 import { parseListenAddress } from './listen-address.ts';
 import { startCloudController } from '../cloud/cloud-controller.ts';
 import { ensureZone } from '../cloud/provision.ts';
-import { ensureDefaultImageRegistered, imageFileFor } from '../cloud/default-image.ts';
+import { imageFileFor } from '../cloud/default-image.ts';
+import { prepareDefaultImage } from './prepare-default-image.ts';
+import { untilSignalled } from './foreground.ts';
 import { startAllInOneCompute } from '../cluster/all-in-one.ts';
 import type { Capacity } from '../node/node-agent.ts';
 import { cpus } from 'node:os';
@@ -72,13 +74,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
     const zone = opts.zone ?? `${opts.region}a`;
     await ensureZone(cloud.store, { name: zone, cidr: opts.zoneCidr, region: opts.region });
 
-    out.write('Preparing the default guest image (built once from Debian packages, then cached)...\n');
-    const image = await ensureDefaultImageRegistered(cloud.store, {
-      ownerAccountId: cloud.admin.accountId,
-      cacheDir: opts.imageCache,
-      onProgress: (p) => out.write(p.total ? `  [${p.step}/${p.total}] ${p.message}\n` : `  ${p.message}\n`),
-    });
-    out.write(`Default image: ${image.imageId} (kernel ${image.kernelId}${image.ramdiskId ? `, ramdisk ${image.ramdiskId}` : ''})\n`);
+    const image = await prepareDefaultImage(cloud.store, cloud.admin.accountId, opts.imageCache);
 
     compute = await startAllInOneCompute({
       dataDir, zone, cidr: opts.zoneCidr, region: opts.region, driver: opts.driver, policy: opts.policy, log, capacity, nodes, power,
@@ -102,16 +98,10 @@ export async function runUp(opts: UpOptions): Promise<void> {
     throw err;
   }
 
-  await new Promise<void>((resolveStop) => {
-    const stop = (signal: string) => {
-      log.info({ signal }, 'stopping');
-      (async () => {
-        cloud.directory.unregister(compute!.cluster.zone);
-        await cloud.close();
-        await compute!.close();
-      })().then(resolveStop, (err) => { log.error({ err }, 'error while stopping'); resolveStop(); });
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+  const running = compute;
+  await untilSignalled(log, async () => {
+    cloud.directory.unregister(running.cluster.zone);
+    await cloud.close();
+    await running.close();
   });
 }
