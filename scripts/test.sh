@@ -4,7 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh test
-export IRONBARK_TEST_PG_URL=${IRONBARK_TEST_PG_URL:-$(scripts/test-postgres.sh)}
+if [ -z "${IRONBARK_TEST_PG_URL:-}" ]; then
+  # A separate assignment, so that a failure to start PostgreSQL stops the run here.
+  pg_url=$(scripts/test-postgres.sh)
+  export IRONBARK_TEST_PG_URL=$pg_url
+fi
 # Debian's aws CLI, even when another one comes first in PATH.
 [ -x /usr/bin/aws ] && export IRONBARK_AWS_CLI=${IRONBARK_AWS_CLI:-/usr/bin/aws}
 if [ $# -gt 0 ]; then files=("$@"); else mapfile -t files < <(find test -name '*.test.ts' | sort); fi
