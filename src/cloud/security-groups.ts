@@ -295,14 +295,16 @@ async function deleteSecurityGroup(ctx: RequestContext, input: { GroupId?: strin
     if (group.name === DEFAULT_GROUP_NAME) {
       throw new Ec2Error('CannotDelete', `the specified group: "${group.id}" name: "${group.name}" cannot be deleted by a user`);
     }
+    // VPC EC2 answers DependencyViolation for both kinds of dependent: another group's rule that
+    // references this one, and an instance (its network interface) still in the group.
     const dependent = await tx.selectFrom('security_group_rules').select('id')
       .where('referenced_group_id', '=', group.id).where('group_id', '!=', group.id).executeTakeFirst();
-    if (dependent) throw new Ec2Error('DependencyViolation', `resource ${group.id} has a dependent object`);
+    let hasDependent = dependent !== undefined;
     for (const inUse of usageChecks) {
-      if (await inUse(tx, accountId, group.id)) {
-        throw new Ec2Error('InvalidGroup.InUse', `There are active instances using security group '${group.name}'`);
-      }
+      if (hasDependent) break;
+      hasDependent = await inUse(tx, accountId, group.id);
     }
+    if (hasDependent) throw new Ec2Error('DependencyViolation', `resource ${group.id} has a dependent object`);
     const ruleIds = (await tx.selectFrom('security_group_rules').select('id').where('group_id', '=', group.id).execute()).map((r) => r.id);
     for (const id of ruleIds) await deleteAllTags(tx, id);
     await tx.deleteFrom('security_group_rules').where('group_id', '=', group.id).execute();

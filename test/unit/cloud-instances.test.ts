@@ -587,7 +587,7 @@ describe('DescribeInstanceStatus, console output and attributes', () => {
   it('a security group used by a live instance cannot be deleted', async () => {
     const web = (await w.call(w.A, 'CreateSecurityGroup', { GroupName: 'web', Description: 'web' })).GroupId;
     const id = idsOf(await w.launch({ SecurityGroupIds: [web] }))[0]!;
-    await expectEc2Error(w.call(w.A, 'DeleteSecurityGroup', { GroupId: web }), 'InvalidGroup.InUse');
+    await expectEc2Error(w.call(w.A, 'DeleteSecurityGroup', { GroupId: web }), 'DependencyViolation');
     await w.call(w.A, 'TerminateInstances', { InstanceIds: [id] });
     w.clusterA.progress();
     await w.reconciler.reconcileOnce();

@@ -379,7 +379,7 @@ describe('security groups', () => {
     const busy = await create(A, 'busy');
     const unregister = registerSecurityGroupUsageCheck(async (_db, accountId, groupId) => accountId === A && groupId === busy);
     try {
-      await expectEc2Error(call(A, 'DeleteSecurityGroup', { GroupId: busy }), 'InvalidGroup.InUse');
+      await expectEc2Error(call(A, 'DeleteSecurityGroup', { GroupId: busy }), 'DependencyViolation');
     } finally {
       unregister();
     }
