@@ -7,7 +7,7 @@ import type { AdminClient } from './admin-client.ts';
 
 interface ClusterJson { zone: string; url: string; cidr: string | null; createdAt: string }
 interface NodeJson {
-  id: string; name: string; url: string; joinedAt: string; state: string; lastSeen: string | null;
+  id: string; name: string; url: string; mac?: string | null; joinedAt: string; state: string; lastSeen: string | null;
   hypervisor: string | null; accelerator: string | null;
   capacity: { cores: number; memoryMiB: number } | null; free: { cores: number; memoryMiB: number } | null; instanceCount: number;
   policy: string | null; lastPlacement: string | null; stateReason?: string | null;
@@ -26,8 +26,8 @@ async function zonesOf(client: AdminClient, zone: string | undefined): Promise<s
 }
 
 function nodesTable(rows: Array<NodeJson & { zone: string }>): string {
-  return formatTable(['NODE', 'ZONE', 'NAME', 'STATE', 'URL', 'INSTANCES', 'FREE CORES', 'FREE MiB', 'LAST SEEN', 'POLICY', 'LAST PLACEMENT', 'STATE REASON'],
-    rows.map((n) => [n.id, n.zone, n.name, n.state, n.url, n.instanceCount, n.free?.cores, n.free?.memoryMiB, n.lastSeen, n.policy, n.lastPlacement, n.stateReason]), '(no nodes)');
+  return formatTable(['NODE', 'ZONE', 'NAME', 'STATE', 'URL', 'MAC', 'INSTANCES', 'FREE CORES', 'FREE MiB', 'LAST SEEN', 'POLICY', 'LAST PLACEMENT', 'STATE REASON'],
+    rows.map((n) => [n.id, n.zone, n.name, n.state, n.url, n.mac, n.instanceCount, n.free?.cores, n.free?.memoryMiB, n.lastSeen, n.policy, n.lastPlacement, n.stateReason]), '(no nodes)');
 }
 
 export function registerClusterAdminCommands(adminCommand: Command): void {

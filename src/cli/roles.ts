@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { serve, type ServerType } from '@hono/node-server';
 import { createLogger } from './logger.ts';
 import { parseListenAddress } from './listen-address.ts';
@@ -16,6 +16,7 @@ import { JoinedNodes } from '../cluster/joined-nodes.ts';
 import { createNodeHttpApp } from '../node/node-http-server.ts';
 import { joinCluster, loadMembership, saveMembership, sayHello, type ClusterMembership } from '../node/cluster-membership.ts';
 import { startNodeHost } from '../node/node-host.ts';
+import { discoverHostMac, isMacAddress, normalizeMac } from '../node/hardware-address.ts';
 import { addPowerFlags, powerOptionsFrom, type PowerFlags } from './power-options.ts';
 import { prepareDefaultImage } from './prepare-default-image.ts';
 import { untilSignalled } from './foreground.ts';
@@ -106,13 +107,12 @@ export async function runClusterRole(opts: ClusterRoleOptions): Promise<void> {
   const controller = new ClusterController({ zone: opts.zone, cidr: opts.cidr, policy: opts.policy, log, power });
   let server: http.Server | undefined;
   try {
-    const nodeUrl = opts.nodeUrl ?? (isWildcard(host) ? undefined : urlOf(host, port));
+    // Without --node-url, nodes get image locations relative to the cluster URL each joined with.
     const api = createClusterHttpServer({
-      cluster: controller, cloudSecret, joined, log, nodeFacingUrl: nodeUrl, imageCacheDir: join(dataDir, 'images'),
+      cluster: controller, cloudSecret, joined, log, nodeFacingUrl: opts.nodeUrl, imageCacheDir: join(dataDir, 'images'),
     });
     server = http.createServer(api.listener);
     const boundPort = await listenHttp(server, host, port);
-    if (!nodeUrl) log.warn({}, 'no --node-url and a wildcard --listen: nodes are given the cloud\'s image URLs, which only a cluster may fetch');
     await api.registerJoinedNodes();
     log.info({ zone: opts.zone, cidr: opts.cidr, listen: urlOf(host, boundPort), nodes: joined.list().length }, 'cluster controller listening');
     process.stdout.write(`Ironbark cluster controller of zone ${opts.zone} is up on ${urlOf(host, boundPort)} (${joined.list().length} joined node(s))\n`);
@@ -138,6 +138,8 @@ export interface NodeRoleOptions {
   advertise?: string;
   driver: 'qemu' | 'fake';
   name?: string;
+  /** This host's MAC for waking it; found from the interfaces when absent. */
+  mac?: string;
 }
 
 export async function runNodeRole(opts: NodeRoleOptions): Promise<void> {
@@ -151,19 +153,23 @@ export async function runNodeRole(opts: NodeRoleOptions): Promise<void> {
   const advertised = (opts.advertise ?? urlOf(host, port)).replace(/\/+$/, '');
 
   let membership: ClusterMembership | undefined = await loadMembership(dataDir);
+  const clusterUrl = membership?.clusterUrl ?? opts.join;
+  const mac = opts.mac ?? (clusterUrl ? await hostMac(advertised, clusterUrl, log) : undefined);
   if (membership) {
     if (opts.token) log.info({ nodeId: membership.nodeId, zone: membership.zone }, 'already a member of a cluster: the token is not used');
   } else {
     if (!opts.join || !opts.token) {
       throw new Error('This node has not joined a cluster yet: give --join CLUSTER_URL and --token TOKEN (from `ironbark admin node token --zone ZONE`).');
     }
-    membership = await joinCluster({ clusterUrl: opts.join, token: opts.token, url: advertised, name: opts.name ?? shortHostname() });
+    membership = await joinCluster({ clusterUrl: opts.join, token: opts.token, url: advertised, name: opts.name ?? shortHostname(), mac });
     await saveMembership(dataDir, membership);
     log.info({ nodeId: membership.nodeId, zone: membership.zone, cluster: membership.clusterUrl }, 'joined the cluster');
   }
   const member = membership;
 
-  const host_ = await startNodeHost({ dataDir, nodeId: member.nodeId, zone: member.zone, cidr: member.cidr, driver: opts.driver, log });
+  const host_ = await startNodeHost({
+    dataDir, nodeId: member.nodeId, zone: member.zone, cidr: member.cidr, driver: opts.driver, log, clusterUrl: member.clusterUrl,
+  });
   let server: ServerType | undefined;
   try {
     const app = createNodeHttpApp({ agent: host_.agent, identity: () => ({ nodeId: member.nodeId, secret: member.secret }), log });
@@ -171,11 +177,11 @@ export async function runNodeRole(opts: NodeRoleOptions): Promise<void> {
       const s = serve({ fetch: app.fetch, hostname: host, port }, () => ok(s));
       s.once('error', fail);
     });
-    // Tells the cluster our address, which may have changed since we joined; a revoked node learns it here.
-    await sayHello(member, advertised).catch((err: Error) => {
+    // Tells the cluster our address (and MAC), which may have changed since we joined; a revoked node learns it here.
+    await sayHello(member, advertised, mac).catch((err: Error) => {
       log.warn({ err: err.message, cluster: member.clusterUrl }, 'the cluster did not accept our hello');
     });
-    log.info({ nodeId: member.nodeId, zone: member.zone, url: advertised, driver: opts.driver }, 'node controller listening');
+    log.info({ nodeId: member.nodeId, zone: member.zone, url: advertised, mac, driver: opts.driver }, 'node controller listening');
     process.stdout.write(`Ironbark node ${member.nodeId} of zone ${member.zone} is up on ${advertised}\n`);
   } catch (err) {
     if (server) await closeHttp(server);
@@ -187,6 +193,20 @@ export async function runNodeRole(opts: NodeRoleOptions): Promise<void> {
     await closeHttp(running);
     await host_.close();
   });
+}
+
+/** This host's MAC as the cluster sees it, for `{mac}` in the power-save wake command. */
+async function hostMac(advertisedUrl: string, clusterUrl: string, log: ReturnType<typeof createLogger>): Promise<string | undefined> {
+  const found = await discoverHostMac({ advertisedUrl, clusterUrl });
+  if (found) log.info({ mac: found.mac, device: found.device, via: found.via }, 'hardware address for waking this node');
+  else log.info({ advertised: advertisedUrl }, 'no hardware address found for the advertised address (give --mac to let power-save wake this node)');
+  return found?.mac;
+}
+
+function macOption(value: string): string {
+  const mac = isMacAddress(value) ? normalizeMac(value) : undefined;
+  if (!mac) throw new InvalidArgumentError('It must be a hardware address of six hex pairs, not all zero, e.g. 52:54:00:12:34:56.');
+  return mac;
 }
 
 function shortHostname(): string | undefined {
@@ -218,7 +238,7 @@ export function registerRoleCommands(program: Command): void {
     .option('--cloud-secret <secret>', 'the secret shared with the cloud (prefer --cloud-secret-file: arguments are visible to other users)')
     .option('--cloud-secret-file <file>', 'file holding the secret shared with the cloud')
     .option('--policy <policy>', 'allocation policy: greedy, round-robin, power-save, module:FILE or exec:FILE', 'greedy')
-    .option('--node-url <url>', 'where nodes reach this cluster, for images (default: http://<listen> unless it is a wildcard)');
+    .option('--node-url <url>', 'where nodes fetch images from this cluster (default: the cluster URL each node joined with)');
   addPowerFlags(cluster).action(async (opts: ClusterRoleOptions) => { await runClusterRole(opts); });
 
   program.command('node')
@@ -229,6 +249,7 @@ export function registerRoleCommands(program: Command): void {
     .option('--listen <host:port>', 'address the cluster reaches this node at', '0.0.0.0:8775')
     .option('--advertise <url>', 'URL the cluster should call this node at (default: http://<listen>)')
     .option('--name <name>', 'name shown for this node (default: the host name)')
+    .option('--mac <address>', "this host's hardware address for power-save wake commands ({mac}); default: that of the interface the cluster reaches this node through", macOption)
     .addOption(new Option('--driver <driver>', 'hypervisor driver').choices(['qemu', 'fake']).default('qemu'))
     .action(async (opts: NodeRoleOptions) => { await runNodeRole(opts); });
 }

@@ -96,7 +96,7 @@ export function createClusterAdminApi(deps: ClusterAdminDeps): Hono<AdminEnv> {
       nodes: joined.map((n) => {
         const s = byId.get(n.id);
         return {
-          id: n.id, name: n.name, url: n.url, joinedAt: n.joinedAt,
+          id: n.id, name: n.name, url: n.url, mac: n.mac ?? null, joinedAt: n.joinedAt,
           state: s?.state ?? 'down', lastSeen: s?.lastSeen ?? null,
           hypervisor: s?.hypervisor ?? null, accelerator: s?.accelerator ?? null,
           capacity: s?.capacity ?? null, free: s?.free ?? null, instanceCount: s?.instanceCount ?? 0,

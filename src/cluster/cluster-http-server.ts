@@ -1,10 +1,13 @@
 // A cluster controller served over HTTP, to two kinds of peers:
 // - the cloud controller calls ClusterApi as `POST /v1/<method>`, signed with the cluster's shared
 //   secret (key id = the zone), plus two admin methods: listJoinedNodes and revokeNode;
-// - nodes join with `POST /join` and a join token, re-announce their address with
+// - nodes join with `POST /join` and a join token, re-announce their address (and MAC) with
 //   `POST /node/v1/hello` signed with their own secret, and fetch base images from
 //   `GET /images/<id>?…&sig=…` — URLs this server signs when it relays a launch, so a node (which may
-//   have no route to the cloud) gets its images through its cluster and nothing else can.
+//   have no route to the cloud) gets its images through its cluster and nothing else can. Unless
+//   told where nodes reach it (--node-url), the server hands out these locations relative
+//   (`images/<id>?…`): each node resolves them against the cluster URL it joined with, which is
+//   the one address of this server it is sure to reach.
 import http from 'node:http';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +25,7 @@ import { Ec2Error } from '../protocol/errors.ts';
 import { JoinTokenError, verifyJoinToken } from './join-tokens.ts';
 import { JoinedNodes, TokenAlreadyUsedError, type JoinedNode } from './joined-nodes.ts';
 import { createImageRelay, type RelayedImage } from './image-relay.ts';
+import { isMacAddress, normalizeMac } from '../node/hardware-address.ts';
 
 /** What the server needs of the cluster controller besides ClusterApi: adding and removing nodes. */
 export interface ClusterNodeControl {
@@ -38,8 +42,9 @@ export interface ClusterHttpServerOptions {
   joined: JoinedNodes;
   log: Pick<Logger, 'info' | 'warn' | 'error'>;
   /**
-   * Base URL at which nodes reach this server (e.g. http://172.30.0.1:8774). When set, a launch's
-   * image URLs are rewritten to this server's relay; otherwise nodes get the cloud's URLs as they are.
+   * Base URL at which nodes reach this server (e.g. http://172.30.0.1:8774), for a launch's image
+   * URLs on this server's relay. Without it they are relative (`images/<id>?…`), and each node
+   * resolves them against the cluster URL it joined with.
    */
   nodeFacingUrl?: string;
   /** Where the relay keeps images it fetched from an http(s) URL. */
@@ -52,6 +57,8 @@ export interface JoinedNodeView {
   id: string;
   name: string;
   url: string;
+  /** The node host's MAC, when the node told one. */
+  mac?: string;
   joinedAt: string;
 }
 
@@ -77,7 +84,7 @@ export function createClusterHttpServer(opts: ClusterHttpServerOptions): Cluster
 
   const register = async (node: JoinedNode): Promise<void> => {
     const client = connect(node, () => joined.secretOf(node.id));
-    await cluster.addNode(node.id, { name: node.name, address: node.url, client });
+    await cluster.addNode(node.id, { name: node.name, address: node.url, client, ...(node.mac ? { mac: node.mac } : {}) });
   };
 
   // ---- images for nodes ----------------------------------------------------------------------
@@ -95,11 +102,11 @@ export function createClusterHttpServer(opts: ClusterHttpServerOptions): Cluster
   });
 
   function relayedRef(ref: ImageRef): ImageRef {
-    if (!opts.nodeFacingUrl) return ref;
     const size = String(ref.sizeBytes);
     const sig = imageSignature(imageKey, ref.id, ref.url, ref.sha256, size);
     const query = new URLSearchParams({ src: ref.url, sha256: ref.sha256, size, sig });
-    return { ...ref, url: `${opts.nodeFacingUrl.replace(/\/+$/, '')}/images/${encodeURIComponent(ref.id)}?${query}` };
+    const location = `images/${encodeURIComponent(ref.id)}?${query}`;
+    return { ...ref, url: opts.nodeFacingUrl ? `${opts.nodeFacingUrl.replace(/\/+$/, '')}/${location}` : location };
   }
 
   function relaySpec(spec: InstanceSpec): InstanceSpec {
@@ -147,7 +154,7 @@ export function createClusterHttpServer(opts: ClusterHttpServerOptions): Cluster
     consoleOutput: async (p) => ({ output: await cluster.consoleOutput(requiredString(p, 'instanceId')) }),
     describeInstances: () => cluster.describeInstances(),
     describeNodes: () => cluster.describeNodes(),
-    listJoinedNodes: async (): Promise<JoinedNodeView[]> => joined.list().map(({ id, name, url, joinedAt }) => ({ id, name, url, joinedAt })),
+    listJoinedNodes: async (): Promise<JoinedNodeView[]> => joined.list().map(({ id, name, url, mac, joinedAt }) => ({ id, name, url, ...(mac ? { mac } : {}), joinedAt })),
     revokeNode: async (p) => {
       const nodeId = requiredString(p, 'nodeId');
       const node = joined.get(nodeId);
@@ -165,10 +172,11 @@ export function createClusterHttpServer(opts: ClusterHttpServerOptions): Cluster
   const nodeMethods: PeerMethods = {
     hello: async (p, peer) => {
       const url = requiredNodeUrl(p);
-      const node = await joined.updateUrl(peer.keyId, url);
+      const mac = optionalMac(p);
+      const node = await joined.updateAddress(peer.keyId, { url, mac });
       if (!node) throw new Ec2Error('AuthFailure', `Node ${peer.keyId} is not a member of zone ${zone}.`, 401);
       await register(node);
-      log.info({ nodeId: node.id, node: node.name, url }, 'node said hello');
+      log.info({ nodeId: node.id, node: node.name, url, mac: node.mac }, 'node said hello');
       return { nodeId: node.id, zone, cidr: cluster.cidr };
     },
   };
@@ -190,9 +198,10 @@ export function createClusterHttpServer(opts: ClusterHttpServerOptions): Cluster
       const token = requiredString(body, 'token');
       const url = requiredNodeUrl(body);
       const name = typeof body.name === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(body.name) ? body.name : undefined;
+      const mac = optionalMac(body);
       const claims = verifyJoinToken(opts.cloudSecret, zone, token);
-      const node = await joined.join({ nonce: claims.nonce, expiresAt: claims.expiresAt }, { name, url });
-      log.info({ nodeId: node.id, node: node.name, url, remote }, 'node joined');
+      const node = await joined.join({ nonce: claims.nonce, expiresAt: claims.expiresAt }, { name, url, mac });
+      log.info({ nodeId: node.id, node: node.name, url, mac, remote }, 'node joined');
       // Not awaited: the first poll can only succeed once the node has stored the secret we answer.
       register(node).catch((err: Error) => log.warn({ nodeId: node.id, err: err.message }, 'cannot register the node that joined'));
       return c.json({ nodeId: node.id, name: node.name, zone, cidr: cluster.cidr, secret: node.secret });
@@ -228,4 +237,14 @@ function requiredNodeUrl(p: Record<string, unknown>): string {
   const url = requiredString(p, 'url');
   if (!URL_PATTERN.test(url)) throw new Ec2Error('InvalidParameterValue', `The node URL ${JSON.stringify(url)} is not an http(s) URL such as http://172.30.0.11:8775.`);
   return url.replace(/\/+$/, '');
+}
+
+/** A node's MAC (six hex pairs), canonical; an all-zero one (loopback) is no MAC. */
+function optionalMac(p: Record<string, unknown>): string | undefined {
+  const value = p.mac;
+  if (value === undefined || value === null || value === '') return undefined;
+  if (typeof value !== 'string' || !isMacAddress(value)) {
+    throw new Ec2Error('InvalidParameterValue', `The MAC address ${JSON.stringify(value)} is not six hex pairs such as 52:54:00:12:34:56.`);
+  }
+  return normalizeMac(value);
 }

@@ -11,6 +11,8 @@ export interface JoinedNode {
   name: string;
   /** Base URL of the node's API, as the node advertised it. */
   url: string;
+  /** The node host's MAC, as the node last told it (for `{mac}` in wake commands). */
+  mac?: string;
   secret: string;
   joinedAt: string;
 }
@@ -69,21 +71,30 @@ export class JoinedNodes {
    * Admits a node for a verified token: records the token as used and the node with a fresh id and
    * secret, on disk before answering, so a restart never forgets a node it has told its secret.
    */
-  async join(token: UsedToken, node: { name?: string; url: string }, now = Date.now()): Promise<JoinedNode> {
+  async join(token: UsedToken, node: { name?: string; url: string; mac?: string }, now = Date.now()): Promise<JoinedNode> {
     this.#usedTokens = this.#usedTokens.filter((t) => t.expiresAt > now);
     if (this.#usedTokens.some((t) => t.nonce === token.nonce)) throw new TokenAlreadyUsedError();
     const id = `nd-${randomBytes(6).toString('hex')}`;
-    const joined: JoinedNode = { id, name: node.name || id, url: node.url, secret: newPeerSecret(), joinedAt: new Date(now).toISOString() };
+    const joined: JoinedNode = {
+      id, name: node.name || id, url: node.url, ...(node.mac ? { mac: node.mac } : {}), secret: newPeerSecret(), joinedAt: new Date(now).toISOString(),
+    };
     this.#usedTokens.push(token);
     this.#nodes.set(id, joined);
     await this.#save();
     return joined;
   }
 
-  async updateUrl(id: string, url: string): Promise<JoinedNode | undefined> {
+  /**
+   * What a node said in its hello: its URL, and its MAC when it knows one. A node that cannot tell
+   * its MAC this time keeps the last one it told: the hardware seldom changes, and a wake needs it.
+   */
+  async updateAddress(id: string, address: { url: string; mac?: string }): Promise<JoinedNode | undefined> {
     const node = this.#nodes.get(id);
-    if (!node || node.url === url) return node;
-    node.url = url;
+    if (!node) return undefined;
+    const mac = address.mac ?? node.mac;
+    if (node.url === address.url && node.mac === mac) return node;
+    node.url = address.url;
+    if (mac) node.mac = mac;
     await this.#save();
     return node;
   }

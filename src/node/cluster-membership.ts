@@ -1,6 +1,7 @@
 // A node controller's membership of its cluster: joining once with a token (the cluster answers a
 // node id and a secret, kept in the node's data directory, 0600), and on every later start saying
-// hello with that secret so the cluster learns the node's current address.
+// hello with that secret so the cluster learns the node's current address and hardware address
+// (the MAC its power-save wake command needs).
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Ec2Error } from '../protocol/errors.ts';
@@ -43,6 +44,8 @@ export interface JoinRequest {
   /** Base URL of this node's API as the cluster should call it. */
   url: string;
   name?: string;
+  /** This host's MAC, for waking it (hardware-address.ts). */
+  mac?: string;
   timeoutMs?: number;
 }
 
@@ -54,7 +57,7 @@ export async function joinCluster(req: JoinRequest): Promise<ClusterMembership> 
     res = await fetch(`${clusterUrl}/join`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ token: req.token, url: req.url, name: req.name }),
+      body: JSON.stringify({ token: req.token, url: req.url, name: req.name, mac: req.mac }),
       signal: AbortSignal.timeout(req.timeoutMs ?? 30_000),
     });
   } catch (err) {
@@ -77,12 +80,15 @@ export async function joinCluster(req: JoinRequest): Promise<ClusterMembership> 
   return { clusterUrl, zone, cidr, nodeId, secret, name: typeof name === 'string' ? name : nodeId, joinedAt: new Date().toISOString() };
 }
 
-/** Tells the cluster where this node now listens; fails with AuthFailure once the node is revoked. */
-export async function sayHello(m: ClusterMembership, url: string): Promise<void> {
+/**
+ * Tells the cluster where this node now listens and its MAC (when known); fails with AuthFailure
+ * once the node is revoked.
+ */
+export async function sayHello(m: ClusterMembership, url: string, mac?: string): Promise<void> {
   const peer = new PeerClient({
     baseUrl: `${m.clusterUrl}/node`,
     peerName: `cluster ${m.zone}`,
     credentials: () => ({ keyId: m.nodeId, secret: m.secret }),
   });
-  await peer.call('hello', { url });
+  await peer.call('hello', { url, ...(mac ? { mac } : {}) });
 }

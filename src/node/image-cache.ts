@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 
 export interface ImageSource {
   id: string;
-  /** http(s) URL, file: URL or absolute path. */
+  /** http(s) URL, file: URL, absolute path, or a location relative to the cache's baseUrl. */
   url: string;
   sha256: string;
   size?: number;
@@ -40,6 +40,11 @@ export interface ImageCacheOptions {
   inUse?: (imageId: string) => boolean;
   /** Headers for an http(s) fetch, made per attempt (a cluster signs its fetches from the cloud). */
   requestHeaders?: (url: URL) => Record<string, string> | undefined;
+  /**
+   * What a relative location (`images/<id>?…`, from a cluster with no node-facing URL) is relative
+   * to: the URL of the cluster this node joined. Without it a relative location is refused.
+   */
+  baseUrl?: string;
 }
 
 export class ImageFetchError extends Error {
@@ -98,8 +103,9 @@ export class ImageCache {
   }
 
   /** Returns the path of the cached image, fetching and verifying it first if needed. */
-  async ensure(image: ImageSource, onProgress?: (p: ImageFetchProgress) => void): Promise<string> {
-    validateSource(image);
+  async ensure(source: ImageSource, onProgress?: (p: ImageFetchProgress) => void): Promise<string> {
+    validateSource(source);
+    const image = { ...source, url: resolveLocation(source, this.opts.baseUrl) };
     await this.init();
     const sha256 = image.sha256.toLowerCase();
     const running = this.inFlight.get(image.id);
@@ -251,6 +257,18 @@ function validateSource(image: ImageSource): void {
   // The id names files in the cache directory.
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(image.id)) throw new ImageFetchError(image.id, 'image id is not a plain name');
   if (!/^[0-9a-fA-F]{64}$/.test(image.sha256)) throw new ImageFetchError(image.id, 'sha256 must be 64 hex digits');
+}
+
+/** Absolute locations as they are; a relative one joined to `baseUrl` (a directory: its path ends in `/`). */
+function resolveLocation(image: ImageSource, baseUrl: string | undefined): string {
+  const location = image.url;
+  if (/^[a-z][a-z0-9+.-]*:/i.test(location) || isAbsolute(location)) return location;
+  if (!baseUrl) throw new ImageFetchError(image.id, `unsupported image location ${location}: it is relative and this node has no cluster to resolve it against`);
+  const resolved = new URL(location, baseUrl.replace(/\/*$/, '/'));
+  if (resolved.protocol !== 'http:' && resolved.protocol !== 'https:') {
+    throw new ImageFetchError(image.id, `image location ${location} resolves to ${resolved.href}, which is not an http(s) URL`);
+  }
+  return resolved.href;
 }
 
 async function openSource(image: ImageSource, requestHeaders?: ImageCacheOptions['requestHeaders']): Promise<{ body: Readable; totalBytes?: number }> {

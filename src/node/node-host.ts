@@ -30,6 +30,8 @@ export interface NodeHostOptions {
   netns?: string;
   /** Kernel for the KVM probe; the newest /boot/vmlinuz-* or the default guest image's kernel by default. */
   probeKernel?: string;
+  /** The URL of the cluster this node joined: relative image locations are fetched from there. */
+  clusterUrl?: string;
 }
 
 export interface NodeHost {
@@ -70,7 +72,7 @@ export async function startNodeHost(opts: NodeHostOptions): Promise<NodeHost> {
     }
 
     const imageUsers: NodeAgent[] = [];
-    const imageCache = new ImageCache(join(nodeDir, 'images'), { inUse: (id) => imageUsers.some((a) => a.imageInUse(id)) });
+    const imageCache = new ImageCache(join(nodeDir, 'images'), { inUse: (id) => imageUsers.some((a) => a.imageInUse(id)), baseUrl: opts.clusterUrl });
     const networkDir = join(nodeDir, 'network');
     const networks = new Map<string, NodeNetwork>();
     const networkFor = (zone: string, cidr: string) => {

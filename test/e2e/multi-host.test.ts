@@ -6,8 +6,11 @@
 // cloud's EC2 endpoint through a unix-socket forwarder running inside the cloud namespace, so all
 // traffic stays inside the namespaces. Image files travel cloud → cluster → node over HTTP: the
 // cloud serves them to clusters at 192.168.250.1 (cluster b routes there through its own link).
-// Zone b runs the power-save policy: its operator's sleep and wake commands take the node's link
-// down and up (a suspended host does not answer either). Needs root; skipped otherwise.
+// Cluster a listens on a wildcard with no --node-url (its nodes fetch images at the cluster URL
+// they joined with); cluster b is given its --node-url. Nodes report their MAC (na2 is told it
+// with --mac). Zone b runs the power-save policy: its operator's sleep and wake commands take the
+// node's link down and up (a suspended host does not answer either), and the wake command gets
+// the node's MAC. Needs root; skipped otherwise.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -25,6 +28,7 @@ const ZONE_CIDR = '10.1.0.0/16'; // both zones use the same instance range
 const CLUSTER_PORT = 8774;
 const NODE_PORT = 8775;
 const CLOUD_PORT = 8773;
+const NA2_MAC = '02:00:00:00:0a:02';
 
 const hosts = new TestHosts({ prefix: 'ibt', startTimeoutMs: 90_000, pollMs: 250 });
 const tag = hosts.tag;
@@ -38,6 +42,11 @@ const NS = {
 };
 const admin = (...args: string[]) => hosts.admin(...args);
 const waitFor = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs?: number) => hosts.waitFor(what, probe, timeoutMs);
+
+/** The MAC of a device in a namespace, as the kernel has it. */
+async function deviceMac(ns: string, dev: string): Promise<string> {
+  return (JSON.parse(await must('ip', ['-n', ns, '-j', 'link', 'show', 'dev', dev])) as Array<{ address: string }>)[0]!.address;
+}
 
 async function imageFile(name: string, bytes: number) {
   const data = randomBytes(bytes);
@@ -82,28 +91,30 @@ describe('roles on separate hosts (network namespaces)', { skip }, () => {
     const powerScript = join(work, 'power.sh');
     await writeFile(powerScript, [
       '#!/bin/sh',
-      `echo "$1 $2" >> ${join(work, 'power.log')}`,
+      `echo "$*" >> ${join(work, 'power.log')}`,
       `if [ "$1" = sleep ]; then state=down; else state=up; fi`,
       `exec ip netns exec ${NS.nodeB1} ip link set ${tag}b1 "$state"`,
       '',
     ].join('\n'), { mode: 0o755 });
-    const powerSave = ['--policy', 'power-save', '--idle-threshold', '2', '--sleep-command', `sh ${powerScript} sleep {node}`, '--wake-command', `sh ${powerScript} wake {node}`];
-    for (const [zone, ns, url, policy] of [
-      [`${REGION}a`, NS.clusterA, 'http://192.168.250.2', ['--policy', 'greedy']], [`${REGION}b`, NS.clusterB, 'http://192.168.250.6', powerSave],
+    const powerSave = ['--policy', 'power-save', '--idle-threshold', '2', '--sleep-command', `sh ${powerScript} sleep {node}`, '--wake-command', `sh ${powerScript} wake {node} {mac}`];
+    for (const [zone, ns, url, policy, nodeUrl] of [
+      [`${REGION}a`, NS.clusterA, 'http://192.168.250.2', ['--policy', 'greedy'], undefined],
+      [`${REGION}b`, NS.clusterB, 'http://192.168.250.6', powerSave, `http://172.30.0.1:${CLUSTER_PORT}`],
     ] as const) {
       const added = await hosts.addCluster(`cluster ${zone}`, ns, {
         zone, cidr: ZONE_CIDR, url: `${url}:${CLUSTER_PORT}`, dir: join(work, `cluster-${zone}`),
-        listen: `0.0.0.0:${CLUSTER_PORT}`, nodeUrl: `http://172.30.0.1:${CLUSTER_PORT}`, policy,
+        listen: `0.0.0.0:${CLUSTER_PORT}`, nodeUrl, policy,
       });
       assert.equal(added.cluster.zone, zone);
     }
 
     // Nodes join with one-time tokens from the cloud.
-    for (const [name, ns, zone, ip] of [
-      ['na1', NS.nodeA1, `${REGION}a`, '172.30.0.11'], ['na2', NS.nodeA2, `${REGION}a`, '172.30.0.12'], ['nb1', NS.nodeB1, `${REGION}b`, '172.30.0.11'],
+    for (const [name, ns, zone, ip, args] of [
+      ['na1', NS.nodeA1, `${REGION}a`, '172.30.0.11', []], ['na2', NS.nodeA2, `${REGION}a`, '172.30.0.12', ['--mac', NA2_MAC.toUpperCase()]],
+      ['nb1', NS.nodeB1, `${REGION}b`, '172.30.0.11', []],
     ] as const) {
       nodeIds[name] = await hosts.joinNode(name, ns, {
-        zone, clusterUrl: `http://172.30.0.1:${CLUSTER_PORT}`, dataDir: join(work, `node-${name}`), listen: `${ip}:${NODE_PORT}`, driver: 'fake',
+        zone, clusterUrl: `http://172.30.0.1:${CLUSTER_PORT}`, dataDir: join(work, `node-${name}`), listen: `${ip}:${NODE_PORT}`, driver: 'fake', args: [...args],
       });
     }
 
@@ -130,6 +141,12 @@ describe('roles on separate hosts (network namespaces)', { skip }, () => {
       return list.length === 3 && list.every((n) => n.state === 'up' || (n.name === 'nb1' && n.state === 'asleep')) ? list : undefined;
     });
     assert.deepEqual(nodes.map((n) => [n.zone, n.name]).sort(), [[`${REGION}a`, 'na1'], [`${REGION}a`, 'na2'], [`${REGION}b`, 'nb1']]);
+    // Each node's MAC: that of the link carrying its advertised address, or the one it was given.
+    const macOf = (name: string) => nodes.find((n) => n.name === name)!.mac;
+    assert.equal(macOf('na1'), await deviceMac(NS.nodeA1, `${tag}a1`));
+    assert.equal(macOf('nb1'), await deviceMac(NS.nodeB1, `${tag}b1`));
+    assert.equal(macOf('na2'), NA2_MAC);
+    assert.match(await hosts.adminText('node', 'list', '--zone', `${REGION}a`), new RegExp(`${nodeIds.na2}.*${NA2_MAC}`));
     const zones = await ec2.send(new DescribeAvailabilityZonesCommand({}));
     assert.deepEqual(zones.AvailabilityZones!.map((z) => z.ZoneName).sort(), [`${REGION}a`, `${REGION}b`]);
   });
@@ -164,6 +181,10 @@ describe('roles on separate hosts (network namespaces)', { skip }, () => {
     assert.equal(await pings(NS.cloud, nodeIp), false, 'the cloud has no route to the node');
     // The cluster fetched the image from the cloud over HTTP (a copy in its relay cache), not from a shared disk.
     assert.ok(existsSync(join(work, `cluster-${REGION}a`, 'images', `${imageId}.img`)), 'the image is in the relay cache of cluster a');
+    // Cluster a has no --node-url: the node fetched it from the relay at the cluster URL it joined with.
+    const nodeName = nodeIp === '172.30.0.11' ? 'na1' : 'na2';
+    const cached = JSON.parse(await readFile(join(work, `node-${nodeName}`, 'node', 'images', `${imageId}.json`), 'utf8'));
+    assert.ok(cached.url.startsWith(`http://172.30.0.1:${CLUSTER_PORT}/images/${imageId}?`), cached.url);
     await ec2.send(new TerminateInstancesCommand({ InstanceIds: [instance.InstanceId!] }));
     await waitFor('termination', async () => {
       const d = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [instance.InstanceId!] }));
@@ -196,7 +217,7 @@ describe('roles on separate hosts (network namespaces)', { skip }, () => {
     const instance = await launchAndWait(`${REGION}b`);
     assert.equal((await busyNode(`${REGION}b`)).id, nodeIds.nb1);
     const log = (await readFile(join(work, 'power.log'), 'utf8')).trim().split('\n');
-    assert.deepEqual(log.slice(-2), ['sleep nb1', 'wake nb1']);
+    assert.deepEqual(log.slice(-2), ['sleep nb1', `wake nb1 ${await deviceMac(NS.nodeB1, `${tag}b1`)}`]);
     assert.equal((await nodeB()).state, 'up');
     await ec2.send(new TerminateInstancesCommand({ InstanceIds: [instance.InstanceId!] }));
   });

@@ -157,24 +157,25 @@ export class TestHosts {
 
   /**
    * The operator adds a cluster (`admin cluster add`) and starts it in `ns` with the secret the
-   * cloud printed; resolves with what `cluster add` answered once the cluster is up.
+   * cloud printed; resolves with what `cluster add` answered once the cluster is up. Without
+   * `nodeUrl` the cluster gets no --node-url (nodes fetch images at the URL they joined with).
    */
-  async addCluster(name: string, ns: string, c: { zone: string; cidr: string; url: string; dir: string; nodeUrl: string; listen: string; policy: readonly string[] }): Promise<any> {
+  async addCluster(name: string, ns: string, c: { zone: string; cidr: string; url: string; dir: string; nodeUrl?: string; listen: string; policy: readonly string[] }): Promise<any> {
     const added = await this.admin('cluster', 'add', '--zone', c.zone, '--url', c.url, '--cidr', c.cidr);
     await mkdir(c.dir, { recursive: true, mode: 0o700 });
     await writeFile(join(c.dir, 'cloud-secret'), `${added.secret}\n`, { mode: 0o600 });
     await this.startRole(name, ns, ['cluster', '--zone', c.zone, '--cidr', c.cidr, '--data-dir', c.dir, '--listen', c.listen,
-      '--cloud-secret-file', join(c.dir, 'cloud-secret'), '--node-url', c.nodeUrl, ...c.policy], /cluster controller of zone/);
+      '--cloud-secret-file', join(c.dir, 'cloud-secret'), ...(c.nodeUrl ? ['--node-url', c.nodeUrl] : []), ...c.policy], /cluster controller of zone/);
     return added;
   }
 
-  /** A node joins `zone` at `clusterUrl` with a one-time token from the cloud; resolves with its node id. */
-  async joinNode(name: string, ns: string, n: { zone: string; clusterUrl: string; dataDir: string; listen: string; driver: string },
+  /** A node joins `zone` at `clusterUrl` with a one-time token from the cloud (`args`: more flags); resolves with its node id. */
+  async joinNode(name: string, ns: string, n: { zone: string; clusterUrl: string; dataDir: string; listen: string; driver: string; args?: string[] },
     env: Record<string, string> = {}): Promise<string> {
     const { token } = await this.admin('node', 'token', '--zone', n.zone, '--ttl', '600');
     this.nodeDataDirs.push(n.dataDir);
     const node = await this.startRole(`node ${name}`, ns, ['node', '--join', n.clusterUrl, '--token', token, '--data-dir', n.dataDir,
-      '--listen', n.listen, '--driver', n.driver, '--name', name], /Ironbark node nd-[0-9a-f]+ of zone/, env);
+      '--listen', n.listen, '--driver', n.driver, '--name', name, ...(n.args ?? [])], /Ironbark node nd-[0-9a-f]+ of zone/, env);
     return /Ironbark node (nd-[0-9a-f]+)/.exec(node.output())![1]!;
   }
 

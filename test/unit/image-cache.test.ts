@@ -152,7 +152,27 @@ describe('ImageCache', () => {
     const byUrl = await cache.ensure({ id: 'emi-url', url: pathToFileURL(file).href, sha256: sha256(bytes) });
     assert.deepEqual(await readFile(byPath), bytes);
     assert.deepEqual(await readFile(byUrl), bytes);
-    await assert.rejects(cache.ensure({ id: 'emi-rel', url: 'relative/path.img', sha256: sha256(bytes) }), ImageFetchError);
+    await assert.rejects(cache.ensure({ id: 'emi-rel', url: 'relative/path.img', sha256: sha256(bytes) }), /relative and this node has no cluster/);
+  });
+
+  test('fetches a relative location from the cluster URL it is given, keeping absolute ones as they are', async () => {
+    // What a cluster with no node-facing URL hands out: its relay path and signed query, relative.
+    const bytes = imageBytes('relative', 40_000);
+    images.set('cluster-a/images/emi-relayed?src=%2Fimg&sig=abc', bytes);
+    const absolute = serve('emi-absolute');
+    const cache = freshCache({ baseUrl: `${base}/cluster-a` });
+    const path = await cache.ensure({ id: 'emi-relayed', url: 'images/emi-relayed?src=%2Fimg&sig=abc', sha256: sha256(bytes) });
+    assert.deepEqual(await readFile(path), bytes);
+    assert.equal(requests.get('cluster-a/images/emi-relayed?src=%2Fimg&sig=abc'), 1);
+    assert.equal((await cache.list()).find((i) => i.id === 'emi-relayed')?.url, `${base}/cluster-a/images/emi-relayed?src=%2Fimg&sig=abc`);
+    // Absolute URLs and paths do not move.
+    assert.deepEqual(await readFile(await cache.ensure({ id: 'emi-absolute', url: absolute.url, sha256: absolute.sha256 })), absolute.bytes);
+    const file = join(root, 'beside-relative.raw');
+    await writeFile(file, bytes);
+    assert.deepEqual(await readFile(await cache.ensure({ id: 'emi-local', url: file, sha256: sha256(bytes) })), bytes);
+    // A relative location that the base does not make http(s) is refused.
+    const fileBased = freshCache({ baseUrl: pathToFileURL(root).href });
+    await assert.rejects(fileBased.ensure({ id: 'emi-relayed', url: 'images/emi-relayed', sha256: sha256(bytes) }), /not an http\(s\) URL/);
   });
 
   test('evict removes an image; trimming drops the least recently used first', async () => {

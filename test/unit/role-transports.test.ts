@@ -26,6 +26,7 @@ import { JoinedNodes } from '../../src/cluster/joined-nodes.ts';
 import { mintJoinToken } from '../../src/cluster/join-tokens.ts';
 import { joinCluster, loadMembership, saveMembership, sayHello, MEMBERSHIP_FILE } from '../../src/node/cluster-membership.ts';
 import { ClusterController } from '../../src/cluster/cluster-controller.ts';
+import { expandPowerCommand } from '../../src/cluster/power.ts';
 import { NodeAgent } from '../../src/node/node-agent.ts';
 import { FakeDriver } from '../../src/node/fake-driver.ts';
 import { ImageCache } from '../../src/node/image-cache.ts';
@@ -268,7 +269,14 @@ describe('ClusterApi over HTTP', () => {
     const image = await imageFile('ami', 256);
     const s = spec(zone, kernel, image);
     assert.deepEqual(await client.runInstances([s]), [{ instanceId: s.instanceId, nodeId: 'nd-1' }]);
-    assert.deepEqual(cluster.runs.at(-1), [s]);
+    // No node-facing URL: the images are relayed at locations relative to the cluster's URL.
+    const relayed = cluster.runs.at(-1)![0]!;
+    assert.deepEqual({ ...relayed, kernel: { ...relayed.kernel, url: kernel.url }, root: { ...relayed.root, url: image.url } }, s);
+    assert.match(relayed.root.url, new RegExp(`^images/${image.id}\\?src=`));
+    assert.match(relayed.kernel.url, new RegExp(`^images/${kernel.id}\\?src=`));
+    const res = await fetch(new URL(relayed.root.url, `${url}/`));
+    assert.equal(res.status, 200);
+    assert.deepEqual(Buffer.from(await res.arrayBuffer()), await readFile(image.url));
     assert.equal(await client.consoleOutput('i-0000000000000000a'), 'console of i-0000000000000000a\nline 2\n');
     assert.deepEqual((await client.describeInstances()).map((i) => [i.instanceId, i.state, i.nodeId]), [['i-0000000000000000a', 'running', 'nd-1']]);
     await client.startInstance('i-0000000000000000a');
@@ -304,7 +312,7 @@ describe('ClusterApi over HTTP', () => {
 
     it('admits a node with a good token, persists it privately and hands it to the cluster', async () => {
       const { token } = mintJoinToken(cloudSecret, zone, 600);
-      const m = await joinCluster({ clusterUrl: url, token, url: nodeUrl, name: 'host-a' });
+      const m = await joinCluster({ clusterUrl: url, token, url: nodeUrl, name: 'host-a', mac: '52:54:00:AB:CD:01' });
       nodeId = m.nodeId;
       assert.match(m.nodeId, /^nd-[0-9a-f]{12}$/);
       assert.equal(m.zone, zone);
@@ -315,11 +323,13 @@ describe('ClusterApi over HTTP', () => {
       await waitFor(() => cluster.nodes.has(m.nodeId));
       const reg = cluster.nodes.get(m.nodeId)!;
       assert.equal(reg.address, 'http://127.0.0.1:1');
+      assert.equal(reg.mac, '52:54:00:ab:cd:01', 'the MAC the node told, canonical');
       assert.ok(reg.client instanceof NodeHttpClient);
       // Persisted 0600, and found again by a restarted cluster.
       assert.equal((await stat(joined.file)).mode & 0o777, 0o600);
       const reopened = await JoinedNodes.open(joined.file);
       assert.equal(reopened.secretOf(m.nodeId), m.secret);
+      assert.equal(reopened.get(m.nodeId)!.mac, '52:54:00:ab:cd:01');
       // The node keeps its membership 0600 too.
       await saveMembership(nodeDir(), m);
       assert.equal((await stat(join(nodeDir(), MEMBERSHIP_FILE))).mode & 0o777, 0o600);
@@ -345,23 +355,35 @@ describe('ClusterApi over HTTP', () => {
       const stretched = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(claims!, 'base64url').toString()), e: Date.now() + 60_000 })).toString('base64url');
       await rejectsWithCode(joinCluster({ clusterUrl: url, token: `${p}.${stretched}.${sig}`, url: 'http://127.0.0.1:3' }), 'AuthFailure');
       await rejectsWithCode(joinCluster({ clusterUrl: url, token: mintJoinToken(cloudSecret, zone).token, url: 'ftp://x' }), 'InvalidParameterValue');
+      const badMac = await rejectsWithCode(joinCluster({ clusterUrl: url, token: mintJoinToken(cloudSecret, zone).token, url: 'http://127.0.0.1:3', mac: '52:54:00:ab:cd' }), 'InvalidParameterValue');
+      assert.match(badMac.message, /six hex pairs/);
       assert.equal(joined.list().length, count, 'no refused join added a node');
       const refusals = log.lines.slice(before).filter((l) => l.level === 'warn' && l.msg.startsWith('refused node join'));
       assert.deepEqual(refusals.map((l) => l.fields.reason), ['reused', 'expired', 'bad-signature', 'wrong-zone', 'malformed', 'bad-signature']);
     });
 
-    it('lets a member say hello with its secret to update its address', async () => {
+    it('lets a member say hello with its secret to update its address and MAC', async () => {
       const m = (await loadMembership(nodeDir()))!;
       await sayHello(m, 'http://127.0.0.1:4');
       assert.equal(joined.get(m.nodeId)!.url, 'http://127.0.0.1:4');
       assert.equal(cluster.nodes.get(m.nodeId)!.address, 'http://127.0.0.1:4');
+      assert.equal(cluster.nodes.get(m.nodeId)!.mac, '52:54:00:ab:cd:01', 'a hello without a MAC keeps the last one');
+      await sayHello(m, 'http://127.0.0.1:4', '52-54-00-ab-cd-02');
+      assert.equal(joined.get(m.nodeId)!.mac, '52:54:00:ab:cd:02');
+      assert.equal(cluster.nodes.get(m.nodeId)!.mac, '52:54:00:ab:cd:02');
+      assert.equal((await JoinedNodes.open(joined.file)).get(m.nodeId)!.mac, '52:54:00:ab:cd:02');
+      await rejectsWithCode(sayHello(m, 'http://127.0.0.1:4', 'not-a-mac'), 'InvalidParameterValue');
       await rejectsWithCode(sayHello({ ...m, secret: newPeerSecret() }, 'http://127.0.0.1:5'), 'AuthFailure');
     });
 
     it('lists joined nodes to the cloud without their secrets', async () => {
       const nodes = await client.listJoinedNodes();
-      assert.ok(nodes.some((n) => n.id === nodeId && n.name === 'host-a'));
+      assert.ok(nodes.some((n) => n.id === nodeId && n.name === 'host-a' && n.mac === '52:54:00:ab:cd:02'));
       assert.ok(nodes.every((n) => !('secret' in n)));
+      // A node that told no MAC, or loopback's all-zero one, has none.
+      const loopback = await joinCluster({ clusterUrl: url, token: mintJoinToken(cloudSecret, zone).token, url: 'http://127.0.0.1:6', mac: '00:00:00:00:00:00' });
+      const listed = (await client.listJoinedNodes()).find((n) => n.id === loopback.nodeId)!;
+      assert.equal('mac' in listed, false);
     });
 
     it('revokes a node: the cluster forgets its secret and the node, and its calls fail', async () => {
@@ -485,11 +507,11 @@ describe('cluster admin API', () => {
     const minted = await call('POST', '/clusters/test-1d/node-tokens', { ttlSeconds: 120 });
     assert.equal(minted.status, 201);
     assert.match(minted.json.token, /^ibj1\./);
-    const m = await joinCluster({ clusterUrl, token: minted.json.token, url: 'http://127.0.0.1:7', name: 'host-d' });
+    const m = await joinCluster({ clusterUrl, token: minted.json.token, url: 'http://127.0.0.1:7', name: 'host-d', mac: '52:54:00:00:0d:01' });
     await rejectsWithCode(joinCluster({ clusterUrl, token: minted.json.token, url: 'http://127.0.0.1:7' }), 'AuthFailure');
     await waitFor(() => cluster.nodes.has(m.nodeId));
     const nodes = await call('GET', '/clusters/test-1d/nodes');
-    assert.deepEqual(nodes.json.nodes.map((n: any) => [n.id, n.name, n.url, n.state]), [[m.nodeId, 'host-d', 'http://127.0.0.1:7', 'up']]);
+    assert.deepEqual(nodes.json.nodes.map((n: any) => [n.id, n.name, n.url, n.mac, n.state]), [[m.nodeId, 'host-d', 'http://127.0.0.1:7', '52:54:00:00:0d:01', 'up']]);
     assert.equal((await call('DELETE', `/clusters/test-1d/nodes/${m.nodeId}`)).json.deleted, m.nodeId);
     assert.equal(joined.secretOf(m.nodeId), undefined);
     assert.deepEqual((await call('GET', '/clusters/test-1d/nodes')).json.nodes, []);
@@ -513,7 +535,7 @@ describe('cluster admin API', () => {
 // ---- a launch through the real cluster controller and node agent --------------------------------
 
 describe('real cluster controller and node agent over HTTP', () => {
-  it('joins a node agent, places an instance on it and runs it from images relayed by the cluster', async () => {
+  it('joins a node agent with its MAC, places an instance on it and runs it from images relayed at locations relative to the cluster', async () => {
     const zone = 'test-1g';
     const cloudSecret = newPeerSecret();
     const log = pino({ level: 'silent' });
@@ -522,7 +544,8 @@ describe('real cluster controller and node agent over HTTP', () => {
     const joined = await JoinedNodes.open(join(root, 'cluster-g', 'nodes.json'));
     const holder: { listener?: http.RequestListener } = {};
     const clusterUrl = await serveListener((req, res) => holder.listener!(req, res));
-    holder.listener = createClusterHttpServer({ cluster: controller, cloudSecret, joined, log, nodeFacingUrl: clusterUrl, imageCacheDir: join(root, 'relay-g') }).listener;
+    // No node-facing URL: the node resolves image locations against the cluster URL it joined with.
+    holder.listener = createClusterHttpServer({ cluster: controller, cloudSecret, joined, log, imageCacheDir: join(root, 'relay-g') }).listener;
 
     // The node listens first (the cluster polls it as soon as it joined), then joins.
     const nodeDir = join(root, 'node-g');
@@ -530,8 +553,9 @@ describe('real cluster controller and node agent over HTTP', () => {
     let agent: NodeAgent | undefined;
     const proxy = new Proxy({} as NodeApi, { get: (_t, name) => (...args: unknown[]) => (agent as any)[name](...args) });
     const nodeUrl = await serveApp(createNodeHttpApp({ agent: proxy, identity: () => identity.current, log }));
-    const m = await joinCluster({ clusterUrl, token: mintJoinToken(cloudSecret, zone).token, url: nodeUrl });
-    agent = new NodeAgent({ nodeId: m.nodeId, stateDir: nodeDir, driver: new FakeDriver(), imageCache: new ImageCache(join(nodeDir, 'images')), capacity: { cores: 2, memoryMiB: 2048, diskGiB: 20 } });
+    const m = await joinCluster({ clusterUrl, token: mintJoinToken(cloudSecret, zone).token, url: nodeUrl, mac: '52:54:00:00:0a:01' });
+    const imageCache = new ImageCache(join(nodeDir, 'images'), { baseUrl: m.clusterUrl });
+    agent = new NodeAgent({ nodeId: m.nodeId, stateDir: nodeDir, driver: new FakeDriver(), imageCache, capacity: { cores: 2, memoryMiB: 2048, diskGiB: 20 } });
     await agent.recover();
     identity.current = { nodeId: m.nodeId, secret: m.secret };
 
@@ -542,6 +566,13 @@ describe('real cluster controller and node agent over HTTP', () => {
     const s = spec(zone, kernel, image);
     assert.deepEqual(await cloud.runInstances([s]), [{ instanceId: s.instanceId, nodeId: m.nodeId }]);
     await waitFor(async () => (await cloud.describeInstances()).some((i) => i.instanceId === s.instanceId && i.state === 'running'), 'the instance to run');
+    // The node fetched both images from the cluster's relay, at the cluster URL it joined with.
+    const cached = await imageCache.list();
+    assert.deepEqual(cached.map((i) => i.id).sort(), [kernel.id, image.id].sort());
+    assert.ok(cached.every((i) => i.url.startsWith(`${clusterUrl}/images/`)), JSON.stringify(cached.map((i) => i.url)));
+    // The registry has the MAC the node told, and the power-save wake command gets it.
+    const view = controller.registry.views().find((v) => v.id === m.nodeId)!;
+    assert.equal(expandPowerCommand('wakeonlan {mac}', view), "wakeonlan '52:54:00:00:0a:01'");
     // Three more do not fit on two cores: the scheduler's refusal reaches the cloud with its code.
     await rejectsWithCode(cloud.runInstances([spec(zone, kernel, image), spec(zone, kernel, image), spec(zone, kernel, image)]), 'InsufficientInstanceCapacity');
     assert.match(await cloud.consoleOutput(s.instanceId), /./);
