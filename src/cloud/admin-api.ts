@@ -49,7 +49,7 @@ import {
 } from '../auth/identities.ts';
 import { createAccountWithDefaults } from './provision.ts';
 import { DEFAULT_INSTANCE_TYPE, listVmTypes, setVmType } from './vm-types.ts';
-import { deleteQuotas, getQuotas, isQuotaName, QUOTA_NAMES, setQuota, type QuotaName, type QuotaView } from './quotas.ts';
+import { deleteQuotas, getQuotas, isQuotaName, QUOTA_NAMES, setQuota, STATES_HOLDING_RESOURCES, type QuotaName, type QuotaView } from './quotas.ts';
 import { cloudAdminAccountId, requireCloudAdmin, type AdminEnv } from './admin-auth.ts';
 
 export interface AdminApiDeps {
@@ -189,9 +189,6 @@ function notPermitted(message: string): Ec2Error {
 
 // ---- usage ------------------------------------------------------------------------------------
 
-/** Instances in these states hold their cores and memory on a node; stopped ones do not. */
-const STATES_HOLDING_RESOURCES = new Set(['pending', 'running', 'stopping', 'shutting-down']);
-
 interface AccountUsage {
   accountId: string;
   accountName: string;
@@ -235,6 +232,7 @@ async function usageOf(db: Db | Tx, accounts: AccountsTable[]): Promise<AccountU
       usage.instances.live += n;
       usage.instances.byState[r.state] = (usage.instances.byState[r.state] ?? 0) + n;
       usage.instances.byType[r.instance_type] = (usage.instances.byType[r.instance_type] ?? 0) + n;
+      // Counted as the quotas count them (quotas.ts): stopped instances hold no cores or memory.
       if (STATES_HOLDING_RESOURCES.has(r.state)) {
         usage.coresInUse += n * Number(r.cores ?? 0);
         usage.memoryMiBInUse += n * Number(r.memory_mib ?? 0);

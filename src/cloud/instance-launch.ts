@@ -15,7 +15,7 @@ import { DEFAULT_INSTANCE_TYPE, findVmType, listVmTypes } from './vm-types.ts';
 import { findVisibleImage, imageRefFor } from './images.ts';
 import { defaultVpcId } from './account-setup.ts';
 import { resolveSecurityGroups, defaultSecurityGroup } from './security-groups.ts';
-import { maxInstances } from './quotas.ts';
+import { launchableCount } from './quotas.ts';
 import { isUsableAddress, macForInstance, pickFreeAddresses, privateDnsName } from './ip-allocation.ts';
 import { parseIpv4Address } from './cidr.ts';
 import { reservationsOf, type SecurityGroupRef } from './instance-view.ts';
@@ -70,6 +70,15 @@ interface LaunchPlan {
   clientToken?: string;
   requestHash: string;
   disableApiTermination: boolean;
+  shutdownBehavior: ShutdownBehavior;
+}
+
+/** What an instance does when its guest powers itself off (RunInstances' InstanceInitiatedShutdownBehavior). */
+export type ShutdownBehavior = 'stop' | 'terminate';
+
+export function checkShutdownBehavior(value: unknown): ShutdownBehavior {
+  if (value === 'stop' || value === 'terminate') return value;
+  throw new Ec2Error('InvalidParameterValue', `Value (${String(value)}) for parameter instanceInitiatedShutdownBehavior is invalid. Valid values are: stop, terminate.`);
 }
 
 // ---- the view the launch answers with -------------------------------------------------------
@@ -198,12 +207,7 @@ export function createLauncher(deps: LaunchDeps) {
     const key = await keyPair(db, accountId, input.KeyName);
     const userData = checkUserData(input.UserData);
     const tags = tagsFromSpecifications(input.TagSpecifications, ['instance']).get('instance') ?? [];
-    if (input.InstanceInitiatedShutdownBehavior !== undefined && input.InstanceInitiatedShutdownBehavior !== 'stop') {
-      if (input.InstanceInitiatedShutdownBehavior === 'terminate') {
-        throw new Ec2Error('UnsupportedOperation', 'Instances of this cloud stop when they shut themselves down; instanceInitiatedShutdownBehavior terminate is not supported.');
-      }
-      throw new Ec2Error('InvalidParameterValue', `Value (${input.InstanceInitiatedShutdownBehavior}) for parameter instanceInitiatedShutdownBehavior is invalid. Valid values are: stop, terminate.`);
-    }
+    const shutdownBehavior = input.InstanceInitiatedShutdownBehavior === undefined ? 'stop' : checkShutdownBehavior(input.InstanceInitiatedShutdownBehavior);
 
     let subnet: SubnetsTable | undefined;
     let zone = input.Placement?.AvailabilityZone || undefined;
@@ -254,7 +258,7 @@ export function createLauncher(deps: LaunchDeps) {
       plan: {
         accountId, region: ctx.settings.region, min, max, image, kernel, ramdisk, vmType, key, userData,
         groups: groups.map((g) => ({ id: g.id, name: g.name })), vpcId, privateIp, tags, clientToken,
-        requestHash: requestHash(input), disableApiTermination: input.DisableApiTermination === true,
+        requestHash: requestHash(input), disableApiTermination: input.DisableApiTermination === true, shutdownBehavior,
       },
     };
   }
@@ -273,20 +277,17 @@ export function createLauncher(deps: LaunchDeps) {
   }
 
 
-  /** Writes up to MaxCount pending instances in one transaction (or finds the token's earlier ones). */
+  /**
+   * Writes up to MaxCount pending instances in one transaction (or finds the token's earlier ones):
+   * as many as the account's quotas leave room for, and none (an error) when MinCount does not fit.
+   */
   async function writeInstances(ctx: RequestContext, plan: LaunchPlan, zone: string, subnet: SubnetsTable) {
     for (let attempt = 0; ; attempt++) {
       try {
         return await ctx.store.transaction(async (tx) => {
           const earlier = await replayed(tx, plan);
           if (earlier) return { earlier };
-          const { n } = await tx.selectFrom('instances').select((eb) => eb.fn.countAll<number>().as('n'))
-            .where('account_id', '=', plan.accountId).where('state', '!=', 'terminated').executeTakeFirstOrThrow();
-          const room = Math.max(0, await maxInstances(tx, plan.accountId) - Number(n));
-          if (room < plan.min) {
-            throw new Ec2Error('InstanceLimitExceeded', `Your quota allows for ${room} more running instance(s). You requested at least ${plan.min}`);
-          }
-          const count = Math.min(plan.max, room);
+          const count = await launchableCount(tx, plan.accountId, plan.vmType, plan.min, plan.max);
           const used = await tx.selectFrom('instances').select(['private_ip', 'mac'])
             .where('zone', '=', zone).where('private_ip', 'is not', null).execute();
           const usedIps = new Set(used.map((u) => u.private_ip!));
@@ -316,6 +317,7 @@ export function createLauncher(deps: LaunchDeps) {
               security_groups: JSON.stringify(plan.groups), launch_index: i, launch_time: now,
               state: 'pending', state_reason: null, state_changed_at: now, node_id: null,
               disable_api_termination: plan.disableApiTermination ? 1 : 0, status_impaired: 0, accelerator: null,
+              shutdown_behavior: plan.shutdownBehavior,
             });
           }
           for (let i = 0; i < rows.length; i += 200) await tx.insertInto('instances').values(rows.slice(i, i + 200)).execute();

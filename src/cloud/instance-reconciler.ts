@@ -1,7 +1,8 @@
 // Keeps instance rows in step with what the clusters report: pending becomes running once the
 // node runs the VM, stopping becomes stopped, shutting-down becomes terminated (giving up its
-// address), lost or crashed instances say why, and instances on a node that stopped answering are
-// marked impaired. Commands a cluster missed (it was down, the call failed) are sent again.
+// address), a guest that powered itself off stops or terminates its instance as the instance's
+// shutdown behavior says, lost or crashed instances say why, and instances on a node that stopped
+// answering are marked impaired. Commands a cluster missed (it was down, the call failed) are sent again.
 // Every zone is read with one call and written with a few batched statements, so ten thousand
 // instances reconcile in one pass of well under a second.
 import type { Store, Tx } from '../store/store.ts';
@@ -30,11 +31,15 @@ export interface InstanceReconcilerOptions {
   resendAfterMs?: number;
 }
 
-type Row = Pick<InstancesTable, 'id' | 'state' | 'node_id' | 'status_impaired' | 'state_changed_at' | 'accelerator'>;
-
-interface StateChange { from: string; to: string; reason: string | null | undefined; releaseAddress: boolean }
+type Row = Pick<InstancesTable, 'id' | 'state' | 'node_id' | 'status_impaired' | 'state_changed_at' | 'accelerator' | 'shutdown_behavior'>;
 
 type Command = 'start' | 'stop' | 'terminate';
+
+interface StateChange {
+  from: string; to: string; reason: string | null | undefined; releaseAddress: boolean;
+  /** Sent to the cluster for each row this change did move (not for rows an API call moved first). */
+  command?: Command;
+}
 
 const CHUNK = 500;
 
@@ -97,7 +102,7 @@ export class InstanceReconciler {
       // Rows are read before the cluster is asked, so a row the cluster does not report was
       // already there (and, if placed, already on a node) when it answered.
       const rows: Row[] = await this.#store.db.selectFrom('instances')
-        .select(['id', 'state', 'node_id', 'status_impaired', 'state_changed_at', 'accelerator'])
+        .select(['id', 'state', 'node_id', 'status_impaired', 'state_changed_at', 'accelerator', 'shutdown_behavior'])
         .where('zone', '=', zone).execute();
       let reported: ClusterInstanceStatus[];
       try {
@@ -134,7 +139,7 @@ export class InstanceReconciler {
       const present = seen !== undefined && seen.state !== 'terminated';
       const change = this.#nextState(row, present ? seen : undefined, now);
       if (change) {
-        const key = `${change.from}|${change.to}|${change.reason ?? ''}|${change.releaseAddress}`;
+        const key = `${change.from}|${change.to}|${change.reason ?? ''}|${change.releaseAddress}|${change.command ?? ''}`;
         const group = changes.get(key);
         if (group) group.ids.push(row.id); else changes.set(key, { change, ids: [row.id] });
       }
@@ -157,7 +162,11 @@ export class InstanceReconciler {
         if (change.reason !== undefined) set.state_reason = change.reason;
         if (change.releaseAddress) Object.assign(set, { private_ip: null, public_ip: null, status_impaired: 0 });
         // Only rows still in the state this pass saw: an API call in between wins.
-        await chunked(ids, (chunk) => tx.updateTable('instances').set(set).where('id', 'in', chunk).where('state', '=', change.from).execute());
+        await chunked(ids, async (chunk) => {
+          const update = tx.updateTable('instances').set(set).where('id', 'in', chunk).where('state', '=', change.from);
+          if (!change.command) return update.execute();
+          for (const { id } of await update.returning('id').execute()) commands.push({ id, command: change.command });
+        });
       }
       await chunked(impaired, (chunk) => tx.updateTable('instances').set({ status_impaired: 1 }).where('id', 'in', chunk).execute());
       await chunked(healthy, (chunk) => tx.updateTable('instances').set({ status_impaired: 0 }).where('id', 'in', chunk).execute());
@@ -198,7 +207,12 @@ export class InstanceReconciler {
         return undefined;
       case 'running':
         if (!seen) return lost();
-        if (seen.state === 'stopped') return to('stopped', REASONS.instanceShutdown);
+        // Nobody asked for a stop (the row would be stopping): the guest powered itself off.
+        if (seen.state === 'stopped') {
+          return row.shutdown_behavior === 'terminate'
+            ? { ...to('shutting-down', REASONS.instanceShutdown), command: 'terminate' }
+            : to('stopped', REASONS.instanceShutdown);
+        }
         if (seen.state === 'crashed') return to('stopped', REASONS.crashed(seen.reason));
         if (seen.state === 'stopping' || seen.state === 'shutting-down') return to(seen.state, undefined);
         return undefined;

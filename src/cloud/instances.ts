@@ -14,7 +14,8 @@ import { registerSecurityGroupUsageCheck } from './security-groups.ts';
 import { findVmType } from './vm-types.ts';
 import { startUpdateFor } from './instance-update.ts';
 import { ROOT_DEVICE_NAME } from './images.ts';
-import { createLauncher, viewContext, type LaunchDeps } from './instance-launch.ts';
+import { checkShutdownBehavior, createLauncher, viewContext, type LaunchDeps } from './instance-launch.ts';
+import { assertWithinQuotas, STATES_HOLDING_RESOURCES, type QuotaDemand } from './quotas.ts';
 import { REASONS, STATE_CODES, groupsOf, instanceFilters, reservationsOf, stateOf, type InstanceItem, type InstanceState } from './instance-view.ts';
 
 const INSTANCE_ID = /^i-[0-9a-f]{8}([0-9a-f]{9})?$/;
@@ -124,14 +125,17 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
   const runInstances = createLauncher(deps);
 
   /**
-   * Decides every instance's next state first (so one refused instance changes none), writes the
-   * changes in one transaction, then forwards them to the clusters. A cluster that cannot be
-   * reached now is left to the reconciler, which repeats the command when it answers again.
+   * Decides every instance's next state first (so one refused instance changes none), lets
+   * `admit` refuse the whole set (quotas), writes the changes in one transaction, then forwards
+   * them to the clusters. A cluster that cannot be reached now is left to the reconciler, which
+   * repeats the command when it answers again.
    */
-  async function changeStates(ctx: RequestContext, ids: string[], decide: (row: InstancesTable) => Change) {
+  async function changeStates(ctx: RequestContext, ids: string[], decide: (row: InstancesTable) => Change,
+    admit?: (tx: Tx, decided: { row: InstancesTable; change: Change }[]) => Promise<void>) {
     const transitions = await ctx.store.transaction(async (tx) => {
       const rows = await instancesByIds(tx, ctx.caller.accountId, ids);
       const decided = rows.map((row) => ({ row, change: decide(row) }));
+      await admit?.(tx, decided);
       const now = new Date().toISOString();
       const out: Transition[] = [];
       for (const { row, change } of decided) {
@@ -190,6 +194,19 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
         case 'pending': case 'running': return { to: row.state, forward: false };
         default: throw incorrectState(row.id, 'started');
       }
+    }, async (tx, decided) => {
+      // A stopped instance already counts as an instance but holds no cores or memory: starting
+      // it takes them again (with the instance type it has now), so they must fit the quotas.
+      const adding: QuotaDemand = { instances: 0, cores: 0, memoryMiB: 0 };
+      const vmTypes = new Map<string, Awaited<ReturnType<typeof findVmType>>>();
+      for (const { row, change } of decided) {
+        if (STATES_HOLDING_RESOURCES.has(row.state) || !STATES_HOLDING_RESOURCES.has(change.to)) continue;
+        if (!vmTypes.has(row.instance_type)) vmTypes.set(row.instance_type, await findVmType(tx, row.instance_type));
+        const vmType = vmTypes.get(row.instance_type);
+        adding.cores += vmType?.cores ?? 0;
+        adding.memoryMiB += vmType?.memoryMiB ?? 0;
+      }
+      await assertWithinQuotas(tx, ctx.caller.accountId, adding);
     });
     await forward(transitions, async (cluster, row) => cluster.startInstance(row.id, await startUpdateFor(ctx.store.db, row)));
     return { StartingInstances: stateChanges(transitions) };
@@ -317,9 +334,11 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
           await tx.updateTable('instances').set({ disable_api_termination: flag }).where('id', '=', row!.id).execute();
           return;
         }
-        case 'instanceInitiatedShutdownBehavior':
-          if (value === 'stop') return;
-          throw new Ec2Error('UnsupportedOperation', 'Instances of this cloud stop when they shut themselves down; only the value stop is supported.');
+        case 'instanceInitiatedShutdownBehavior': {
+          const behavior = checkShutdownBehavior(value);
+          await tx.updateTable('instances').set({ shutdown_behavior: behavior }).where('id', '=', row!.id).execute();
+          return;
+        }
         default:
           throw new Ec2Error('UnsupportedOperation', `The instance attribute '${attribute}' cannot be modified in this cloud.`);
       }
@@ -349,7 +368,7 @@ const ATTRIBUTE_READERS: Record<string, (row: InstancesTable) => object> = {
   ramdisk: (r) => ({ RamdiskId: r.ramdisk_id ? { Value: r.ramdisk_id } : {} }),
   userData: (r) => ({ UserData: r.user_data ? { Value: r.user_data } : {} }),
   disableApiTermination: (r) => ({ DisableApiTermination: { Value: r.disable_api_termination === 1 } }),
-  instanceInitiatedShutdownBehavior: () => ({ InstanceInitiatedShutdownBehavior: { Value: 'stop' } }),
+  instanceInitiatedShutdownBehavior: (r) => ({ InstanceInitiatedShutdownBehavior: { Value: r.shutdown_behavior } }),
   rootDeviceName: () => ({ RootDeviceName: { Value: ROOT_DEVICE_NAME } }),
   blockDeviceMapping: () => ({ BlockDeviceMappings: [] }),
   productCodes: () => ({ ProductCodes: [] }),

@@ -185,4 +185,12 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0004-shutdown-behavior': {
+    async up(db: Kysely<any>) {
+      // InstanceInitiatedShutdownBehavior: instances launched before it existed stop, as they always did.
+      await db.schema.alterTable('instances')
+        .addColumn('shutdown_behavior', text, (c) => c.notNull().defaultTo('stop'))
+        .execute();
+    },
+  },
 };

@@ -181,6 +181,7 @@ export interface InstancesTable {
   disable_api_termination: number;
   status_impaired: number;
   accelerator: string | null;
+  shutdown_behavior: string;    // stop | terminate: what a guest powering itself off leads to
 }
 
 export interface ClustersTable {

@@ -200,7 +200,7 @@ test('usage per account and for one account', async () => {
     image_id: 'ami-00000000', kernel_id: null, ramdisk_id: null, instance_type: 'c1.medium', zone: 'ironbark-1a', vpc_id: 'vpc-0',
     subnet_id: 'subnet-0', private_ip: null, public_ip: null, mac: 'd0:0d:00:00:00:02', key_name: null, user_data: null,
     security_groups: '[]', launch_index: 0, launch_time: now, state: 'running', state_reason: null, state_changed_at: now,
-    node_id: null, disable_api_termination: 0, status_impaired: 0, accelerator: null,
+    node_id: null, disable_api_termination: 0, status_impaired: 0, accelerator: null, shutdown_behavior: 'stop',
   }).execute();
 
   const all = await ok(['usage']);

@@ -102,7 +102,7 @@ async function insertInstance(accountId: string, state: string, type = 'm1.small
     kernel_id: null, ramdisk_id: null, instance_type: type, zone: `${REGION}a`, vpc_id: 'vpc-0', subnet_id: 'subnet-0',
     private_ip: null, public_ip: null, mac: 'd0:0d:00:00:00:01', key_name: null, user_data: null, security_groups: '[]',
     launch_index: 0, launch_time: now, state, state_reason: null, state_changed_at: now, node_id: null,
-    disable_api_termination: 0, status_impaired: 0, accelerator: null,
+    disable_api_termination: 0, status_impaired: 0, accelerator: null, shutdown_behavior: 'stop',
   }).execute();
   return id;
 }

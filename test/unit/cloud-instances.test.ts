@@ -1,10 +1,15 @@
 // Instances through their operation handlers and an in-memory cluster: RunInstances' checks,
-// addresses, ClientToken, capacity fallback and quota; Describe* with filters and paging;
-// state changes with EC2's codes and errors; attributes; account isolation; the reconciler;
-// and DescribeInstances over 10,000 instances.
+// addresses, ClientToken, capacity fallback and quotas (instances, cores, memory; also at
+// StartInstances); Describe* with filters and paging; state changes with EC2's codes and errors;
+// attributes; account isolation; the reconciler; the instance-initiated shutdown behavior (also
+// through a real cluster controller and node agent on the fake driver); and DescribeInstances over
+// 10,000 instances. The quota and shutdown-behavior suites run on every store back-end.
 import { describe, it, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { openStore, type Store } from '../../src/store/store.ts';
 import type { InstancesTable } from '../../src/store/schema.ts';
 import { createAccountWithDefaults, ensureZone } from '../../src/cloud/provision.ts';
@@ -19,7 +24,12 @@ import { quotaSettingKey } from '../../src/cloud/quotas.ts';
 import { macForInstance } from '../../src/cloud/ip-allocation.ts';
 import type { OperationTable } from '../../src/cloud/context.ts';
 import type { InstanceSpec } from '../../src/node/node-api.ts';
+import { ClusterController } from '../../src/cluster/cluster-controller.ts';
+import { NodeAgent } from '../../src/node/node-agent.ts';
+import { FakeDriver } from '../../src/node/fake-driver.ts';
+import { ImageCache } from '../../src/node/image-cache.ts';
 import { FakeCluster } from '../helpers/fake-cluster.ts';
+import { storeBackends, type StoreBackend } from '../helpers/stores.ts';
 import { REGION, callOperation, contextFor, expectEc2Error } from '../helpers/handler-context.ts';
 
 const ZONE_A = 'ironbark-1a';
@@ -41,10 +51,12 @@ interface World {
   call(account: string, action: string, input?: object): Promise<any>;
   row(id: string): Promise<InstancesTable | undefined>;
   launch(input?: object, account?: string): Promise<any>;
+  /** Closes the store (and drops a PostgreSQL test database). */
+  close(): Promise<void>;
 }
 
-async function makeWorld(opts: { statusInitializingMs?: number; resendAfterMs?: number; retentionMs?: number } = {}): Promise<World> {
-  const store = await openStore({ url: ':memory:' });
+async function makeWorld(opts: { statusInitializingMs?: number; resendAfterMs?: number; retentionMs?: number; backend?: StoreBackend } = {}): Promise<World> {
+  const { store, dispose } = opts.backend ? await opts.backend.open() : await openStore({ url: ':memory:' }).then((st) => ({ store: st, dispose: () => st.close() }));
   await ensureZone(store, { name: ZONE_A, cidr: '10.1.0.0/16', region: REGION });
   await ensureZone(store, { name: ZONE_B, cidr: '10.2.0.0/16', region: REGION });
   await seedVmTypes(store.db);
@@ -74,7 +86,7 @@ async function makeWorld(opts: { statusInitializingMs?: number; resendAfterMs?: 
   });
   const call = (account: string, action: string, input: object = {}) => callOperation(contextFor(store, account), ops, action, input);
   return {
-    store, A, B, image, clusterA, clusterB, directory, ops, reconciler, call,
+    store, A, B, image, clusterA, clusterB, directory, ops, reconciler, call, close: dispose,
     row: (id) => store.db.selectFrom('instances').selectAll().where('id', '=', id).executeTakeFirst(),
     launch: (input = {}, account = A) => call(account, 'RunInstances', { ImageId: image.imageId, MinCount: 1, MaxCount: 1, Placement: { AvailabilityZone: ZONE_A }, ...input }),
   };
@@ -273,6 +285,112 @@ describe('RunInstances', () => {
     w.clusterA.progress();
     await w.reconciler.reconcileOnce();
     assert.equal((await w.launch()).Instances.length, 1);
+  });
+});
+
+// The quotas and the shutdown behavior run on every store back-end: the quota check locks the
+// account's row on PostgreSQL, and the reconciler reads back which rows a guest power-off moved.
+for (const backend of storeBackends()) describe(`quotas on ${backend.name}`, () => {
+  let w: World;
+  beforeEach(async () => { w = await makeWorld({ backend }); });
+  afterEach(async () => w.close());
+
+  const setQuota = (account: string, name: 'max-instances' | 'max-cores' | 'max-memory-mib', value: number) =>
+    w.store.db.insertInto('settings').values({ key: quotaSettingKey(account, name), value: String(value) }).execute();
+  const rowsOf = (account: string) => w.store.db.selectFrom('instances').select(['id', 'state']).where('account_id', '=', account).execute();
+  const untouched = async (account: string, before: { id: string; state: string }[], runCalls: number) => {
+    assert.deepEqual(await rowsOf(account), before, 'no instance row written or changed');
+    assert.equal(w.clusterA.callsTo('runInstances').length, runCalls, 'the cluster was not asked');
+    assert.equal((await w.store.db.selectFrom('tags').select('key').where('account_id', '=', account).where('resource_type', '=', 'instance').execute()).length, before.length);
+  };
+  const tagged = { TagSpecifications: [{ ResourceType: 'instance', Tags: [{ Key: 'Name', Value: 'x' }] }] };
+
+  it('max-cores refuses a launch whose MinCount does not fit with VcpuLimitExceeded, and launches fewer up to MaxCount when it does', async () => {
+    await setQuota(w.A, 'max-cores', 3);
+    await expectEc2Error(w.launch({ InstanceType: 'c1.medium', MinCount: 2, MaxCount: 2, ...tagged }), 'VcpuLimitExceeded',
+      /^You have requested more vCPU capacity than your current vCPU limit of 3 allows for the instance bucket that the specified instance type belongs to\. 0 vCPUs are in use and the request needs 4 more/);
+    await untouched(w.A, [], 0);
+    // 2 cores each: one of the three fits.
+    const capped = await w.launch({ InstanceType: 'c1.medium', MinCount: 1, MaxCount: 3, ...tagged });
+    assert.equal(capped.Instances.length, 1);
+    const one = await w.launch({ MinCount: 1, MaxCount: 5, ...tagged });
+    assert.equal(one.Instances.length, 1, 'm1.small takes the last core');
+    const before = await rowsOf(w.A);
+    await expectEc2Error(w.launch(tagged), 'VcpuLimitExceeded', /vCPU limit of 3 .* 3 vCPUs are in use and the request needs 1 more/);
+    await untouched(w.A, before, 2);
+    // The other account has no such limit.
+    assert.equal((await w.launch({ InstanceType: 'c1.medium', MinCount: 4, MaxCount: 4 }, w.B)).Instances.length, 4);
+  });
+
+  it('max-memory-mib refuses with InstanceLimitExceeded naming the limit in MiB', async () => {
+    await setQuota(w.A, 'max-memory-mib', 1000);
+    await expectEc2Error(w.launch({ InstanceType: 't2.micro', ...tagged }), 'InstanceLimitExceeded',
+      /^You have requested more memory than your current memory limit of 1000 MiB allows\. 0 MiB are in use and the request needs 1024 MiB more/);
+    await untouched(w.A, [], 0);
+    // m1.small has 256 MiB: three fit in 1000.
+    assert.equal((await w.launch({ MinCount: 2, MaxCount: 10 })).Instances.length, 3);
+    await expectEc2Error(w.launch(), 'InstanceLimitExceeded', /memory limit of 1000 MiB .* 768 MiB are in use and the request needs 256 MiB more/);
+  });
+
+  it('the tightest quota decides how many of MinCount..MaxCount launch; stopped instances count as instances, not as cores', async () => {
+    await setQuota(w.A, 'max-instances', 5);
+    await setQuota(w.A, 'max-cores', 4);
+    await setQuota(w.A, 'max-memory-mib', 4096);
+    const four = idsOf(await w.launch({ MinCount: 2, MaxCount: 8 }));
+    assert.equal(four.length, 4, 'the cores allow four m1.small (the instances five)');
+    await expectEc2Error(w.launch(), 'VcpuLimitExceeded');
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    await w.call(w.A, 'StopInstances', { InstanceIds: four.slice(0, 2) });
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    // Two stopped: 4 instances, 2 cores, 512 MiB count.
+    await expectEc2Error(w.launch({ MinCount: 2, MaxCount: 2 }), 'InstanceLimitExceeded', 'Your quota allows for 1 more running instance(s). You requested at least 2');
+    assert.equal((await w.launch({ InstanceType: 'c1.xlarge', MinCount: 1, MaxCount: 3 })).Instances.length, 1);
+    await expectEc2Error(w.launch(), 'InstanceLimitExceeded', 'Your quota allows for 0 more running instance(s). You requested at least 1');
+  });
+
+  it('StartInstances needs room for the cores and memory again, with the type the instance has now; a refusal starts none', async () => {
+    await setQuota(w.A, 'max-cores', 3);
+    const [big, small] = [idsOf(await w.launch({ InstanceType: 'c1.medium' }))[0]!, idsOf(await w.launch())[0]!];
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    await w.call(w.A, 'StopInstances', { InstanceIds: [big, small] });
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    // The stopped ones hold no cores: another c1.medium launches.
+    const other = idsOf(await w.launch({ InstanceType: 'c1.medium' }))[0]!;
+    await expectEc2Error(w.call(w.A, 'StartInstances', { InstanceIds: [small, big] }), 'VcpuLimitExceeded',
+      /vCPU limit of 3 .* 2 vCPUs are in use and the request needs 3 more/);
+    assert.deepEqual([(await w.row(big))!.state, (await w.row(small))!.state], ['stopped', 'stopped']);
+    assert.deepEqual(w.clusterA.callsTo('startInstance'), []);
+    await expectEc2Error(w.call(w.A, 'StartInstances', { InstanceIds: [big] }), 'VcpuLimitExceeded');
+    // Changing the type of a stopped instance is not checked; starting it is, with the new type.
+    await w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: big, InstanceType: { Value: 'm1.xlarge' } });
+    await expectEc2Error(w.call(w.A, 'StartInstances', { InstanceIds: [big] }), 'VcpuLimitExceeded');
+    await w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: big, InstanceType: { Value: 't2.micro' } });
+    const started = await w.call(w.A, 'StartInstances', { InstanceIds: [big, other] });
+    assert.deepEqual(started.StartingInstances.map((s: any) => s.CurrentState.Name), ['pending', 'pending']);
+    assert.deepEqual(w.clusterA.callsTo('startInstance'), [[big]], 'only the stopped one is started');
+    // 3 cores in use now: nothing more starts or launches.
+    await expectEc2Error(w.call(w.A, 'StartInstances', { InstanceIds: [small] }), 'VcpuLimitExceeded');
+    await expectEc2Error(w.launch(), 'VcpuLimitExceeded');
+  });
+
+  it('concurrent launches together never pass a quota', async () => {
+    await setQuota(w.A, 'max-instances', 2);
+    // In different zones, so the addresses they pick do not make them wait for each other.
+    const results = await Promise.allSettled([ZONE_A, ZONE_B, ZONE_A, ZONE_B].map((zone) => w.launch({ Placement: { AvailabilityZone: zone } })));
+    assert.equal(results.filter((r) => r.status === 'fulfilled').length, 2);
+    for (const r of results) if (r.status === 'rejected') assert.equal(r.reason.code, 'InstanceLimitExceeded');
+    assert.equal((await rowsOf(w.A)).length, 2);
+  });
+
+  it('a limit lowered below what is in use refuses new work but not calls that add nothing', async () => {
+    const id = idsOf(await w.launch({ InstanceType: 'c1.medium' }))[0]!;
+    await setQuota(w.A, 'max-cores', 1);
+    await expectEc2Error(w.launch(), 'VcpuLimitExceeded');
+    assert.deepEqual((await w.call(w.A, 'StartInstances', { InstanceIds: [id] })).StartingInstances[0].CurrentState.Name, 'pending');
   });
 });
 
@@ -690,6 +808,160 @@ describe('InstanceReconciler', () => {
   });
 });
 
+for (const backend of storeBackends()) describe(`instance-initiated shutdown behavior on ${backend.name}`, () => {
+  let w: World;
+  beforeEach(async () => { w = await makeWorld({ backend }); });
+  afterEach(async () => w.close());
+
+  const attr = (id: string) => w.call(w.A, 'DescribeInstanceAttribute', { InstanceId: id, Attribute: 'instanceInitiatedShutdownBehavior' });
+  const running = async (input: object = {}) => {
+    const ids = idsOf(await w.launch(input));
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    return ids;
+  };
+
+  it('is stored at launch, described, and modified in either form; bad values change nothing', async () => {
+    const [plain] = idsOf(await w.launch());
+    const [doomed] = idsOf(await w.launch({ InstanceInitiatedShutdownBehavior: 'terminate' }));
+    assert.deepEqual(await attr(plain!), { InstanceId: plain, InstanceInitiatedShutdownBehavior: { Value: 'stop' } });
+    assert.deepEqual(await attr(doomed!), { InstanceId: doomed, InstanceInitiatedShutdownBehavior: { Value: 'terminate' } });
+    assert.equal((await w.row(doomed!))!.shutdown_behavior, 'terminate');
+    const count = (await w.store.db.selectFrom('instances').select('id').execute()).length;
+    await expectEc2Error(w.launch({ InstanceInitiatedShutdownBehavior: 'hibernate' }), 'InvalidParameterValue',
+      'Value (hibernate) for parameter instanceInitiatedShutdownBehavior is invalid. Valid values are: stop, terminate.');
+    assert.equal((await w.store.db.selectFrom('instances').select('id').execute()).length, count, 'nothing launched');
+
+    // EC2 lets it change while the instance runs.
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    await w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: plain, InstanceInitiatedShutdownBehavior: { Value: 'terminate' } });
+    assert.deepEqual((await attr(plain!)).InstanceInitiatedShutdownBehavior, { Value: 'terminate' });
+    await w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: plain, Attribute: 'instanceInitiatedShutdownBehavior', Value: 'stop' });
+    assert.deepEqual((await attr(plain!)).InstanceInitiatedShutdownBehavior, { Value: 'stop' });
+    await expectEc2Error(w.call(w.A, 'ModifyInstanceAttribute', { InstanceId: plain, InstanceInitiatedShutdownBehavior: { Value: 'explode' } }),
+      'InvalidParameterValue', /Valid values are: stop, terminate/);
+    await expectEc2Error(w.call(w.B, 'ModifyInstanceAttribute', { InstanceId: plain, InstanceInitiatedShutdownBehavior: { Value: 'terminate' } }),
+      'InvalidInstanceID.NotFound');
+    assert.deepEqual((await attr(plain!)).InstanceInitiatedShutdownBehavior, { Value: 'stop' });
+  });
+
+  it('a guest power-off terminates an instance whose behavior is terminate, and stops one whose behavior is stop', async () => {
+    const [doomed] = await running({ InstanceInitiatedShutdownBehavior: 'terminate' });
+    const [kept] = await running();
+    w.clusterA.setState(doomed!, 'stopped', 'Client.InstanceInitiatedShutdown: Instance initiated shutdown');
+    w.clusterA.setState(kept!, 'stopped', 'Client.InstanceInitiatedShutdown: Instance initiated shutdown');
+    await w.reconciler.reconcileOnce();
+    const shutting = (await w.row(doomed!))!;
+    assert.deepEqual([shutting.state, shutting.state_reason], ['shutting-down', 'Client.InstanceInitiatedShutdown: Instance initiated shutdown']);
+    assert.deepEqual(w.clusterA.callsTo('terminateInstance'), [[doomed]], 'the node is told at once, so it frees the disk and tap');
+    const stopped = (await w.row(kept!))!;
+    assert.deepEqual([stopped.state, stopped.state_reason], ['stopped', 'Client.InstanceInitiatedShutdown: Instance initiated shutdown']);
+    assert.equal(stopped.private_ip, '10.1.0.5', 'a stopped instance keeps its address');
+
+    await w.reconciler.reconcileOnce();
+    assert.equal((await w.row(doomed!))!.state, 'shutting-down', 'stays shutting-down while the node still has it');
+    assert.equal(w.clusterA.callsTo('terminateInstance').length, 1, 'not sent again before the resend interval');
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    const view = (await w.call(w.A, 'DescribeInstances', { InstanceIds: [doomed] })).Reservations[0].Instances[0];
+    assert.deepEqual(view.State, { Code: 48, Name: 'terminated' });
+    assert.deepEqual(view.StateReason, { Code: 'Client.InstanceInitiatedShutdown', Message: 'Client.InstanceInitiatedShutdown: Instance initiated shutdown' });
+    assert.equal(view.StateTransitionReason, 'Client.InstanceInitiatedShutdown: Instance initiated shutdown');
+    assert.equal((await w.row(doomed!))!.private_ip, null);
+    assert.equal((await w.row(kept!))!.state, 'stopped');
+  });
+
+  it('an asked-for stop of an instance whose behavior is terminate just stops it, and it starts again', async () => {
+    const [id] = await running({ InstanceInitiatedShutdownBehavior: 'terminate' });
+    await w.call(w.A, 'StopInstances', { InstanceIds: [id] });
+    // The node reports stopped while the reconciler still sees the row as it was.
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    const row = (await w.row(id!))!;
+    assert.deepEqual([row.state, row.state_reason], ['stopped', 'Client.UserInitiatedShutdown: User initiated shutdown']);
+    assert.deepEqual(w.clusterA.callsTo('terminateInstance'), []);
+    await w.call(w.A, 'StartInstances', { InstanceIds: [id] });
+    w.clusterA.progress();
+    await w.reconciler.reconcileOnce();
+    assert.equal((await w.row(id!))!.state, 'running');
+  });
+
+  it('a crash is not a shutdown: the instance stops whatever its behavior', async () => {
+    const [id] = await running({ InstanceInitiatedShutdownBehavior: 'terminate' });
+    w.clusterA.setState(id!, 'crashed', 'qemu exited with status 1');
+    await w.reconciler.reconcileOnce();
+    assert.equal((await w.row(id!))!.state, 'stopped');
+    assert.deepEqual(w.clusterA.callsTo('terminateInstance'), []);
+  });
+});
+
+describe('guest power-off through a cluster controller and node agent (fake driver)', () => {
+  it('terminates an instance whose behavior is terminate on its node too, and stops one whose behavior is stop', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'ib-shutdown-'));
+    const store = await openStore({ url: ':memory:' });
+    const cluster = new ClusterController({ zone: ZONE_A, cidr: '10.1.0.0/16', policy: 'round-robin', pollIntervalMs: 0 });
+    try {
+      await ensureZone(store, { name: ZONE_A, cidr: '10.1.0.0/16', region: REGION });
+      await seedVmTypes(store.db);
+      const A = (await createAccountWithDefaults(store, 'alpha')).account.id;
+      const file = async (name: string, bytes: number) => {
+        const data = randomBytes(bytes);
+        const path = join(root, name);
+        await writeFile(path, data);
+        return { path, sha256: createHash('sha256').update(data).digest('hex'), sizeBytes: bytes };
+      };
+      const image = await registerImageFiles(store, {
+        name: 'guest', ownerAccountId: A, public: false, kernelCmdline: 'console=ttyS0',
+        kernel: await file('vmlinuz', 1024), rootfs: { ...await file('rootfs.img', 8192), format: 'raw' },
+      });
+      const driver = new FakeDriver();
+      const agent = new NodeAgent({
+        nodeId: 'node-a', stateDir: join(root, 'node'), driver, imageCache: new ImageCache(join(root, 'node', 'images')),
+        capacity: { cores: 4, memoryMiB: 4096, diskGiB: 100 },
+      });
+      await cluster.addNode('node-a', { name: 'a', address: 'local', client: agent });
+      const directory = new ComputeDirectory();
+      directory.register(cluster);
+      const ops = instanceOperations({ directory, log: quiet });
+      const reconciler = new InstanceReconciler({ store, directory, log: quiet });
+      const call = (action: string, input: object) => callOperation(contextFor(store, A), ops, action, input);
+      const row = async (id: string) => (await store.db.selectFrom('instances').selectAll().where('id', '=', id).executeTakeFirst())!;
+      /** The node settles, the cluster reads it, the cloud reconciles. */
+      const pass = async (ids: string[]) => {
+        for (const id of ids) await agent.settled(id);
+        await cluster.pollOnce();
+        await reconciler.reconcileOnce();
+      };
+
+      const launch = async (behavior: string) => idsOf(await call('RunInstances', {
+        ImageId: image.imageId, MinCount: 1, MaxCount: 1, Placement: { AvailabilityZone: ZONE_A }, InstanceInitiatedShutdownBehavior: behavior,
+      }))[0]!;
+      const doomed = await launch('terminate');
+      const kept = await launch('stop');
+      await pass([doomed, kept]);
+      assert.deepEqual([(await row(doomed)).state, (await row(kept)).state], ['running', 'running']);
+
+      driver.simulateGuestPowerOff(doomed);
+      driver.simulateGuestPowerOff(kept);
+      await pass([doomed, kept]);
+      assert.equal((await row(doomed)).state, 'shutting-down');
+      assert.equal((await driver.info(doomed))?.state, 'destroyed', 'the node ended the VM and released what it held');
+      assert.deepEqual((await agent.describeInstances()).map((i) => [i.instanceId, i.state]), [[kept, 'stopped']]);
+      await pass([]);
+      const gone = await row(doomed);
+      assert.deepEqual([gone.state, gone.state_reason, gone.private_ip], ['terminated', 'Client.InstanceInitiatedShutdown: Instance initiated shutdown', null]);
+      const stopped = await row(kept);
+      assert.deepEqual([stopped.state, stopped.state_reason], ['stopped', 'Client.InstanceInitiatedShutdown: Instance initiated shutdown']);
+      assert.equal((await driver.info(kept))?.state, 'stopped', 'its VM stays, to start again');
+    } finally {
+      await cluster.close();
+      await store.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('10,000 instances', () => {
   it('DescribeInstances and a reconcile pass stay fast', async () => {
     const w = await makeWorld();
@@ -704,7 +976,7 @@ describe('10,000 instances', () => {
           image_id: w.image.imageId, kernel_id: w.image.kernelId, ramdisk_id: w.image.ramdiskId ?? null, instance_type: 'm1.small', zone: ZONE_A,
           vpc_id: 'vpc-0123456789abcdef0', subnet_id: 'subnet-0123456789abcdef0', private_ip: `10.1.${Math.floor(n / 250) + 1}.${(n % 250) + 4}`,
           public_ip: null, mac: macForInstance(id), key_name: null, user_data: null, security_groups: groups, launch_index: n % 10, launch_time: now,
-          state: 'pending', state_reason: null, state_changed_at: now, node_id: 'node-a', disable_api_termination: 0, status_impaired: 0, accelerator: null,
+          state: 'pending', state_reason: null, state_changed_at: now, node_id: 'node-a', disable_api_termination: 0, status_impaired: 0, accelerator: null, shutdown_behavior: 'stop',
         });
       }
       await w.store.transaction(async (tx) => {

@@ -17,7 +17,7 @@ function instanceRow(id: string, zone: string, privateIp: string | null, state =
     image_id: 'ami-0123456789abcdef0', kernel_id: null, ramdisk_id: null, instance_type: 'm1.small', zone,
     vpc_id: 'vpc-0123456789abcdef0', subnet_id: 'subnet-0123456789abcdef0', private_ip: privateIp, public_ip: null,
     mac: macForInstance(id), key_name: null, user_data: null, security_groups: '[]', launch_index: 0, launch_time: now,
-    state, state_reason: null, state_changed_at: now, node_id: null, disable_api_termination: 0, status_impaired: 0, accelerator: null,
+    state, state_reason: null, state_changed_at: now, node_id: null, disable_api_termination: 0, status_impaired: 0, accelerator: null, shutdown_behavior: 'stop',
   };
 }
 
