@@ -13,7 +13,7 @@ export interface PowerFlags {
 export function addPowerFlags(command: Command): Command {
   return command
     .option('--idle-threshold <seconds>', 'power-save: seconds a node has had no instances before it is put to sleep (default 300)')
-    .option('--sleep-command <cmd>', 'power-save: shell command that puts a node to sleep; {node}, {host}, {address}, {mac} and {id} are replaced, quoted')
+    .option('--sleep-command <cmd>', 'power-save: shell command that puts a node to sleep; {node}, {host}, {address}, {mac} and {id} are replaced, quoted (`up --driver fake` simulates sleep without one)')
     .option('--wake-command <cmd>', 'shell command that wakes an asleep node before it is used, e.g. "wakeonlan {mac}"')
     .option('--wake-timeout <seconds>', 'how long a woken node may take to answer (default 120)');
 }
@@ -25,11 +25,15 @@ function positiveSeconds(value: string | undefined, flag: string): number | unde
   return n;
 }
 
-/** The power options, or undefined when no power flag was given. */
-export function powerOptionsFrom(flags: PowerFlags): ClusterPowerOptions | undefined {
+/**
+ * The power options, or undefined when no power flag was given. Simulated nodes (the fake driver
+ * under `up`) sleep and wake without commands, so for them the thresholds alone make sense.
+ */
+export function powerOptionsFrom(flags: PowerFlags, opts: { simulatedNodes?: boolean } = {}): ClusterPowerOptions | undefined {
   const idleThresholdS = positiveSeconds(flags.idleThreshold, 'idle-threshold');
   const wakeTimeoutS = positiveSeconds(flags.wakeTimeout, 'wake-timeout');
   if (!flags.sleepCommand && !flags.wakeCommand) {
+    if (opts.simulatedNodes) return idleThresholdS === undefined && wakeTimeoutS === undefined ? undefined : { idleThresholdS, wakeTimeoutS };
     if (idleThresholdS !== undefined) throw new Error('--idle-threshold needs --sleep-command (and --wake-command to use asleep nodes again)');
     return undefined;
   }

@@ -61,7 +61,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
   const { host, port } = parseListenAddress(opts.listen);
   const nodes = nodeCount(opts);
   const capacity = nodeCapacity(opts);
-  const power = powerOptionsFrom(opts);
+  const power = powerOptionsFrom(opts, { simulatedNodes: opts.driver === 'fake' });
   const dataDir = resolve(opts.dataDir);
   const out = process.stdout;
   let relayBase: string | undefined;

@@ -3,7 +3,8 @@
 // add simulated node agents, each with its own capacity and state directory, so one host can stand
 // in for a zone of thousands of nodes; they share the host's image cache, as nothing they fetch
 // differs. Base images reach the nodes through the cluster's image relay on 127.0.0.1, as they
-// would across hosts.
+// would across hosts. Simulated nodes sleep and wake in-process (simulated-power.ts) unless the
+// operator gave sleep or wake commands.
 //
 // Shutdown: close() stops polling, the relay and the node host (whose VMs keep running and are
 // re-adopted by the next start).
@@ -14,6 +15,7 @@ import { startNodeHost } from '../node/node-host.ts';
 import type { ClusterApi } from './cluster-api.ts';
 import { ClusterController, type ClusterPowerOptions } from './cluster-controller.ts';
 import { startImageRelay, type RelayedImage, type RunningImageRelay } from './image-relay.ts';
+import { SimulatedPower } from './simulated-power.ts';
 import type { PinoLikeLogger } from './policy.ts';
 
 export interface AllInOneOptions {
@@ -34,7 +36,7 @@ export interface AllInOneOptions {
   nodes?: number;
   /** How often the cluster polls its nodes; by default longer the more nodes there are. */
   pollIntervalMs?: number;
-  /** Sleep and wake commands for the power-save policy. */
+  /** Sleep and wake commands for the power-save policy (with the fake driver, simulated when there are none). */
   power?: ClusterPowerOptions;
   /** Kernel for the KVM probe; the newest /boot/vmlinuz-* or the default guest image's kernel by default. */
   probeKernel?: string;
@@ -46,6 +48,8 @@ export interface AllInOneCompute {
   node: NodeAgent;
   nodes: NodeAgent[];
   relay: RunningImageRelay;
+  /** How the simulated nodes sleep and wake (fake driver without sleep or wake commands). */
+  simulatedPower?: SimulatedPower;
   close(): Promise<void>;
 }
 
@@ -103,20 +107,22 @@ export async function startAllInOneCompute(opts: AllInOneOptions): Promise<AllIn
     const relay = await startImageRelay({ resolveImage: opts.resolveImage, cacheDir: join(dataDir, 'relay'), host: '127.0.0.1', port: 0, log });
     closers.push(() => relay.close());
 
+    const simulatedPower = opts.driver === 'fake' && !opts.power?.sleepCommand && !opts.power?.wakeCommand ? new SimulatedPower() : undefined;
     const cluster = new ClusterController({
       zone: opts.zone,
       cidr: opts.cidr,
       policy: opts.policy,
       log,
       pollIntervalMs: opts.pollIntervalMs ?? defaultPollIntervalMs(nodeCount),
-      power: opts.power,
+      power: simulatedPower ? { ...opts.power, switch: simulatedPower } : opts.power,
     });
     closers.push(() => cluster.close());
     for (const [i, agent] of agents.entries()) {
-      await cluster.addNode(agent.nodeId, { name: nodeIdentity(i).name, address: 'local', client: agent });
+      const client = simulatedPower ? simulatedPower.connect(agent.nodeId, agent) : agent;
+      await cluster.addNode(agent.nodeId, { name: nodeIdentity(i).name, address: 'local', client });
     }
     log.info({ zone: opts.zone, driver: opts.driver, nodes: nodeCount, relay: relay.baseUrl }, 'compute is up');
-    return { cluster, node, nodes: agents, relay, close: closeAll };
+    return { cluster, node, nodes: agents, relay, simulatedPower, close: closeAll };
   } catch (err) {
     await closeAll();
     throw err;

@@ -14,7 +14,7 @@ import { Scheduler, type PlacementDecision } from './scheduler.ts';
 import { PowerManager, type PowerOptions } from './power.ts';
 import { PlacementIndex } from './placement-index.ts';
 
-/** The operator's sleep and wake commands (see power.ts for their placeholders). */
+/** The operator's sleep and wake commands (see power.ts for their placeholders), or a power switch. */
 export interface ClusterPowerOptions extends Omit<PowerOptions, 'now' | 'log'> {
   /** How long a woken node may take to answer before what needed it fails (default 120 s). */
   wakeTimeoutS?: number;
@@ -99,7 +99,7 @@ export class ClusterController implements ClusterApi {
     this.policyName = typeof policy === 'string' ? policy : policy.name;
     this.schedulerReady = (typeof policy === 'string' ? createPolicy(policy) : Promise.resolve(policy))
       .then((p) => {
-        if (p.sleepsIdleNodes && !opts.power?.sleepCommand) this.log.warn({ policy: p.name }, 'no sleep command is configured: idle nodes are never put to sleep');
+        if (p.sleepsIdleNodes && !this.power?.canSleep) this.log.warn({ policy: p.name }, 'no sleep command is configured: idle nodes are never put to sleep');
         if (!p.sleepsIdleNodes && opts.power?.sleepCommand) this.log.warn({ policy: p.name }, `policy ${p.name} does not put nodes to sleep: the sleep command is not used (use power-save)`);
         return new Scheduler({ policy: p, log: this.log, power: this.power });
       });

@@ -15,6 +15,14 @@ export interface CommandOutcome {
 
 export type CommandRunner = (command: string, timeoutMs: number) => Promise<CommandOutcome>;
 
+/** What carries out a sleep or a wake: the operator's shell commands, or simulated nodes' switch. */
+export interface PowerSwitch {
+  readonly canSleep: boolean;
+  readonly canWake: boolean;
+  /** Puts `node` to sleep or wakes it: what was done (for the log), and why it failed if it did. */
+  switchNode(action: 'sleep' | 'wake', node: NodeView): Promise<{ command: string; error?: string }>;
+}
+
 export interface PowerOptions {
   /** Seconds a node must sit with no instances before it is put to sleep (Eucalyptus: 300). */
   idleThresholdS?: number;
@@ -25,6 +33,8 @@ export interface PowerOptions {
   commandTimeoutMs?: number;
   now?: () => number;
   run?: CommandRunner;
+  /** Carries out sleeps and wakes instead of the commands (simulated nodes). */
+  switch?: PowerSwitch;
   log?: PlacementLogSink;
 }
 
@@ -72,14 +82,41 @@ export function expandPowerCommand(template: string, node: NodeView): string {
   });
 }
 
+/** Runs the operator's sleep and wake commands, with the node's placeholders filled in. */
+export class ShellPowerSwitch implements PowerSwitch {
+  constructor(
+    private readonly commands: { sleep?: string; wake?: string },
+    private readonly run: CommandRunner = runShellCommand,
+    private readonly timeoutMs = 30_000,
+  ) {}
+
+  get canSleep(): boolean { return this.commands.sleep !== undefined; }
+  get canWake(): boolean { return this.commands.wake !== undefined; }
+
+  async switchNode(action: 'sleep' | 'wake', node: NodeView): Promise<{ command: string; error?: string }> {
+    const template = this.commands[action];
+    if (template === undefined) return { command: '', error: `no ${action} command is configured` };
+    let command = '';
+    try {
+      command = expandPowerCommand(template, node);
+      const outcome = await this.run(command, this.timeoutMs);
+      if (outcome.timedOut) return { command, error: `${action} command timed out after ${this.timeoutMs} ms` };
+      if (outcome.exitCode !== 0) {
+        const detail = outcome.stderr.trim().split('\n')[0];
+        return { command, error: `${action} command exited with ${outcome.exitCode ?? 'a signal'}${detail ? `: ${detail}` : ''}` };
+      }
+      return { command };
+    } catch (e) {
+      return { command, error: e instanceof Error ? e.message : String(e) };
+    }
+  }
+}
+
 export class PowerManager {
   readonly idleThresholdS: number;
   private readonly transitionMs: number;
-  private readonly sleepCommand?: string;
-  private readonly wakeCommand?: string;
-  private readonly timeoutMs: number;
+  private readonly switch: PowerSwitch;
   private readonly now: () => number;
-  private readonly run: CommandRunner;
   private readonly log: PlacementLog;
   private readonly transitions = new Map<string, Transition>();
 
@@ -88,16 +125,18 @@ export class PowerManager {
     if (!(idle > 0)) throw new Error(`idleThresholdS must be a positive number of seconds, not ${idle}`);
     this.idleThresholdS = idle;
     this.transitionMs = (opts.transitionS ?? 300) * 1000;
-    this.sleepCommand = opts.sleepCommand || undefined;
-    this.wakeCommand = opts.wakeCommand || undefined;
-    this.timeoutMs = opts.commandTimeoutMs ?? 30_000;
+    this.switch = opts.switch ?? new ShellPowerSwitch(
+      { sleep: opts.sleepCommand || undefined, wake: opts.wakeCommand || undefined }, opts.run, opts.commandTimeoutMs);
     this.now = opts.now ?? Date.now;
-    this.run = opts.run ?? runShellCommand;
     this.log = placementLog(opts.log);
   }
 
+  get canSleep(): boolean {
+    return this.switch.canSleep;
+  }
+
   get canWake(): boolean {
-    return this.wakeCommand !== undefined;
+    return this.switch.canWake;
   }
 
   /**
@@ -118,38 +157,30 @@ export class PowerManager {
 
   /** Puts to sleep every node idle for longer than the threshold, except those `isBusy` names (reserved, say). */
   async tick(nodes: readonly NodeView[], isBusy: (nodeId: string) => boolean = () => false): Promise<PowerAction[]> {
-    const command = this.sleepCommand;
-    if (!command) return [];
+    if (!this.switch.canSleep) return [];
     const now = this.now();
     const limitMs = this.idleThresholdS * 1000;
     const idle = nodes.filter((node) =>
       this.effectiveState(node) === 'up' && node.instanceCount === 0 && node.idleSince !== undefined &&
       now - node.idleSince >= limitMs && !isBusy(node.id));
-    return Promise.all(idle.map((node) => this.execute('sleep', command, node)));
+    return Promise.all(idle.map((node) => this.execute('sleep', node)));
   }
 
   /** Runs the wake command for an asleep node; a node already being woken is not woken twice. */
   async wake(node: NodeView): Promise<PowerAction> {
-    const command = this.wakeCommand;
-    if (!command) return { nodeId: node.id, action: 'wake', command: '', ok: false, error: 'no wake command is configured' };
+    if (!this.switch.canWake) return { nodeId: node.id, action: 'wake', command: '', ok: false, error: 'no wake command is configured' };
     if (this.effectiveState(node) === 'waking') return { nodeId: node.id, action: 'wake', command: '', ok: true };
-    return this.execute('wake', command, node);
+    return this.execute('wake', node);
   }
 
-  private async execute(action: 'sleep' | 'wake', template: string, node: NodeView): Promise<PowerAction> {
-    let command = '';
-    let error: string | undefined;
+  private async execute(action: 'sleep' | 'wake', node: NodeView): Promise<PowerAction> {
+    let outcome: { command: string; error?: string };
     try {
-      command = expandPowerCommand(template, node);
-      const outcome = await this.run(command, this.timeoutMs);
-      if (outcome.timedOut) error = `${action} command timed out after ${this.timeoutMs} ms`;
-      else if (outcome.exitCode !== 0) {
-        const detail = outcome.stderr.trim().split('\n')[0];
-        error = `${action} command exited with ${outcome.exitCode ?? 'a signal'}${detail ? `: ${detail}` : ''}`;
-      }
+      outcome = await this.switch.switchNode(action, node);
     } catch (e) {
-      error = e instanceof Error ? e.message : String(e);
+      outcome = { command: '', error: e instanceof Error ? e.message : String(e) };
     }
+    const { command, error } = outcome;
     if (error) {
       this.log.write('warn', `could not ${action} node ${node.name}: ${error}`, { nodeId: node.id, action, command });
       return { nodeId: node.id, action, command, ok: false, error };

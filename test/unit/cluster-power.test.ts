@@ -17,6 +17,7 @@ import { NodeAgent } from '../../src/node/node-agent.ts';
 import type { ImageRef, InstanceSpec, VmTypeSpec } from '../../src/node/node-api.ts';
 import { Ec2Error } from '../../src/protocol/errors.ts';
 import { GatedNode } from '../helpers/gated-node.ts';
+import { SimulatedPower } from '../../src/cluster/simulated-power.ts';
 
 const ZONE = 'test-1a';
 const ONE_CORE: VmTypeSpec = { name: 't.small', cores: 1, memoryMiB: 512, diskGiB: 5 };
@@ -258,5 +259,47 @@ describe('power-save in the cluster controller', () => {
     assert.equal(b.state, 'up');
     assert.equal(b.stateReason, 'answered while asleep: woken outside Ironbark');
     assert.deepEqual((await powerLog()).filter((l) => l.startsWith('sleep b')), ['sleep b 172.30.0.12'], 'not put back to sleep at once');
+  });
+
+  it('simulated nodes (fake driver, no commands) go silent while asleep, stay asleep, and answer again once woken', async () => {
+    const power = new SimulatedPower();
+    const agents: NodeAgent[] = [];
+    for (const name of ['a', 'b']) {
+      const stateDir = await mkdtemp(join(root, `sim-${name}-`));
+      agents.push(new NodeAgent({
+        nodeId: `node-${name}`, stateDir, driver: new FakeDriver(), imageCache: new ImageCache(join(stateDir, 'images')),
+        capacity: { cores: 1, memoryMiB: 1024, diskGiB: 100 },
+      }));
+    }
+    const controller = new ClusterController({
+      zone: ZONE, cidr: '10.9.0.0/16', policy: 'power-save', pollIntervalMs: 0, downAfterMs: 10_000, callTimeoutMs: 1000,
+      now: () => clock, power: { idleThresholdS: 300, transitionS: 60, switch: power, wakePollMs: 10, wakeTimeoutS: 5 },
+    });
+    controllers.push(controller);
+    for (const agent of agents) await controller.addNode(agent.nodeId, { name: agent.nodeId.slice(5), address: 'local', client: power.connect(agent.nodeId, agent) });
+    const state = async (name: string) => (await controller.describeNodes()).find((n) => n.name === name)!;
+
+    await controller.pollOnce();
+    clock += 301_000;
+    await controller.pollOnce();
+    assert.deepEqual([power.isAsleep('node-a'), power.isAsleep('node-b')], [true, true]);
+    await assert.rejects(power.connect('node-a', agents[0]!).describeResources(), /simulated node node-a is asleep/);
+
+    // Past the grace period an asleep node that still answered would be taken as woken and slept
+    // again a minute later (the behaviour this switch exists to avoid): a silent one stays asleep.
+    for (let i = 0; i < 4; i++) {
+      clock += 30_000;
+      await controller.pollOnce();
+    }
+    assert.deepEqual([(await state('a')).state, (await state('b')).state], ['asleep', 'asleep']);
+
+    const launched = spec();
+    const [placed] = await controller.runInstances([launched]);
+    assert.equal(placed!.nodeId, 'node-a');
+    assert.equal(power.isAsleep('node-a'), false, 'woken for the instance');
+    assert.equal(power.isAsleep('node-b'), true);
+    assert.deepEqual((await agents[0]!.describeInstances()).map((s) => s.instanceId), [launched.instanceId]);
+    assert.equal((await state('a')).state, 'up');
+    await agents[0]!.settled(launched.instanceId);
   });
 });
