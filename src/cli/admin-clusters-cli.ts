@@ -5,9 +5,9 @@ import { Command, InvalidArgumentError } from 'commander';
 import { adminClientFor, formatTable, printResult } from './admin.ts';
 import type { AdminClient } from './admin-client.ts';
 
-interface ClusterJson { zone: string; url: string; cidr: string | null; createdAt: string }
+interface ClusterJson { zone: string; url: string; cidr: string | null; createdAt: string | null }
 interface NodeJson {
-  id: string; name: string; url: string; mac?: string | null; joinedAt: string; state: string; lastSeen: string | null;
+  id: string; name: string; url: string; mac?: string | null; joinedAt: string | null; state: string; lastSeen: string | null;
   hypervisor: string | null; accelerator: string | null;
   capacity: { cores: number; memoryMiB: number } | null; free: { cores: number; memoryMiB: number } | null; instanceCount: number;
   policy: string | null; lastPlacement: string | null; stateReason?: string | null;

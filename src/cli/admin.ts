@@ -248,8 +248,8 @@ function quotaCommands(admin: Command): void {
 
   quota.command('set').requiredOption('--account <account>', 'account id or name')
     .option('--max-instances <n>', 'instances that are not terminated (default 20)', quotaValue)
-    .option('--max-cores <n>', 'total cores of the account\'s instances (default unlimited)', quotaValue)
-    .option('--max-memory-mib <mib>', 'total memory of the account\'s instances in MiB (default unlimited)', quotaValue)
+    .option('--max-cores <n>', 'cores of the account\'s instances that are not stopped or terminated (default unlimited)', quotaValue)
+    .option('--max-memory-mib <mib>', 'memory in MiB of the account\'s instances that are not stopped or terminated (default unlimited)', quotaValue)
     .description('set quotas; "default" as a value restores the default')
     .action(async (o: { account: string; maxInstances?: number | 'default'; maxCores?: number | 'default'; maxMemoryMib?: number | 'default' }, cmd: Command) => {
       const body: Record<string, number | null> = {};

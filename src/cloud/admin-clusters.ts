@@ -7,6 +7,9 @@
 //   DELETE /v1/clusters/:zone                 (refused while the zone has instances that are not terminated)
 //   POST   /v1/clusters/:zone/node-tokens {ttlSeconds?} -> token
 //   GET    /v1/clusters/:zone/nodes           joined nodes with their state and resources
+//
+// Under `ironbark up` the zone's cluster runs inside the cloud's process and has no row: it is
+// listed (url "in-process") with its nodes, and cannot be removed or given joined nodes.
 //   DELETE /v1/clusters/:zone/nodes/:node     revokes the node: the cluster forgets its secret
 import type { Hono } from 'hono';
 import type { Logger } from 'pino';
@@ -48,7 +51,9 @@ export function createClusterAdminApi(deps: ClusterAdminDeps): Hono<AdminEnv> {
   app.get('/v1/clusters', async (c) => {
     const rows = await listClusters(db);
     const cidrs = new Map((await db.selectFrom('zones').select(['name', 'cidr']).execute()).map((z) => [z.name, z.cidr]));
-    return c.json({ clusters: rows.map((r) => clusterView(r, cidrs.get(r.zone))) });
+    const inProcess = connections.inProcessZones().filter((zone) => !rows.some((r) => r.zone === zone))
+      .map((zone) => ({ zone, url: 'in-process', cidr: cidrs.get(zone) ?? null, createdAt: null }));
+    return c.json({ clusters: [...rows.map((r) => clusterView(r, cidrs.get(r.zone))), ...inProcess] });
   });
 
   app.post('/v1/clusters', async (c) => {
@@ -89,6 +94,18 @@ export function createClusterAdminApi(deps: ClusterAdminDeps): Hono<AdminEnv> {
   });
 
   app.get('/v1/clusters/:zone/nodes', async (c) => {
+    const local = connections.inProcess(c.req.param('zone'));
+    if (local) {
+      // In-process nodes never joined: what the cluster reports is all there is to show.
+      return c.json({
+        nodes: (await local.describeNodes()).map((s) => ({
+          id: s.nodeId, name: s.name, url: s.address, mac: null, joinedAt: null,
+          state: s.state, lastSeen: s.lastSeen ?? null, hypervisor: s.hypervisor, accelerator: s.accelerator,
+          capacity: s.capacity, free: s.free, instanceCount: s.instanceCount,
+          policy: s.policy ?? null, lastPlacement: s.lastPlacementReason ?? null, stateReason: s.stateReason ?? null,
+        })),
+      });
+    }
     const client = await clientOf(c.req.param('zone'));
     const [joined, statuses] = await Promise.all([client.listJoinedNodes(), client.describeNodes()]);
     const byId = new Map(statuses.map((s) => [s.nodeId, s]));

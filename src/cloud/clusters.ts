@@ -6,6 +6,7 @@ import type { ClustersTable } from '../store/schema.ts';
 import { Ec2Error } from '../protocol/errors.ts';
 import { newPeerSecret } from '../auth/peer-auth.ts';
 import { ClusterHttpClient } from '../cluster/cluster-http-client.ts';
+import type { ClusterApi } from '../cluster/cluster-api.ts';
 import type { ComputeDirectory } from './compute-directory.ts';
 import { ensureZone } from './provision.ts';
 import { canonicalIpv4Cidr } from './cidr.ts';
@@ -104,5 +105,15 @@ export class ClusterConnections {
 
   client(zone: string): ClusterHttpClient | undefined {
     return this.#clients.get(zone);
+  }
+
+  /** The cluster of `zone` when it runs inside this process (`ironbark up`), not over HTTP. */
+  inProcess(zone: string): ClusterApi | undefined {
+    return this.#clients.has(zone) ? undefined : this.#directory.forZone(zone);
+  }
+
+  /** Zones whose cluster runs inside this process, sorted. */
+  inProcessZones(): string[] {
+    return this.#directory.zones().filter((zone) => !this.#clients.has(zone));
   }
 }

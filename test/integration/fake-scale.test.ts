@@ -97,4 +97,22 @@ describe('many simulated nodes in one ironbark up', { timeout: 180_000 }, () => 
     await waitUntilRunning(rest.Instances!.map((i) => i.InstanceId!));
     for (const [node, list] of instancesByNode()) assert.equal(list.length, CORES_PER_NODE, `${node} is full`);
   });
+
+  it('shows the in-process cluster and every simulated node, full, through the admin API', async () => {
+    const admin = new AdminClient(resolveAdminConfig({ dataDir: cloud.dataDir }));
+    const { clusters } = await admin.request<{ clusters: { zone: string; url: string; cidr: string | null }[] }>('GET', '/clusters');
+    assert.equal(clusters.length, 1);
+    assert.equal(clusters[0]!.url, 'in-process');
+    assert.ok(clusters[0]!.cidr, 'the zone\'s network is shown');
+    const { nodes } = await admin.request<{ nodes: { id: string; state: string; instanceCount: number; free: { cores: number } | null; policy: string | null }[] }>(
+      'GET', `/clusters/${encodeURIComponent(clusters[0]!.zone)}/nodes`);
+    assert.equal(nodes.length, NODES);
+    const held = instancesByNode();
+    for (const node of nodes) {
+      assert.equal(node.state, 'up');
+      assert.equal(node.instanceCount, held.get(node.id)?.length, `${node.id} as its state directory says`);
+      assert.equal(node.free?.cores, 0);
+      assert.equal(node.policy, 'round-robin', 'the default policy of up, as Eucalyptus\' ROUNDROBIN');
+    }
+  });
 });
