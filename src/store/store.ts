@@ -3,6 +3,7 @@
 // make multi-row changes, so a crash never leaves half a resource.
 import { Kysely, Migrator, SqliteDialect, PostgresDialect, type MigrationProvider, type Transaction } from 'kysely';
 import Sqlite from 'better-sqlite3';
+import { CachingSqliteDatabase } from './sqlite-database.ts';
 import pg from 'pg';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -43,7 +44,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('foreign_keys = ON');
     sqlite.pragma('busy_timeout = 5000');
-    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: new CachingSqliteDatabase(sqlite) }) });
   }
   try {
     await migrate(db);
