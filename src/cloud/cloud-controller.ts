@@ -66,7 +66,7 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     let adminApis: Hono | undefined;
     app.all('/admin/*', (c) => (adminApis ? adminApis.fetch(c.req.raw, c.env) : c.text('starting', 503)));
     mountClusterImages(app, { store, log: opts.log });
-    const server = await listen(app, serveEc2OnNode(() => ec2), opts.host, opts.port);
+    const server = await listen(app, serveEc2OnNode(() => ec2, opts.log), opts.host, opts.port);
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : opts.port;
     const hostForUrl = opts.host.includes(':') ? `[${opts.host}]` : opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host;

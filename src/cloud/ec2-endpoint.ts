@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { Ec2Error } from '../protocol/errors.ts';
 import { getOperation } from '../protocol/model.ts';
 import { parseInput } from '../protocol/query-parser.ts';
-import { serializeError, serializeOutput } from '../protocol/xml-serializer.ts';
+import { serializeError, serializeOutputChunks } from '../protocol/xml-serializer.ts';
 import { authenticate, type KeyResolver } from '../auth/authenticate.ts';
 import { isActionAllowed } from '../auth/policy.ts';
 import type { Store } from '../store/store.ts';
@@ -19,6 +19,8 @@ export interface Ec2EndpointDeps {
   keys: KeyResolver;
   operations: OperationTable;
   log: Logger;
+  /** Size in characters of the pieces a large answer is streamed in (1 Mi by default). */
+  answerChunkChars?: number;
 }
 
 // A fresh object per response: the node adapter adds content-length to the object it is given.
@@ -45,7 +47,14 @@ export interface Ec2HttpRequest {
   body: Buffer;
 }
 
-export interface Ec2HttpResponse { status: number; headers: Record<string, string>; body: string }
+export interface Ec2HttpResponse {
+  status: number;
+  headers: Record<string, string>;
+  /** The whole body, or its first piece when `tail` follows. */
+  body: string;
+  /** The rest of a large answer, written while it is sent (chunked transfer encoding). */
+  tail?: IterableIterator<string>;
+}
 
 export type Ec2Handler = (req: Ec2HttpRequest) => Promise<Ec2HttpResponse>;
 
@@ -85,7 +94,14 @@ export function createEc2Handler(deps: Ec2EndpointDeps): Ec2Handler {
 
       const ctx: RequestContext = { requestId, action, caller, store, settings };
       const output = await handler(ctx, input);
-      return { status: 200, headers: xmlHeaders(requestId), body: serializeOutput(action, output ?? {}, requestId) };
+      // The first two pieces are made here, so that a failure to serialise a small answer is still
+      // an error response; only an answer of more than one piece is streamed.
+      const chunks = serializeOutputChunks(action, output ?? {}, requestId, deps.answerChunkChars);
+      const first = chunks.next().value as string;
+      const second = chunks.next();
+      if (second.done) return { status: 200, headers: xmlHeaders(requestId), body: first };
+      const tail = (function* () { yield second.value; yield* chunks; })();
+      return { status: 200, headers: xmlHeaders(requestId), body: first, tail };
     } catch (err) {
       const ec2 = err instanceof Ec2Error ? err : new Ec2Error('InternalError', 'An internal error has occurred.');
       if (!(err instanceof Ec2Error)) log.error({ err, action, requestId }, 'operation failed with an unexpected error');
@@ -99,7 +115,7 @@ export function createEc2Handler(deps: Ec2EndpointDeps): Ec2Handler {
  * Serves the endpoint straight on node:http: EC2 requests are the hot path, and building
  * web-standard Request/Response objects for each would cost more than the rest of the request.
  */
-export function serveEc2OnNode(handler: () => Ec2Handler | undefined) {
+export function serveEc2OnNode(handler: () => Ec2Handler | undefined, log?: Pick<Logger, 'error'>) {
   return (req: IncomingMessage, res: ServerResponse): void => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -113,11 +129,47 @@ export function serveEc2OnNode(handler: () => Ec2Handler | undefined) {
       for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(',') : v;
       ec2({ method: req.method ?? 'GET', rawUrl: req.url ?? '/', headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) })
         .then((r) => {
-          res.writeHead(r.status, { ...r.headers, 'Content-Length': Buffer.byteLength(r.body) });
-          res.end(r.body);
+          if (!r.tail) {
+            res.writeHead(r.status, { ...r.headers, 'Content-Length': Buffer.byteLength(r.body) });
+            res.end(r.body);
+            return;
+          }
+          res.writeHead(r.status, r.headers);
+          res.write(r.body);
+          sendTail(res, r.tail, log);
         }, () => res.writeHead(500).end());
     });
   };
+}
+
+/**
+ * Writes the rest of a large answer piece by piece, waiting for the socket to drain after each
+ * piece it could not take at once: the client receives while the next piece is written.
+ */
+function sendTail(res: ServerResponse, tail: IterableIterator<string>, log?: Pick<Logger, 'error'>): void {
+  const sendNext = (): void => {
+    for (;;) {
+      if (res.destroyed) return;
+      let piece: IteratorResult<string>;
+      try {
+        piece = tail.next();
+      } catch (err) {
+        // The status line is gone: all that is left is to cut the answer short, which clients see.
+        log?.error({ err }, 'serialising a streamed answer failed');
+        res.destroy(err as Error);
+        return;
+      }
+      if (piece.done) {
+        res.end();
+        return;
+      }
+      if (!res.write(piece.value)) {
+        res.once('drain', sendNext);
+        return;
+      }
+    }
+  };
+  setImmediate(sendNext);
 }
 
 /** The same endpoint as a Hono route (tests and embedders that serve it through Hono). */
@@ -128,6 +180,6 @@ export function ec2HonoRoute(handler: Ec2Handler) {
     c.req.raw.headers.forEach((v, k) => { headers[k] = v; });
     const body = c.req.method === 'GET' || c.req.method === 'HEAD' ? Buffer.alloc(0) : Buffer.from(await c.req.arrayBuffer());
     const r = await handler({ method: c.req.method, rawUrl: url.pathname + url.search, headers, body });
-    return new Response(r.body, { status: r.status, headers: r.headers });
+    return new Response(r.tail ? [r.body, ...r.tail].join('') : r.body, { status: r.status, headers: r.headers });
   };
 }

@@ -27,12 +27,51 @@ export function escapeXml(text: string): string {
 
 /** The EC2 XML response of `operation` for `output` (model member names; unknown members are ignored). */
 export function serializeOutput(operation: string, output: any, requestId: string): string {
+  return serializeOutputChunks(operation, output, requestId, Infinity).next().value as string;
+}
+
+/**
+ * The same document in pieces of about `chunkChars` characters, cut between the items of the
+ * answer's top-level lists (DescribeInstances' reservations, say), so that a large answer can be
+ * sent while the rest is still being written. Pieces are produced as they are asked for.
+ */
+export function* serializeOutputChunks(operation: string, output: any, requestId: string, chunkChars = 1 << 20): Generator<string, void> {
   const op = getOperation(operation);
   if (!op) throw new Error(`EC2 model: unknown operation ${operation}`);
-  const out = [XML_DECLARATION + '<' + operation + 'Response xmlns="' + XML_NAMESPACE + '"><requestId>' + escapeXml(requestId) + '</requestId>'];
-  if (output !== null && output !== undefined) structureContent(out, op.output, output);
+  let out = [XML_DECLARATION + '<' + operation + 'Response xmlns="' + XML_NAMESPACE + '"><requestId>' + escapeXml(requestId) + '</requestId>'];
+  if (output !== null && output !== undefined) {
+    for (const m of planOf(op.output)) {
+      const value = output[m.key];
+      if (value === undefined || value === null) continue;
+      const list = m.ref.shape;
+      const chunkable = list.type === 'list' && list.member!.shape.type === 'structure' && !(m.ref.flattened || list.flattened) && Array.isArray(value);
+      if (!chunkable) {
+        element(out, m.ref, m.name, m.tags, value);
+        continue;
+      }
+      const item = list.member!;
+      const itemTags = tagsOf(item.locationName ?? 'member');
+      out.push(m.tags.open);
+      let size = 0;
+      for (const v of value) {
+        if (v === undefined || v === null) continue;
+        const parts = [itemTags.open];
+        structureContent(parts, item.shape, v);
+        parts.push(itemTags.close);
+        const text = parts.join('');
+        out.push(text);
+        size += text.length;
+        if (size >= chunkChars) {
+          yield out.join('');
+          out = [];
+          size = 0;
+        }
+      }
+      out.push(m.tags.close);
+    }
+  }
   out.push('</' + operation + 'Response>');
-  return out.join('');
+  yield out.join('');
 }
 
 /** The XML content (member elements, no wrapper) of any structure shape, by the same rules as serializeOutput. */
