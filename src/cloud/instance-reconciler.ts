@@ -155,7 +155,8 @@ export class InstanceReconciler {
       }
     }
 
-    await this.#store.transaction(async (tx) => {
+    const nothingToWrite = changes.size === 0 && impaired.length === 0 && healthy.length === 0 && placed.size === 0 && accelerated.size === 0;
+    if (!nothingToWrite) await this.#store.transaction(async (tx) => {
       const stamp = new Date(now).toISOString();
       for (const { change, ids } of changes.values()) {
         const set: Partial<InstancesTable> = { state: change.to, state_changed_at: stamp };
@@ -233,12 +234,13 @@ export class InstanceReconciler {
   /** A command the cluster evidently missed: the row wants one state, the node shows another. */
   #missedCommand(row: Row, seen: ClusterInstanceStatus | undefined, now: number): Command | undefined {
     if (!seen) return undefined;
-    const stale = now - Date.parse(row.state_changed_at) >= this.#resendAfterMs;
-    if (!stale) return undefined;
-    if ((row.state === 'shutting-down' || row.state === 'terminated') && seen.state !== 'shutting-down') return 'terminate';
-    if (row.state === 'stopping' && (seen.state === 'running' || seen.state === 'pending')) return 'stop';
-    if (row.state === 'pending' && seen.state === 'stopped') return 'start';
-    return undefined;
+    let command: Command | undefined;
+    if ((row.state === 'shutting-down' || row.state === 'terminated') && seen.state !== 'shutting-down') command = 'terminate';
+    else if (row.state === 'stopping' && (seen.state === 'running' || seen.state === 'pending')) command = 'stop';
+    else if (row.state === 'pending' && seen.state === 'stopped') command = 'start';
+    // Checked last: most rows agree with their node, and reading a timestamp for each is not free.
+    if (command === undefined || now - Date.parse(row.state_changed_at) < this.#resendAfterMs) return undefined;
+    return command;
   }
 
   async #send(zone: string, cluster: ClusterApi, commands: { id: string; command: Command }[], now: number): Promise<void> {

@@ -193,4 +193,10 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+  '0005-instances-by-state': {
+    async up(db: Kysely<any>) {
+      // The reconciler looks for long-terminated rows every second; without this it reads them all.
+      await db.schema.createIndex('instances_state_changed').on('instances').columns(['state', 'state_changed_at']).execute();
+    },
+  },
 };
