@@ -128,6 +128,31 @@ describe('an instance on a real VM through the aws CLI', { skip, timeout: 20 * 6
     const leftovers = findFiles(dataDir, (name) => name.includes(id) && /\.(qcow2|img)$/.test(name));
     assert.deepEqual(leftovers, []);
   });
+
+  it('a guest that powers itself off stops, or is terminated when its shutdown behaviour says so', async () => {
+    const amiId = ok('ec2', 'describe-images', '--filters', 'Name=image-type,Values=machine').json.Images[0].ImageId;
+    // The pause lets the instance be seen running first, as a real workload would be.
+    writeFileSync(join(work, 'poweroff.sh'), '#!/bin/sh\nsleep 5\necho "powering-off-now"\npoweroff\n');
+    const launch = (...extra: string[]) => ok('ec2', 'run-instances', '--image-id', amiId, '--instance-type', 'm1.small',
+      '--user-data', `file://${join(work, 'poweroff.sh')}`, ...extra).json.Instances[0].InstanceId as string;
+    const stops = launch();
+    const terminates = launch('--instance-initiated-shutdown-behavior', 'terminate');
+    assert.equal(ok('ec2', 'describe-instance-attribute', '--instance-id', terminates, '--attribute', 'instanceInitiatedShutdownBehavior')
+      .json.InstanceInitiatedShutdownBehavior.Value, 'terminate');
+
+    await waitFor('the default behaviour stops', () => state(stops) === 'stopped');
+    await waitFor('terminate behaviour terminates', () => state(terminates) === 'terminated');
+    const reason = (id: string) => ok('ec2', 'describe-instances', '--instance-ids', id).json.Reservations[0].Instances[0].StateReason?.Code;
+    assert.equal(reason(stops), 'Client.InstanceInitiatedShutdown');
+    assert.equal(reason(terminates), 'Client.InstanceInitiatedShutdown');
+    assert.match(aws('ec2', 'get-console-output', '--instance-id', stops, '--output', 'json').json?.Output ?? '', /powering-off-now/);
+    // The terminated one leaves nothing behind; the stopped one keeps its disk for a start.
+    await waitFor('the terminated instance\'s disk is gone', () => findFiles(dataDir, (name) => name.includes(terminates) && /\.(qcow2|img)$/.test(name)).length === 0);
+    assert.equal(spawnSync('pgrep', ['-f', `qemu-system-x86_64.*${terminates}`], { encoding: 'utf8' }).stdout.trim(), '');
+    assert.ok(findFiles(dataDir, (name) => name.includes(stops) && name.endsWith('.qcow2')).length > 0, 'the stopped instance keeps its disk');
+    ok('ec2', 'terminate-instances', '--instance-ids', stops);
+    await waitFor('terminated', () => state(stops) === 'terminated');
+  });
 });
 
 function findFiles(dir: string, match: (name: string) => boolean): string[] {
