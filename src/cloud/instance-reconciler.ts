@@ -143,7 +143,7 @@ export class InstanceReconciler {
         const group = changes.get(key);
         if (group) group.ids.push(row.id); else changes.set(key, { change, ids: [row.id] });
       }
-      const command = this.#missedCommand(row, present ? seen : undefined, now);
+      const command = change ? undefined : this.#missedCommand(row, present ? seen : undefined, now);
       if (command) commands.push({ id: row.id, command });
       if (present) {
         const down = seen.nodeDown === true ? 1 : 0;
@@ -196,6 +196,9 @@ export class InstanceReconciler {
   #nextState(row: Row, seen: ClusterInstanceStatus | undefined, now: number): StateChange | undefined {
     const to = (state: string, reason: string | null | undefined, releaseAddress = false): StateChange => ({ from: row.state, to: state, reason, releaseAddress });
     const lost = () => to('terminated', REASONS.lost, true);
+    const guestShutdown = (): StateChange => (row.shutdown_behavior === 'terminate'
+      ? { ...to('shutting-down', REASONS.instanceShutdown), command: 'terminate' }
+      : to('stopped', REASONS.instanceShutdown));
     switch (row.state) {
       case 'pending':
         if (!seen) {
@@ -205,15 +208,16 @@ export class InstanceReconciler {
         }
         if (seen.state === 'running') return to('running', null);
         if (seen.state === 'crashed') return to('stopped', REASONS.crashed(seen.reason));
+        // A short job that powers the guest off before anyone saw it running (a stop older than
+        // the launch or start is instead a start the node has not carried out yet).
+        if (seen.state === 'stopped' && seen.reason === REASONS.instanceShutdown && Date.parse(seen.since) > Date.parse(row.state_changed_at)) {
+          return guestShutdown();
+        }
         return undefined;
       case 'running':
         if (!seen) return lost();
         // Nobody asked for a stop (the row would be stopping): the guest powered itself off.
-        if (seen.state === 'stopped') {
-          return row.shutdown_behavior === 'terminate'
-            ? { ...to('shutting-down', REASONS.instanceShutdown), command: 'terminate' }
-            : to('stopped', REASONS.instanceShutdown);
-        }
+        if (seen.state === 'stopped') return guestShutdown();
         if (seen.state === 'crashed') return to('stopped', REASONS.crashed(seen.reason));
         if (seen.state === 'stopping' || seen.state === 'shutting-down') return to(seen.state, undefined);
         return undefined;

@@ -2,7 +2,7 @@
 // state names and codes, and the DescribeInstances / DescribeInstanceStatus filters.
 import { createHash } from 'node:crypto';
 import type { InstancesTable } from '../store/schema.ts';
-import type { VmTypeSpec } from '../node/node-api.ts';
+import { GUEST_SHUTDOWN_REASON, type VmTypeSpec } from '../node/node-api.ts';
 import type { FilterAccessors } from '../protocol/filters.ts';
 import type { Tag } from './tags.ts';
 import { ARCHITECTURE, HYPERVISOR, ROOT_DEVICE_NAME, VIRTUALIZATION_TYPE } from './images.ts';
@@ -27,7 +27,7 @@ export function groupsOf(row: Pick<InstancesTable, 'security_groups'>): Security
 /** Stored state reasons read "Code: Message", e.g. "Client.UserInitiatedShutdown: User initiated shutdown". */
 export const REASONS = {
   userShutdown: 'Client.UserInitiatedShutdown: User initiated shutdown',
-  instanceShutdown: 'Client.InstanceInitiatedShutdown: Instance initiated shutdown',
+  instanceShutdown: GUEST_SHUTDOWN_REASON,
   launchLost: 'Server.InternalError: Internal error on launch',
   lost: 'Server.InternalError: The instance is no longer known to its availability zone',
   crashed: (why?: string) => `Server.InternalError: ${why ? `The instance stopped unexpectedly (${why})` : 'The instance stopped unexpectedly'}`,

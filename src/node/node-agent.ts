@@ -23,7 +23,7 @@ import { createInstanceDisk, deleteInstanceDisk, diskInfo } from './instance-dis
 import type { InstanceMetadata } from './metadata-service.ts';
 import { metadataFromSpec } from './metadata-from-spec.ts';
 import type { NodeNetwork } from './network.ts';
-import type { ImageRef, InstanceSpec, InstanceUpdate, NodeApi, NodeInstanceState, NodeInstanceStatus, NodeResources } from './node-api.ts';
+import { GUEST_SHUTDOWN_REASON, type ImageRef, type InstanceSpec, type InstanceUpdate, type NodeApi, type NodeInstanceState, type NodeInstanceStatus, type NodeResources } from './node-api.ts';
 import { NodeStateStore, type InstanceRecord } from './node-state.ts';
 
 export interface AgentLogger {
@@ -372,7 +372,7 @@ export class NodeAgent implements NodeApi {
     const info = await this.driver.info(id);
     if (!info || info.state === 'destroyed') await this.setState(inst, 'crashed', 'the VM disappeared from the hypervisor');
     else if (info.state === 'crashed') await this.setState(inst, 'crashed', 'the VM process exited unexpectedly');
-    else if (info.state === 'stopped') await this.setState(inst, 'stopped', 'Client.InstanceInitiatedShutdown: Instance initiated shutdown');
+    else if (info.state === 'stopped') await this.setState(inst, 'stopped', GUEST_SHUTDOWN_REASON);
   }
 
   /** A new VM type or user data, given while stopped: the next boot uses them (the metadata service too). */
@@ -529,7 +529,7 @@ export class NodeAgent implements NodeApi {
           inst.launch = this.withLock(inst, () => this.launch(inst));
           break;
         case 'running':
-          if (vmState === 'stopped') await this.setState(inst, 'stopped', 'Client.InstanceInitiatedShutdown: Instance initiated shutdown');
+          if (vmState === 'stopped') await this.setState(inst, 'stopped', GUEST_SHUTDOWN_REASON);
           else if (vmState !== 'running' && vmState !== 'stopping') {
             await this.setState(inst, 'crashed', 'the VM was not running when the node controller restarted (host reboot or VM process exit)');
           }

@@ -46,6 +46,9 @@ export interface InstanceSpec {
 /** Actual state of an instance on a node, as EC2 names states. */
 export type NodeInstanceState = 'pending' | 'running' | 'stopping' | 'stopped' | 'shutting-down' | 'terminated' | 'crashed';
 
+/** The reason a node gives for an instance whose guest powered itself off (EC2's own wording). */
+export const GUEST_SHUTDOWN_REASON = 'Client.InstanceInitiatedShutdown: Instance initiated shutdown';
+
 export interface NodeInstanceStatus {
   instanceId: string;
   state: NodeInstanceState;

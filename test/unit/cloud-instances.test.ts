@@ -887,6 +887,37 @@ for (const backend of storeBackends()) describe(`instance-initiated shutdown beh
     assert.equal((await w.row(id!))!.state, 'running');
   });
 
+  it('a guest that powers off before it was seen running is shut down too, not restarted as a missed start', async () => {
+    const w2 = await makeWorld({ resendAfterMs: 0 });
+    try {
+      const [doomed, kept] = [...idsOf(await w2.launch({ InstanceInitiatedShutdownBehavior: 'terminate' })), ...idsOf(await w2.launch())];
+      await new Promise((r) => setTimeout(r, 5)); // the node's stop comes after the launch
+      w2.clusterA.setState(doomed!, 'stopped', 'Client.InstanceInitiatedShutdown: Instance initiated shutdown');
+      w2.clusterA.setState(kept!, 'stopped', 'Client.InstanceInitiatedShutdown: Instance initiated shutdown');
+      await w2.reconciler.reconcileOnce();
+      assert.equal((await w2.row(doomed!))!.state, 'shutting-down');
+      assert.deepEqual([(await w2.row(kept!))!.state, (await w2.row(kept!))!.state_reason], ['stopped', 'Client.InstanceInitiatedShutdown: Instance initiated shutdown']);
+      assert.deepEqual(w2.clusterA.callsTo('startInstance'), [], 'neither is booted again');
+
+      // A stop from before a StartInstances is a start the node missed: that one is repeated.
+      w2.clusterA.progress();
+      await w2.reconciler.reconcileOnce();
+      await new Promise((r) => setTimeout(r, 5));
+      w2.clusterA.autoProgress = false;
+      await w2.call(w2.A, 'StartInstances', { InstanceIds: [kept] });
+      w2.clusterA.setState(kept!, 'stopped', 'Client.InstanceInitiatedShutdown: Instance initiated shutdown');
+      const before = w2.clusterA.callsTo('startInstance').length;
+      await new Promise((r) => setTimeout(r, 5));
+      // Backdate the node's stop to before the start request, as a node that never saw it would report.
+      w2.clusterA.instances.get(kept!)!.since = new Date(Date.now() - 60_000).toISOString();
+      await w2.reconciler.reconcileOnce();
+      assert.equal((await w2.row(kept!))!.state, 'pending');
+      assert.equal(w2.clusterA.callsTo('startInstance').length, before + 1, 'the start is sent again');
+    } finally {
+      await w2.store.close();
+    }
+  });
+
   it('a crash is not a shutdown: the instance stops whatever its behavior', async () => {
     const [id] = await running({ InstanceInitiatedShutdownBehavior: 'terminate' });
     w.clusterA.setState(id!, 'crashed', 'qemu exited with status 1');
