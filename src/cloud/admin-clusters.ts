@@ -99,7 +99,7 @@ export function createClusterAdminApi(deps: ClusterAdminDeps): Hono<AdminEnv> {
       // In-process nodes never joined: what the cluster reports is all there is to show.
       return c.json({
         nodes: (await local.describeNodes()).map((s) => ({
-          id: s.nodeId, name: s.name, url: s.address, mac: null, joinedAt: null,
+          id: s.nodeId, name: s.name, url: s.address, mac: s.mac ?? null, joinedAt: null,
           state: s.state, lastSeen: s.lastSeen ?? null, hypervisor: s.hypervisor, accelerator: s.accelerator,
           capacity: s.capacity, free: s.free, instanceCount: s.instanceCount,
           policy: s.policy ?? null, lastPlacement: s.lastPlacementReason ?? null, stateReason: s.stateReason ?? null,
@@ -113,7 +113,7 @@ export function createClusterAdminApi(deps: ClusterAdminDeps): Hono<AdminEnv> {
       nodes: joined.map((n) => {
         const s = byId.get(n.id);
         return {
-          id: n.id, name: n.name, url: n.url, mac: n.mac ?? null, joinedAt: n.joinedAt,
+          id: n.id, name: n.name, url: n.url, mac: n.mac ?? s?.mac ?? null, joinedAt: n.joinedAt,
           state: s?.state ?? 'down', lastSeen: s?.lastSeen ?? null,
           hypervisor: s?.hypervisor ?? null, accelerator: s?.accelerator ?? null,
           capacity: s?.capacity ?? null, free: s?.free ?? null, instanceCount: s?.instanceCount ?? 0,

@@ -13,6 +13,8 @@ export interface ClusterInstanceStatus extends NodeInstanceStatus {
 export interface ClusterNodeStatus extends NodeResources {
   name: string;
   address: string;
+  /** Hardware address for Wake-on-LAN, when the node has one. */
+  mac?: string;
   state: 'up' | 'down' | 'asleep' | 'waking' | 'disabled';
   lastSeen?: string;
   lastPlacementReason?: string;

@@ -289,6 +289,7 @@ export class ClusterController implements ClusterApi {
         instanceCount: r?.instanceCount ?? 0,
         name: entry.name,
         address: entry.address,
+        ...(entry.mac ? { mac: entry.mac } : {}),
         state: entry.state,
         lastSeen: entry.lastSeen !== undefined ? new Date(entry.lastSeen).toISOString() : undefined,
         lastPlacementReason: entry.lastPlacementReason,
