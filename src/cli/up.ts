@@ -90,6 +90,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
     out.write(`  export AWS_SECRET_ACCESS_KEY=${cloud.admin.secretAccessKey}\n`);
     out.write(`  export AWS_DEFAULT_REGION=${opts.region}\n`);
     out.write(`  export AWS_ENDPOINT_URL_EC2=${cloud.url}\n\n`);
+    out.write(`Web console: ${cloud.url.replace(/\/+$/, '')}/console (sign in with the key above)\n`);
     out.write(`An aws CLI profile is in ${dataDir}/aws-config. Try:\n`);
     out.write(`  aws ec2 run-instances --endpoint-url ${cloud.url} --image-id ${image.imageId} --instance-type m1.small\n`);
   } catch (err) {

@@ -20,6 +20,7 @@ import { ClusterConnections } from './clusters.ts';
 import { createClusterAdminApi } from './admin-clusters.ts';
 import { adminNotFound } from './admin-api.ts';
 import { clusterImageUrl, mountClusterImages } from './cluster-images.ts';
+import { mountConsole } from './console-routes.ts';
 
 export interface CloudControllerOptions {
   dataDir: string;
@@ -66,6 +67,7 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     let adminApis: Hono | undefined;
     app.all('/admin/*', (c) => (adminApis ? adminApis.fetch(c.req.raw, c.env) : c.text('starting', 503)));
     mountClusterImages(app, { store, log: opts.log });
+    mountConsole(app, opts.region);
     const server = await listen(app, serveEc2OnNode(() => ec2, opts.log), opts.host, opts.port);
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : opts.port;
