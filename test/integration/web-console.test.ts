@@ -10,6 +10,13 @@ import { startInProcessCloud, REGION, type TestCloud } from '../helpers/cloud.ts
 import { signRequest, canonicalPath, canonicalQuery } from '../../src/console/sigv4.js';
 // @ts-expect-error plain browser JavaScript without type declarations
 import { AdminApi, AdminApiError, path } from '../../src/console/api.js';
+// @ts-expect-error plain browser JavaScript without type declarations
+import { clusterStartCommand } from '../../src/console/views/services.js';
+// @ts-expect-error plain browser JavaScript without type declarations
+import { nodeJoinCommand } from '../../src/console/views/nodes.js';
+import { Command } from 'commander';
+import { registerRoleCommands } from '../../src/cli/roles.ts';
+import { verifyJoinToken } from '../../src/cluster/join-tokens.ts';
 import { canonicalPath as serverCanonicalPath, canonicalQueryString, parseQueryPairs } from '../../src/auth/sigv4.ts';
 
 let cloud: TestCloud;
@@ -161,4 +168,58 @@ test('a wrong secret is refused with 403 and the admin API error, which the cons
   const api = new AdminApi({ endpoint: cloud.url, accessKeyId: cloud.accessKeyId, secretAccessKey: 'not-the-secret', region: REGION });
   await assert.rejects(api.get('/accounts'),
     (err: any) => err instanceof AdminApiError && err.status === 403 && err.code === 'SignatureDoesNotMatch' && err.message === body.error.message);
+});
+
+/** The long flags of `ironbark <role>` as the real CLI defines them. */
+function roleFlags(role: string): string[] {
+  const program = new Command();
+  registerRoleCommands(program);
+  const command = program.commands.find((c) => c.name() === role);
+  assert.ok(command, role);
+  return command.options.map((o) => o.long!);
+}
+
+test('the console API client adds a cluster, lists it, mints a join token for it and removes it', async () => {
+  const api = new AdminApi({ endpoint: cloud.url, accessKeyId: cloud.accessKeyId, secretAccessKey: cloud.secretAccessKey, region: REGION });
+  const zone = `${REGION}z`;
+  const added = await api.post('/clusters', { zone, url: 'http://127.0.0.1:18774', cidr: '10.9.0.0/16' });
+  assert.deepEqual({ zone: added.cluster.zone, url: added.cluster.url, cidr: added.cluster.cidr },
+    { zone, url: 'http://127.0.0.1:18774', cidr: '10.9.0.0/16' });
+  assert.match(added.secret, /^\S{16,}$/);
+  // The command the Services view shows uses the cluster's own values and flags `ironbark cluster` has.
+  const start = clusterStartCommand(added.cluster);
+  assert.equal(start, `ironbark cluster --zone ${zone} --cidr 10.9.0.0/16 --cloud-secret-file cloud-secret --listen 0.0.0.0:18774`);
+  const clusterFlags = roleFlags('cluster');
+  for (const flag of start.match(/--[a-z-]+/g)!) assert.ok(clusterFlags.includes(flag), `ironbark cluster has ${flag}`);
+
+  const { clusters } = await api.get('/clusters');
+  const listed = clusters.find((c: { zone: string }) => c.zone === zone);
+  assert.equal(listed.url, 'http://127.0.0.1:18774');
+  assert.equal(listed.cidr, '10.9.0.0/16');
+
+  const minted = await api.post(path('clusters', zone, 'node-tokens'), { ttlSeconds: 600 });
+  assert.equal(minted.zone, zone);
+  assert.equal(minted.clusterUrl, 'http://127.0.0.1:18774');
+  const lifetime = Date.parse(minted.expiresAt) - Date.now();
+  assert.ok(lifetime > 0 && lifetime <= 600_000, minted.expiresAt);
+  // The token is one the cluster accepts with the secret it was given.
+  assert.equal(verifyJoinToken(added.secret, zone, minted.token).expiresAt, Date.parse(minted.expiresAt));
+  const join = nodeJoinCommand(minted);
+  assert.equal(join, `ironbark node --join http://127.0.0.1:18774 --token ${minted.token}`);
+  const nodeFlags = roleFlags('node');
+  for (const flag of join.match(/(?<=\s)--[a-z-]+/g)!) assert.ok(nodeFlags.includes(flag), `ironbark node has ${flag}`);
+  await assert.rejects(api.post(path('clusters', zone, 'node-tokens'), { ttlSeconds: 0 }),
+    (err: any) => err instanceof AdminApiError && err.status === 400 && err.code === 'InvalidParameterValue' && /ttlSeconds/.test(err.message));
+
+  assert.deepEqual(await api.delete(path('clusters', zone)), { deleted: zone });
+  assert.ok(!(await api.get('/clusters')).clusters.some((c: { zone: string }) => c.zone === zone));
+});
+
+test('the console API client reports the API refusing a cluster with a bad network', async () => {
+  const api = new AdminApi({ endpoint: cloud.url, accessKeyId: cloud.accessKeyId, secretAccessKey: cloud.secretAccessKey, region: REGION });
+  const zone = `${REGION}y`;
+  await assert.rejects(api.post('/clusters', { zone, url: 'http://127.0.0.1:18775', cidr: '10.9.0.0/33' }),
+    (err: any) => err instanceof AdminApiError && err.status === 400 && err.code === 'InvalidParameterValue'
+      && err.message === '"10.9.0.0/33" is not an IPv4 network such as 10.1.0.0/16.');
+  assert.ok(!(await api.get('/clusters')).clusters.some((c: { zone: string }) => c.zone === zone));
 });
