@@ -18,8 +18,8 @@ function rowBuilderFor(columns: string[]): RowBuilder {
 
 class CachedStatement implements SqliteStatement {
   readonly reader: boolean;
+  /** A reader answers raw arrays, made into rows by #buildRow. */
   readonly #statement: Sqlite.Statement;
-  readonly #rawStatement: Sqlite.Statement | undefined;
   #buildRow: RowBuilder | undefined;
   #columnCount = 0;
 
@@ -27,22 +27,27 @@ class CachedStatement implements SqliteStatement {
     this.#statement = database.prepare(sql);
     this.reader = this.#statement.reader;
     if (this.reader) {
-      this.#rawStatement = database.prepare(sql).raw(true);
+      this.#statement.raw(true);
       this.#learnColumns();
     }
   }
 
   #learnColumns(): void {
-    const columns = this.#rawStatement!.columns().map((c) => c.name);
+    const columns = this.#statement.columns().map((c) => c.name);
     this.#buildRow = rowBuilderFor(columns);
     this.#columnCount = columns.length;
   }
 
+  /** The row builder for `values`, relearnt when a migration that adds a column changed what `select *` returns. */
+  #builderFor(values: unknown[]): RowBuilder {
+    if (values.length !== this.#columnCount) this.#learnColumns();
+    return this.#buildRow!;
+  }
+
   all(parameters: ReadonlyArray<unknown>): unknown[] {
-    const rows = this.#rawStatement!.all(...parameters) as unknown[][];
-    // A migration that adds a column changes what `select *` returns (SQLite re-prepares it).
-    if (rows.length > 0 && rows[0]!.length !== this.#columnCount) this.#learnColumns();
-    const build = this.#buildRow!;
+    const rows = this.#statement.all(...parameters) as unknown[][];
+    if (rows.length === 0) return rows;
+    const build = this.#builderFor(rows[0]!);
     const out = new Array(rows.length);
     for (let i = 0; i < rows.length; i++) out[i] = build(rows[i]!);
     return out;
@@ -52,8 +57,8 @@ class CachedStatement implements SqliteStatement {
     return this.#statement.run(...parameters);
   }
 
-  iterate(parameters: ReadonlyArray<unknown>): IterableIterator<unknown> {
-    return this.#statement.iterate(...parameters);
+  *iterate(parameters: ReadonlyArray<unknown>): IterableIterator<unknown> {
+    for (const values of this.#statement.iterate(...parameters) as IterableIterator<unknown[]>) yield this.#builderFor(values)(values);
   }
 }
 

@@ -59,6 +59,21 @@ for (const backend of storeBackends()) {
       const rows = await store.db.selectFrom('settings').selectAll().where('key', 'like', 'k%').execute();
       assert.equal(rows.length, 10);
     });
+
+    it('answers rows as objects named by their columns, whole or streamed, the same query again too', async () => {
+      await store.db.insertInto('settings').values([{ key: 'row-a', value: '1' }, { key: 'row-b', value: '2' }]).execute();
+      const query = () => store.db.selectFrom('settings').select(['value as v', 'key']).where('key', 'like', 'row-%').orderBy('key');
+      const expected = [{ v: '1', key: 'row-a' }, { v: '2', key: 'row-b' }];
+      assert.deepEqual(await query().execute(), expected);
+      assert.deepEqual(await query().execute(), expected, 'a statement used again');
+      if (backend.name === 'sqlite') { // our PostgreSQL dialect has no cursor: nothing streams there
+        const streamed: unknown[] = [];
+        for await (const row of query().stream()) streamed.push(row);
+        assert.deepEqual(streamed, expected);
+      }
+      const [inserted] = await store.db.insertInto('settings').values({ key: 'row-c', value: '3' }).returning(['key', 'value']).execute();
+      assert.deepEqual(inserted, { key: 'row-c', value: '3' });
+    });
   });
 }
 
