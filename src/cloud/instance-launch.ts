@@ -206,7 +206,9 @@ export function createLauncher(deps: LaunchDeps) {
     const vmType = await requireVmType(db, input.InstanceType || DEFAULT_INSTANCE_TYPE);
     const key = await keyPair(db, accountId, input.KeyName);
     const userData = checkUserData(input.UserData);
-    const tags = tagsFromSpecifications(input.TagSpecifications, ['instance']).get('instance') ?? [];
+    // Tools send volume (Ansible always) and network-interface tags along: there are no EBS volumes
+    // and the one interface has no row of its own, so those are checked and left unused.
+    const tags = tagsFromSpecifications(input.TagSpecifications, ['instance', 'volume', 'network-interface']).get('instance') ?? [];
     const shutdownBehavior = input.InstanceInitiatedShutdownBehavior === undefined ? 'stop' : checkShutdownBehavior(input.InstanceInitiatedShutdownBehavior);
 
     let subnet: SubnetsTable | undefined;

@@ -6,6 +6,7 @@ import type { OperationTable, RequestContext } from './context.ts';
 import type { Db, Tx } from '../store/store.ts';
 import type { InstancesTable } from '../store/schema.ts';
 import { Ec2Error } from '../protocol/errors.ts';
+import { booleanFromText } from '../protocol/query-parser.ts';
 import { applyFilters, type Filter } from '../protocol/filters.ts';
 import { paginate } from '../protocol/pagination.ts';
 import { tagsByResource, type Tag } from './tags.ts';
@@ -329,9 +330,10 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
           return;
         }
         case 'disableApiTermination': {
-          const flag = value === true || value === 'true' ? 1 : value === false || value === 'false' ? 0 : undefined;
+          // `Value=False` (the Attribute/Value form) is a string: any case, as EC2 reads booleans.
+          const flag = typeof value === 'string' ? booleanFromText(value) : typeof value === 'boolean' ? value : undefined;
           if (flag === undefined) throw new Ec2Error('InvalidParameterValue', `Value (${String(value)}) for parameter disableApiTermination is invalid. Expected a boolean.`);
-          await tx.updateTable('instances').set({ disable_api_termination: flag }).where('id', '=', row!.id).execute();
+          await tx.updateTable('instances').set({ disable_api_termination: flag ? 1 : 0 }).where('id', '=', row!.id).execute();
           return;
         }
         case 'instanceInitiatedShutdownBehavior': {

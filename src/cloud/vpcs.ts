@@ -53,6 +53,8 @@ async function describeVpcs(ctx: RequestContext, input: { VpcIds?: string[]; Fil
     'cidr-block-association.association-id': (i) => vpcCidrAssociationId(i.row.id),
     'cidr-block-association.state': () => 'associated',
     'is-default': (i) => i.row.is_default === 1,
+    // EC2 also takes the older camelCase name (Ansible's ec2_instance finds the default VPC with it).
+    'isDefault': (i) => i.row.is_default === 1,
     'state': (i) => i.row.state,
     'owner-id': (i) => i.row.account_id,
     'dhcp-options-id': (i) => i.row.dhcp_options_id,

@@ -187,10 +187,9 @@ function parseScalar(shape: Shape, value: string, path: string): any {
       return n;
     }
     case 'boolean': {
-      const lower = value.toLowerCase();
-      if (lower === 'true') return true;
-      if (lower === 'false') return false;
-      throw invalid(value, path);
+      const flag = booleanFromText(value);
+      if (flag === undefined) throw invalid(value, path);
+      return flag;
     }
     case 'timestamp':
       return parseTimestamp(value, path);
@@ -203,6 +202,18 @@ function parseScalar(shape: Shape, value: string, path: string): any {
     default:
       throw new Error(`EC2 model: ${shape.type} is not a scalar`);
   }
+}
+
+/**
+ * A boolean as EC2 reads one from a query parameter: `true` or `false` in any case (clients send
+ * `True`, `FALSE`), anything else undefined. Also for attribute values that the model types as
+ * strings but that hold a boolean (ModifyInstanceAttribute `Value`).
+ */
+export function booleanFromText(value: string): boolean | undefined {
+  const lower = value.toLowerCase();
+  if (lower === 'true') return true;
+  if (lower === 'false') return false;
+  return undefined;
 }
 
 function parseTimestamp(value: string, path: string): Date {

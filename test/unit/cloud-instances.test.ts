@@ -208,7 +208,7 @@ describe('RunInstances', () => {
       [{ UserData: Buffer.alloc(16 * 1024 + 1).toString('base64') }, 'InvalidParameterValue', 'User data is limited to 16384 bytes'],
       [{ UserData: 'not base64!' }, 'InvalidParameterValue', 'Invalid BASE64 encoding of user data.'],
       [{ Placement: { AvailabilityZone: 'mars-1a' } }, 'InvalidParameterValue', 'Invalid availability zone: [mars-1a]'],
-      [{ TagSpecifications: [{ ResourceType: 'volume', Tags: [{ Key: 'a', Value: 'b' }] }] }, 'InvalidParameterValue', /volume/],
+      [{ TagSpecifications: [{ ResourceType: 'snapshot', Tags: [{ Key: 'a', Value: 'b' }] }] }, 'InvalidParameterValue', /snapshot/],
       [{ PrivateIpAddress: '10.1.0.9', MaxCount: 2 }, 'InvalidParameterCombination', undefined],
       [{ SubnetId: subnetB.id, Placement: undefined, PrivateIpAddress: '10.2.0.1' }, 'InvalidParameterValue', /does not fall within/],
       [{ ClientToken: 'x'.repeat(65) }, 'InvalidParameterValue', undefined],
