@@ -4,7 +4,7 @@
 // which instance is learnt from the nodes' own reports, so a restarted controller rebuilds its map
 // from one round of polling, and a node that comes back after being down is believed as it is.
 // With power-save it also puts idle nodes to sleep and wakes them before they are used (power.ts).
-import { Ec2Error } from '../protocol/errors.ts';
+import { Ec2Error, insufficientCapacity } from '../protocol/errors.ts';
 import type { InstanceSpec, InstanceUpdate, NodeInstanceStatus } from '../node/node-api.ts';
 import type { ClusterApi, ClusterInstanceStatus, ClusterNodeStatus, Placement } from './cluster-api.ts';
 import { NodeRegistry, type NodeEntry, type NodeRegistration } from './node-registry.ts';
@@ -101,7 +101,7 @@ export class ClusterController implements ClusterApi {
       .then((p) => {
         if (p.sleepsIdleNodes && !this.power?.canSleep) this.log.warn({ policy: p.name }, 'no sleep command is configured: idle nodes are never put to sleep');
         if (!p.sleepsIdleNodes && opts.power?.sleepCommand) this.log.warn({ policy: p.name }, `policy ${p.name} does not put nodes to sleep: the sleep command is not used (use power-save)`);
-        return new Scheduler({ policy: p, log: this.log, power: this.power });
+        return new Scheduler({ policy: p, zone: this.zone, log: this.log, power: this.power });
       });
     this.schedulerReady.catch(() => undefined); // reported by the first request that needs it
     for (const [id, reg] of Object.entries(opts.nodes ?? {})) this.registry.add(id, reg);
@@ -173,7 +173,7 @@ export class ClusterController implements ClusterApi {
     this.notePlacementReasons(result.decisions);
     if (!result.ok) throw result.error;
     try {
-      await this.wakeChosenNodes(result.placements.map((p) => p.nodeId), result.woken, first.reservationId);
+      await this.wakeChosenNodes(result.placements.map((p) => p.nodeId), result.woken, first.reservationId, first.vmType.name);
     } catch (err) {
       scheduler.release(result.reservationId);
       throw err;
@@ -193,6 +193,7 @@ export class ClusterController implements ClusterApi {
       const err = (outcomes[failed] as PromiseRejectedResult).reason as Error;
       const node = this.registry.get(p.nodeId)?.name ?? p.nodeId;
       this.log.warn({ requestId: first.reservationId, instanceId: p.instanceId, nodeId: p.nodeId, err: err.message }, 'launch failed on a node; request rolled back');
+      if (err instanceof Ec2Error && err.code === 'InsufficientInstanceCapacity') throw insufficientCapacity(first.vmType.name, this.zone);
       const message = `Instance ${p.instanceId} could not be started on node ${node}: ${err.message} The request was rolled back.`;
       throw new Ec2Error(err instanceof Ec2Error ? err.code : 'InternalError', message);
     }
@@ -217,7 +218,14 @@ export class ClusterController implements ClusterApi {
   }
 
   async startInstance(instanceId: string, update?: InstanceUpdate): Promise<void> {
-    await this.command(instanceId, 'startInstance', (c) => c.startInstance(instanceId, update));
+    try {
+      await this.command(instanceId, 'startInstance', (c) => c.startInstance(instanceId, update));
+    } catch (err) {
+      if (!(err instanceof Ec2Error) || err.code !== 'InsufficientInstanceCapacity') throw err;
+      // The node's words name it and its free capacity: the operator's log has them, the tenant gets EC2's.
+      this.log.warn({ instanceId, nodeId: this.placements.get(instanceId), err: err.message }, 'no room to start the instance on its node');
+      throw insufficientCapacity(update?.vmType?.name, this.zone);
+    }
   }
 
   async stopInstance(instanceId: string, force?: boolean): Promise<void> {
@@ -418,13 +426,15 @@ export class ClusterController implements ClusterApi {
   }
 
   /** Waits until the nodes a placement chose are awake; `woken` are those the scheduler just woke. */
-  private async wakeChosenNodes(nodeIds: string[], woken: readonly string[], requestId: string): Promise<void> {
+  private async wakeChosenNodes(nodeIds: string[], woken: readonly string[], requestId: string, vmType: string): Promise<void> {
     const waits: Promise<void>[] = [];
     for (const nodeId of new Set(nodeIds)) {
       const entry = this.registry.get(nodeId);
       if (!entry || (entry.state !== 'asleep' && entry.state !== 'waking')) continue;
       waits.push(this.ensureAwake(entry, woken.includes(nodeId), `for request ${requestId}`).catch((err: Error) => {
-        throw new Ec2Error('InsufficientInstanceCapacity', `${err.message} Request ${requestId} was not placed; try again.`);
+        // Why the node did not wake is the operator's (log, and the node's state reason), not the tenant's.
+        this.log.warn({ requestId, nodeId, err: err.message }, 'a node chosen for the request did not wake; request not placed');
+        throw insufficientCapacity(vmType, this.zone);
       }));
     }
     const outcomes = await Promise.allSettled(waits);

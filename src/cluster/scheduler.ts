@@ -7,7 +7,7 @@
 // instances (the store recorded them, or the node reported them), `release(reservationId)` when
 // the launch was abandoned. Until then every later `place` sees that capacity as taken. `place`
 // calls run one at a time, so two concurrent requests never oversubscribe a node.
-import { Ec2Error } from '../protocol/errors.ts';
+import { Ec2Error, insufficientCapacity } from '../protocol/errors.ts';
 import {
   compareNodes, describeShortfall, placementLog,
   type AllocationPolicy, type Choice, type NodeState, type NodeView, type Placement, type PlacementLog,
@@ -36,10 +36,13 @@ export interface NodePlacement extends Placement {
 
 export type PlacementResult =
   | { ok: true; reservationId: string; placements: NodePlacement[]; decisions: PlacementDecision[]; woken: string[] }
+  /** `error` is what the tenant may see; `reason` and `skipped` are the operator's (nodes, free capacity). */
   | { ok: false; error: Ec2Error; reason: string; skipped: NodeSkip[]; decisions: PlacementDecision[] };
 
 export interface SchedulerOptions {
   policy: AllocationPolicy;
+  /** The availability zone placed in, named in the capacity error tenants see. */
+  zone?: string;
   log?: PlacementLogSink;
   /** Wakes asleep nodes a policy places on and sleeps idle ones; without it asleep nodes are never used. */
   power?: PowerManager;
@@ -173,6 +176,7 @@ export class Scheduler {
   readonly policy: AllocationPolicy;
   private readonly power?: PowerManager;
   private readonly log: PlacementLog;
+  private readonly zone: string;
   private readonly mutex = new AsyncMutex();
   /** Capacity held by uncommitted reservations, per node. */
   private readonly held = new Map<string, Taken>();
@@ -181,6 +185,7 @@ export class Scheduler {
 
   constructor(opts: SchedulerOptions) {
     this.policy = opts.policy;
+    this.zone = opts.zone ?? 'this zone';
     this.power = opts.power;
     this.log = placementLog(opts.log);
   }
@@ -243,9 +248,9 @@ export class Scheduler {
     for (;;) {
       const attempt = await this.attempt(req, ordered, states, excluded);
       if (!attempt.ok) {
-        const count = req.instances.length;
-        const error = new Ec2Error('InsufficientInstanceCapacity',
-          `There is not enough capacity to place ${count} instance${count === 1 ? '' : 's'} of request ${req.requestId}: ${attempt.reason}`);
+        // The reason names nodes and their free capacity: it went to the placement log and stays in
+        // the result for the operator's views; the tenant gets EC2's own words.
+        const error = insufficientCapacity(req.instances[0]?.vmType.name, this.zone);
         return { ok: false, error, reason: attempt.reason, skipped: attempt.skipped, decisions: attempt.decisions };
       }
       const asleep = new Map<string, NodeView>();

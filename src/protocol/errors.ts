@@ -51,3 +51,17 @@ export function ec2Error(code: string, message: string, status?: number): Ec2Err
 export function isEc2Error(e: unknown): e is Ec2Error {
   return e instanceof Ec2Error;
 }
+
+/**
+ * InsufficientInstanceCapacity as EC2 words it for tenants: the instance type and the zone, never
+ * the scheduler's view of nodes (names, free cores, wake failures). That detail is for the
+ * operator: the cluster's log and `ironbark admin node list` (each node's last placement reason).
+ */
+export function insufficientCapacity(instanceType: string | undefined, zone: string, otherZones: readonly string[] = []): Ec2Error {
+  const type = instanceType ? `${instanceType} ` : '';
+  const elsewhere = otherZones.length > 0 ? otherZones.join(', ') : 'another Availability Zone';
+  return new Ec2Error('InsufficientInstanceCapacity',
+    `We currently do not have sufficient ${type}capacity in the Availability Zone you requested (${zone}). ` +
+    `Our system will be working on provisioning additional capacity. You can currently get ${type}capacity by not specifying ` +
+    `an Availability Zone in your request or choosing ${elsewhere}.`);
+}

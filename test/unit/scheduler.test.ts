@@ -37,12 +37,16 @@ test('a down node is skipped with its reason and a full node with its shortfall'
 
 test('no node with room answers InsufficientInstanceCapacity with a reason per node', async () => {
   const nodes = [node('node-3', { cores: 1, memoryMiB: 8192, diskGiB: 100 }), node('node-5', { state: 'down' })];
-  const result = await new Scheduler({ policy: new GreedyPolicy() }).place(request(MEDIUM), nodes);
+  const result = await new Scheduler({ policy: new GreedyPolicy(), zone: 'zone-1a' }).place(request(MEDIUM), nodes);
   assertFailed(result);
   assert.ok(result.error instanceof Ec2Error);
   assert.equal(result.error.code, 'InsufficientInstanceCapacity');
-  assert.match(result.error.message, /node-3: needs 2 cores, 1 free/);
-  assert.match(result.error.message, /node-5: down/);
+  // The error is what a tenant reads: EC2's words, no node names or free capacity.
+  assert.match(result.error.message, new RegExp(`^We currently do not have sufficient ${MEDIUM.name.replace('.', '\\.')} capacity in the Availability Zone you requested \\(zone-1a\\)\\.`));
+  assert.doesNotMatch(result.error.message, /node|free|down/);
+  // The reasons per node are the operator's.
+  assert.match(result.reason, /node-3: needs 2 cores, 1 free/);
+  assert.match(result.reason, /node-5: down/);
   assert.deepEqual(result.skipped, [{ nodeId: 'id-node-3', reason: 'needs 2 cores, 1 free' }, { nodeId: 'id-node-5', reason: 'down' }]);
 });
 
