@@ -1,9 +1,9 @@
 // The files an operator hands to users after set-up: `credentials.env` to source in a shell (like
 // Eucalyptus' eucarc) and `aws-config`, an aws CLI profile to paste. Both hold a secret, so they
 // are private to the owner (0600) and replaced atomically, never left half-written.
-import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { ensurePrivateDirSync, writePrivateFileSync } from '../store/private-files.ts';
 
 export interface CloudCredentials {
   accessKeyId: string;
@@ -21,25 +21,6 @@ const SAFE_SHELL_WORD = /^[A-Za-z0-9_@%+=:,./-]+$/;
 
 function shellQuote(value: string): string {
   return SAFE_SHELL_WORD.test(value) ? value : `'${value.replace(/'/g, `'\\''`)}'`;
-}
-
-function writePrivateFileAtomically(path: string, content: string): void {
-  const temp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
-  try {
-    const fd = openSync(temp, 'wx', 0o600);
-    try {
-      writeSync(fd, content);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    // The umask may have narrowed or the file system widened the creation mode.
-    chmodSync(temp, 0o600);
-    renameSync(temp, path);
-  } catch (e) {
-    rmSync(temp, { force: true });
-    throw e;
-  }
 }
 
 function assertSingleLine(c: CloudCredentials): void {
@@ -86,14 +67,14 @@ export function awsConfigText(c: CloudCredentials): string {
   ].join('\n');
 }
 
-/** Writes DIR/credentials.env and DIR/aws-config (mode 0600) and returns their paths. */
+/** Writes DIR/credentials.env and DIR/aws-config (mode 0600, DIR 0700) and returns their paths. */
 export function writeCredentialsFiles(dataDir: string, credentials: CloudCredentials): { envFile: string; awsConfigFile: string } {
   assertSingleLine(credentials);
-  mkdirSync(dataDir, { recursive: true });
+  ensurePrivateDirSync(dataDir);
   const envFile = join(dataDir, CREDENTIALS_ENV);
   const awsConfigFile = join(dataDir, AWS_CONFIG);
-  writePrivateFileAtomically(envFile, credentialsEnvText(credentials));
-  writePrivateFileAtomically(awsConfigFile, awsConfigText(credentials));
+  writePrivateFileSync(envFile, credentialsEnvText(credentials));
+  writePrivateFileSync(awsConfigFile, awsConfigText(credentials));
   return { envFile, awsConfigFile };
 }
 

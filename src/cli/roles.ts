@@ -2,7 +2,7 @@
 // The cloud reaches clusters only, a cluster reaches its nodes only; nodes need no route to the cloud.
 import http from 'node:http';
 import { readFileSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { ensurePrivateDir } from '../store/private-files.ts';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -100,7 +100,7 @@ export async function runClusterRole(opts: ClusterRoleOptions): Promise<void> {
   const log = createLogger('cluster');
   const { host, port } = parseListenAddress(opts.listen, '0.0.0.0');
   const dataDir = resolve(opts.dataDir);
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await ensurePrivateDir(dataDir);
   const cloudSecret = readCloudSecret(opts);
   const joined = await JoinedNodes.open(join(dataDir, 'nodes.json'));
   const power = powerOptionsFrom(opts);
@@ -146,7 +146,7 @@ export async function runNodeRole(opts: NodeRoleOptions): Promise<void> {
   const log = createLogger('node');
   const { host, port } = parseListenAddress(opts.listen, '0.0.0.0');
   const dataDir = resolve(opts.dataDir);
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await ensurePrivateDir(dataDir);
   if (isWildcard(host) && !opts.advertise) {
     throw new Error('With a wildcard --listen, say where the cluster reaches this node: --advertise http://NODE_ADDRESS:PORT.');
   }

@@ -4,7 +4,7 @@ import { Hono } from 'hono';
 import { getRequestListener } from '@hono/node-server';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { join } from 'node:path';
-import { mkdirSync } from 'node:fs';
+import { ensurePrivateDirSync } from '../store/private-files.ts';
 import type { Logger } from 'pino';
 import { openStore, type Store } from '../store/store.ts';
 import { createKeyResolver } from '../auth/key-cache.ts';
@@ -55,7 +55,8 @@ export interface RunningCloud {
 }
 
 export async function startCloudController(opts: CloudControllerOptions): Promise<RunningCloud> {
-  mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
+  // Holds the store, credentials and secrets: the owner's alone, also when it already existed.
+  ensurePrivateDirSync(opts.dataDir);
   const store = await openStore({ url: opts.storeUrl ?? join(opts.dataDir, 'ironbark.sqlite') });
   try {
     await seedVmTypes(store.db);

@@ -2,8 +2,8 @@
 // This is the only thing a cluster keeps on disk (everything else is soft state rebuilt from the
 // nodes' reports): one JSON file, private to the cluster's user, replaced atomically.
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { writePrivateFile } from '../store/private-files.ts';
 import { newPeerSecret } from '../auth/peer-auth.ts';
 
 export interface JoinedNode {
@@ -112,25 +112,5 @@ export class JoinedNodes {
     const write = this.#writing.then(() => writePrivateFile(this.file, text));
     this.#writing = write.catch(() => undefined);
     return write;
-  }
-}
-
-/** Writes `text` to `path` with mode 0600, through a temporary file and a rename. */
-export async function writePrivateFile(path: string, text: string): Promise<void> {
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  const temp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
-  try {
-    const handle = await open(temp, 'wx', 0o600);
-    try {
-      await handle.writeFile(text);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await chmod(temp, 0o600);
-    await rename(temp, path);
-  } catch (err) {
-    await rm(temp, { force: true });
-    throw err;
   }
 }

@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Ec2Error } from '../protocol/errors.ts';
 import { PeerClient } from '../auth/peer-rpc.ts';
-import { writePrivateFile } from '../cluster/joined-nodes.ts';
+import { writePrivateFile } from '../store/private-files.ts';
 
 export const MEMBERSHIP_FILE = 'cluster-membership.json';
 

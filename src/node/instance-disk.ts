@@ -1,7 +1,8 @@
 // An instance's root disk is a qcow2 overlay on the cached base image: creating it writes only
 // metadata, so it takes the same time for a 100 MiB and a 10 GiB image, and the base stays shared.
 import { execFile } from 'node:child_process';
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { chmod, rm, stat } from 'node:fs/promises';
+import { ensurePrivateDir, PRIVATE_FILE_MODE } from '../store/private-files.ts';
 import { dirname, resolve } from 'node:path';
 
 export interface InstanceDiskOptions {
@@ -45,9 +46,11 @@ export async function createInstanceDisk(basePath: string, diskPath: string, opt
     }
     args.push(String(requested));
   }
-  await mkdir(dirname(disk), { recursive: true });
+  // The guest writes its data into the overlay: the owner's alone, whatever qemu-img's umask.
+  await ensurePrivateDir(dirname(disk));
   try {
     await run(qemuImg, args);
+    await chmod(disk, PRIVATE_FILE_MODE);
   } catch (err) {
     await rm(disk, { force: true });
     throw new InstanceDiskError(disk, (err as Error).message);

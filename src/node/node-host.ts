@@ -6,6 +6,7 @@
 // Shutdown lets go of the VMs, which keep running (QEMU is daemonized) and are re-adopted by the next
 // start; the zone network is removed only when no instance is left on the node.
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { ensurePrivateDir } from '../store/private-files.ts';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { probeAccelerator } from './accel-probe.ts';
@@ -45,7 +46,9 @@ export interface NodeHost {
 
 export async function startNodeHost(opts: NodeHostOptions): Promise<NodeHost> {
   const nodeDir = join(opts.dataDir, 'node');
-  await mkdir(nodeDir, { recursive: true });
+  // Instance specs (user data), console logs and disks live below: the owner's alone.
+  await ensurePrivateDir(opts.dataDir);
+  await ensurePrivateDir(nodeDir);
   const log = opts.log;
   const closers: (() => Promise<void>)[] = [];
   const closeAll = async () => {

@@ -1,9 +1,10 @@
 // What a node controller remembers about each of its instances, one JSON file per instance under
-// `<stateDir>/instances/`. The spec is written before anything is made for the instance, so an
-// agent that restarts at any moment finds every VM, disk and tap it may have made and never makes
-// a second one for the same instance.
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+// `<stateDir>/instances/`, private to the owner (specs hold user data). The spec is written before
+// anything is made for the instance, so an agent that restarts at any moment finds every VM, disk
+// and tap it may have made and never makes a second one for the same instance.
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ensurePrivateDir, restrictFile, writePrivateFile } from '../store/private-files.ts';
 import type { InstanceSpec, NodeInstanceState } from './node-api.ts';
 
 export interface InstanceRecord {
@@ -29,10 +30,12 @@ export class NodeStateStore {
   }
 
   async load(): Promise<InstanceRecord[]> {
-    await mkdir(this.dir, { recursive: true });
+    // Specs carry user data: 0600 files in a 0700 directory (narrowed if an earlier version left them open).
+    await ensurePrivateDir(this.dir);
     const out: InstanceRecord[] = [];
     for (const name of (await readdir(this.dir)).sort()) {
       if (!name.endsWith('.json')) continue;
+      await restrictFile(join(this.dir, name));
       const text = await readFile(join(this.dir, name), 'utf8').catch(() => undefined);
       if (text === undefined) continue;
       let record: InstanceRecord;
@@ -53,10 +56,8 @@ export class NodeStateStore {
     assertInstanceId(id);
     const text = JSON.stringify(record, null, 2) + '\n';
     return this.chain(id, async () => {
-      await mkdir(this.dir, { recursive: true });
-      const file = this.path(id);
-      await writeFile(`${file}.tmp`, text);
-      await rename(`${file}.tmp`, file);
+      await ensurePrivateDir(this.dir);
+      await writePrivateFile(this.path(id), text, { sync: false });
     });
   }
 

@@ -2,7 +2,7 @@
 // controller: every VM keeps a record (vm.json), pid file and QMP socket in its work directory, and
 // QemuDriver.open() re-adopts whatever is still running after a node controller restart.
 import { execFile } from 'node:child_process';
-import { mkdir, readdir, readFile, rename, rm, rmdir, stat, symlink, unlink, writeFile, open as openFile } from 'node:fs/promises';
+import { chmod, readdir, readFile, rename, rm, rmdir, stat, symlink, unlink, writeFile, open as openFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -11,6 +11,7 @@ import {
   assertOperationAllowed, assertTransition, InvalidVmSpecError, validateVmSpec, VmNotFoundError,
 } from './hypervisor.ts';
 import { QmpClient, type QmpEvent } from './qmp-client.ts';
+import { ensurePrivateDir, ensurePrivateFile, PRIVATE_FILE_MODE, restrictFile } from '../store/private-files.ts';
 
 export interface QemuDriverOptions {
   /** Directory indexing every VM this driver manages (entries are work dirs or links to them). */
@@ -75,7 +76,7 @@ export class QemuDriver implements HypervisorDriver {
   /** Creates the driver and re-adopts the VMs recorded under runDir. */
   static async open(opts: QemuDriverOptions): Promise<QemuDriver> {
     const driver = new QemuDriver(opts);
-    await mkdir(driver.opts.runDir, { recursive: true });
+    await ensurePrivateDir(driver.opts.runDir);
     await driver.adoptAll();
     return driver;
   }
@@ -97,7 +98,8 @@ export class QemuDriver implements HypervisorDriver {
       state: 'defined', expectingExit: false, guestPoweredOff: false, shutdownWaiters: new Set(), lock: Promise.resolve(), busy: 0,
     };
     this.vms.set(spec.id, vm);
-    await mkdir(vm.spec.workDir, { recursive: true });
+    // vm.json and the console log may show user data: 0600 in a 0700 directory.
+    await ensurePrivateDir(vm.spec.workDir);
     await this.persist(vm);
     const indexEntry = join(this.opts.runDir, spec.id);
     if (indexEntry !== vm.spec.workDir) {
@@ -229,6 +231,8 @@ export class QemuDriver implements HypervisorDriver {
     await rm(join(dir, FILES.qmp), { force: true });
     await rm(join(dir, FILES.pid), { force: true });
     vm.guestPoweredOff = false;
+    // QEMU opens the console log with the umask's mode; made first, it keeps ours (the guest prints user data there).
+    await ensurePrivateFile(join(dir, FILES.console));
     const args = buildQemuArgs(vm.spec, {
       accelerator: this.opts.accelerator,
       machine: this.opts.machine,
@@ -374,6 +378,9 @@ export class QemuDriver implements HypervisorDriver {
     };
     this.vms.set(vm.spec.id, vm);
     const dir = vm.spec.workDir;
+    // What an earlier version left readable to others is narrowed on adoption.
+    await ensurePrivateDir(dir).catch(() => undefined);
+    for (const f of [FILES.record, FILES.console]) await restrictFile(join(dir, f)).catch(() => undefined);
     const pid = await readPid(join(dir, FILES.pid));
     const live = pid !== undefined && processAlive(pid) && commandLineMentions(pid, join(dir, FILES.qmp));
     const before = vm.state;
@@ -434,7 +441,8 @@ export class QemuDriver implements HypervisorDriver {
     const file = join(vm.spec.workDir, FILES.record);
     const write = async () => {
       if (this.vms.get(vm.spec.id) !== vm || vm.state === 'destroyed') return;
-      await writeFile(`${file}.tmp`, JSON.stringify(record, null, 2) + '\n');
+      await writeFile(`${file}.tmp`, JSON.stringify(record, null, 2) + '\n', { mode: PRIVATE_FILE_MODE });
+      await chmod(`${file}.tmp`, PRIVATE_FILE_MODE);
       await rename(`${file}.tmp`, file);
     };
     const next = this.persistChain.then(write);

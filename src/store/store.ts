@@ -5,8 +5,8 @@ import { Kysely, Migrator, SqliteDialect, PostgresDialect, type MigrationProvide
 import Sqlite from 'better-sqlite3';
 import { CachingSqliteDatabase } from './sqlite-database.ts';
 import pg from 'pg';
-import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { ensurePrivateDirSync, ensurePrivateFileSync, restrictFileSync } from './private-files.ts';
 import type { Database } from './schema.ts';
 import { migrations } from './migrations.ts';
 
@@ -38,9 +38,11 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     pool.on('error', (err) => process.emitWarning(`PostgreSQL connection lost: ${err.message}`));
     db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   } else {
-    if (url !== ':memory:') mkdirSync(dirname(url), { recursive: true });
+    if (url !== ':memory:') prepareSqliteFiles(url);
     const sqlite = new Sqlite(url);
     sqlite.pragma('journal_mode = WAL');
+    // The WAL holds recent writes (access-key secrets among them) until a checkpoint.
+    if (url !== ':memory:') for (const suffix of SQLITE_SIDE_FILES) restrictFileSync(`${url}${suffix}`);
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('foreign_keys = ON');
     sqlite.pragma('busy_timeout = 5000');
@@ -58,6 +60,21 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     transaction: (work) => db.transaction().execute(work),
     close: () => db.destroy(),
   };
+}
+
+/** Files SQLite keeps beside the database: the write-ahead log, its index, a rollback journal. */
+const SQLITE_SIDE_FILES = ['-wal', '-shm', '-journal'];
+
+/**
+ * The database holds every secret of the cloud, so it is 0600 before SQLite opens it: SQLite
+ * gives the -wal and -shm files it makes the database file's mode, and files an earlier version
+ * left open are narrowed. A folder made for it is 0700; a folder that exists is left as it is
+ * (a `--store` path may sit in a shared one).
+ */
+function prepareSqliteFiles(path: string): void {
+  ensurePrivateDirSync(dirname(path), { tighten: false });
+  ensurePrivateFileSync(path);
+  for (const suffix of SQLITE_SIDE_FILES) restrictFileSync(`${path}${suffix}`);
 }
 
 async function migrate(db: Db): Promise<void> {
