@@ -12,6 +12,7 @@ import { isActionAllowed } from '../auth/policy.ts';
 import type { Store } from '../store/store.ts';
 import type { CloudSettings, OperationTable, RequestContext } from './context.ts';
 import { newRequestId } from './ids.ts';
+import { createServiceRouter } from './identity/service-router.ts';
 
 export interface Ec2EndpointDeps {
   store: Store;
@@ -60,8 +61,12 @@ export type Ec2Handler = (req: Ec2HttpRequest) => Promise<Ec2HttpResponse>;
 
 export function createEc2Handler(deps: Ec2EndpointDeps): Ec2Handler {
   const { store, settings, keys, operations, log } = deps;
+  // Requests signed for STS or IAM (or a service or region not served here) are answered there.
+  const otherServices = createServiceRouter({ store, settings, keys, log });
 
   return async function handleEc2Request(req: Ec2HttpRequest): Promise<Ec2HttpResponse> {
+    const routed = otherServices(req);
+    if (routed) return routed;
     const requestId = newRequestId();
     let action = '';
     try {
