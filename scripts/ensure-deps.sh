@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what Ironbark needs and this machine lacks: Debian packages (apt) and npm packages.
 # Usage: scripts/ensure-deps.sh [run|test]   — `test` adds what the test suite needs.
-set -euo pipefail
+set -Eeuo pipefail
+trap 'status=$?; echo "ironbark: ensure-deps.sh line $LINENO: \"$BASH_COMMAND\" failed (exit $status)" >&2' ERR
 cd "$(dirname "$0")/.."
 purpose=${1:-run}
 
-packages=(qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 busybox-static dropbear-bin e2fsprogs cpio openssh-client procps)
+packages=(qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 busybox-static dropbear-bin e2fsprogs cpio gzip xz-utils zstd kmod openssh-client procps)
 if [ "$purpose" = test ]; then
+  # awscli: the real aws CLI; postgresql: the private test server; putty-tools: .ppk key checks.
   packages+=(awscli postgresql putty-tools)
 fi
 
@@ -25,7 +27,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-if [ ! -x node_modules/.bin/tsx ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+# npm packages follow the lock file's content: re-installed whenever it changed since the last
+# install here (timestamps say nothing after a clone or a checkout).
+lock_hash=$(sha256sum package-lock.json | cut -d' ' -f1)
+stamp=node_modules/.ironbark-lock-sha256
+if [ ! -x node_modules/.bin/tsx ] || [ "$(cat "$stamp" 2>/dev/null)" != "$lock_hash" ]; then
   echo "==> installing npm packages (better-sqlite3 compiles from source; this takes a minute)"
   npm ci --no-audit --no-fund
+  echo "$lock_hash" > "$stamp"
 fi

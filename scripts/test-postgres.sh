@@ -1,27 +1,62 @@
 #!/usr/bin/env bash
-# Starts Debian's PostgreSQL on loopback for the store tests and prints the connection URL as its
-# only line on stdout: everything the PostgreSQL tools say goes to stderr (pg_ctlcluster prints
-# "Removed stale pid file." after an unclean stop, which must not end up inside the URL).
-set -euo pipefail
+# A private PostgreSQL server for the store tests: its data and socket directories under DIR, a
+# free loopback port, a random password. The host's own clusters, their configuration and their
+# passwords are never touched.
+#   test-postgres.sh start DIR   starts it; prints its connection URL as the only line on stdout
+#   test-postgres.sh stop DIR    stops it and removes DIR
+set -Eeuo pipefail
+trap 'status=$?; echo "test-postgres: line $LINENO: \"$BASH_COMMAND\" failed (exit $status)" >&2' ERR
+# Everything PostgreSQL's tools say goes to stderr; stdout carries only the URL (fd 3).
 exec 3>&1 1>&2
-# (The server started below must not inherit fd 3, or the caller's $(...) would never end.)
-version=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1)
-if [ -z "$version" ]; then echo "PostgreSQL is not installed" >&2; exit 1; fi
-if ! pg_lsclusters -h | awk '{print $1" "$2}' | grep -q "^$version main$"; then
-  pg_createcluster "$version" main 3>&-
+usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+[ $# -eq 2 ] || usage
+action=$1
+dir=$2
+
+bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
+  echo "test-postgres: no PostgreSQL server under /usr/lib/postgresql (Debian package postgresql)" >&2
+  exit 1
 fi
-if ! pg_lsclusters -h | awk '$1=="'"$version"'" && $2=="main" {print $4}' | grep -q online; then
-  # A server killed uncleanly may leave children holding its shared memory for a moment.
-  for attempt in 1 2 3 4 5; do
-    pg_ctlcluster "$version" main start 3>&- && break
-    [ "$attempt" = 5 ] && { echo "PostgreSQL $version/main does not start" >&2; exit 1; }
-    sleep 1
-  done
-fi
-port=$(pg_lsclusters -h | awk '$1=="'"$version"'" && $2=="main" {print $3}')
-for _ in $(seq 1 50); do
-  su postgres -c "psql -p $port -qAtc 'select 1'" >/dev/null 2>&1 && break
-  sleep 0.2
-done
-su postgres -c "psql -p $port -qc \"ALTER USER postgres PASSWORD 'postgres'\""
-echo "postgres://postgres:postgres@127.0.0.1:$port/postgres" >&3
+# The server refuses to run as root: as root, it runs as the postgres user the package made.
+as_server_user() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+case "$action" in
+  start)
+    mkdir -p "$dir"
+    chmod 700 "$dir"
+    [ "$(id -u)" = 0 ] && chown postgres: "$dir"
+    password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    (umask 077 && printf '%s\n' "$password" > "$dir/password")
+    [ "$(id -u)" = 0 ] && chown postgres: "$dir/password"
+    as_server_user "$bindir/initdb" --pgdata="$dir/data" --username=postgres --auth=scram-sha-256 \
+      --pwfile="$dir/password" --encoding=UTF8 --locale=C.UTF-8 --no-sync >"$dir/initdb.log" 2>&1 \
+      || { tail -n 20 "$dir/initdb.log" >&2; echo "test-postgres: initdb failed" >&2; exit 1; }
+    as_server_user mkdir -p "$dir/socket"
+    # A free loopback port; another process may take it before the server binds, so retry.
+    for attempt in 1 2 3 4 5; do
+      port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+      # fsync off: a test server's data need not survive a power cut, and tests run faster.
+      if as_server_user "$bindir/pg_ctl" --pgdata="$dir/data" --log="$dir/server.log" --wait --timeout=60 \
+        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir/socket -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+        start 3>&-; then
+        echo "postgres://postgres:$password@127.0.0.1:$port/postgres" >&3
+        exit 0
+      fi
+      [ "$attempt" = 5 ] && break
+      sleep 1
+    done
+    tail -n 20 "$dir/server.log" >&2 || true
+    echo "test-postgres: the private PostgreSQL server in $dir did not start" >&2
+    exit 1
+    ;;
+  stop)
+    if [ -f "$dir/data/postmaster.pid" ]; then
+      as_server_user "$bindir/pg_ctl" --pgdata="$dir/data" --mode=immediate --wait --timeout=30 stop 3>&- || true
+    fi
+    rm -rf "$dir"
+    ;;
+  *) usage ;;
+esac

@@ -15,8 +15,10 @@
 # The kernel comes from the host when the matching package is installed, else from
 # `apt-get download` + `dpkg-deb -x` into a work dir (never installed on the host).
 # Set IRONBARK_KERNEL_SOURCE=apt to always download it.
-set -euo pipefail
+set -Eeuo pipefail
 export LC_ALL=C
+# Whatever fails unexpectedly says what it was; the caller shows the last lines of stderr.
+trap 'status=$?; echo "error: build.sh line $LINENO: \"$BASH_COMMAND\" failed (exit $status)" >&2' ERR
 
 RECIPE_VERSION=1
 RECIPE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,7 +33,7 @@ ROOTFS_UUID=5f0b7a1e-4d2c-4b6e-9a57-1ab0c0ffee01
 ROOTFS_HASH_SEED=0c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5
 export SOURCE_DATE_EPOCH=1700000000
 KERNEL_META=linux-image-cloud-amd64
-REQUIRED_PACKAGES="busybox-static dropbear-bin e2fsprogs cpio gzip"
+REQUIRED_PACKAGES="busybox-static dropbear-bin e2fsprogs cpio gzip xz-utils zstd kmod"
 
 TOTAL_STEPS=6
 step_no=0
@@ -44,8 +46,8 @@ die() {
   exit 1
 }
 
-installed_version() {
-  dpkg-query -W -f='${db:Status-Status} ${Version}\n' "$1" 2>/dev/null | awk '$1 == "installed" { print $2 }'
+installed_version() { # empty when the package is not installed (or unknown to dpkg)
+  { dpkg-query -W -f='${db:Status-Status} ${Version}\n' "$1" 2>/dev/null || true; } | awk '$1 == "installed" { print $2 }'
 }
 
 # Decides which kernel package (e.g. linux-image-6.1.0-56-cloud-amd64) and version to use.
@@ -71,8 +73,8 @@ resolve_kernel_package() {
   fi
 }
 
-package_file() { # package, program name -> the host path of that program
-  dpkg -L "$1" | grep -E "/s?bin/$2\$" | head -n 1
+package_file() { # package, program name -> the host path of that program (empty if not installed)
+  { dpkg -L "$1" 2>/dev/null || true; } | grep -E "/s?bin/$2\$" | head -n 1 || true
 }
 
 resolve_host_binaries() {
@@ -81,7 +83,7 @@ resolve_host_binaries() {
   DROPBEARKEY=$(package_file dropbear-bin dropbearkey)
   RESIZE2FS=$(package_file e2fsprogs resize2fs)
   for f in "$BUSYBOX" "$DROPBEAR" "$DROPBEARKEY" "$RESIZE2FS"; do
-    [ -n "$f" ] && [ -x "$f" ] || die "missing a host binary (install: $REQUIRED_PACKAGES)"
+    [ -n "$f" ] && [ -x "$f" ] || die "missing a host binary; install the Debian packages: $REQUIRED_PACKAGES"
   done
   if ldd "$BUSYBOX" >/dev/null 2>&1; then
     die "$BUSYBOX is not static (install busybox-static)"

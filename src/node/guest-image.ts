@@ -8,6 +8,7 @@ import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { describeCommandFailure } from './command-failure.ts';
 
 export const DEFAULT_RECIPE_SCRIPT = resolve(dirname(fileURLToPath(import.meta.url)), '../../images/default/build.sh');
 
@@ -63,13 +64,17 @@ export function defaultImageCacheDir(): string {
 }
 
 interface RunResult {
+  argv: string[];
   code: number;
+  signal: string | null;
   stdout: string;
   stderr: string;
+  cause?: string;
 }
 
+/** Runs a helper to its end; a helper that cannot start at all is a failed result, not a throw. */
 function run(command: string, args: string[], onLine?: (line: string) => void, env?: NodeJS.ProcessEnv): Promise<RunResult> {
-  return new Promise((resolvePromise, reject) => {
+  return new Promise((resolvePromise) => {
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
     let stdout = '';
     let stderr = '';
@@ -87,16 +92,17 @@ function run(command: string, args: string[], onLine?: (line: string) => void, e
     child.stderr.on('data', (chunk: string) => {
       stderr += chunk;
     });
-    child.on('error', reject);
-    child.on('close', (code) => {
+    const argv = [command, ...args];
+    child.on('error', (err) => resolvePromise({ argv, code: 127, signal: null, stdout, stderr, cause: err.message }));
+    child.on('close', (code, signal) => {
       if (onLine && pending.trim()) onLine(pending);
-      resolvePromise({ code: code ?? 1, stdout, stderr });
+      resolvePromise({ argv, code: code ?? 1, signal, stdout, stderr });
     });
   });
 }
 
-function lastLines(text: string, count = 15): string {
-  return text.trim().split('\n').slice(-count).join('\n');
+function failure(result: RunResult): string {
+  return describeCommandFailure({ argv: result.argv, exitCode: result.signal ? null : result.code, signal: result.signal, stderr: result.stderr, stdout: result.stdout, cause: result.cause });
 }
 
 async function missingPackages(packages: string[]): Promise<string[]> {
@@ -125,10 +131,10 @@ async function ensureHostPackages(packages: string[], progress: (message: string
   if (result.code !== 0) {
     progress('updating the apt package lists');
     const update = await run('apt-get', ['update'], undefined, env);
-    if (update.code !== 0) throw new GuestImageBuildError(`apt-get update failed:\n${lastLines(update.stderr)}`);
+    if (update.code !== 0) throw new GuestImageBuildError(failure(update));
     result = await install();
   }
-  if (result.code !== 0) throw new GuestImageBuildError(`apt-get install ${missing.join(' ')} failed:\n${lastLines(result.stderr)}`);
+  if (result.code !== 0) throw new GuestImageBuildError(failure(result));
 }
 
 async function readManifest(dir: string): Promise<GuestImageManifest | undefined> {
@@ -227,7 +233,7 @@ async function ensureImage(root: string, options: EnsureGuestImageOptions): Prom
   const prepare = (message: string) => onProgress({ step: 0, total, message });
 
   const required = await run('bash', [script, '--required-packages']);
-  if (required.code !== 0) throw new GuestImageBuildError(`${script} --required-packages failed:\n${lastLines(required.stderr)}`);
+  if (required.code !== 0) throw new GuestImageBuildError(failure(required));
   await ensureHostPackages(required.stdout.trim().split(/\s+/).filter(Boolean), prepare);
 
   let fingerprintRun = await run('bash', [script, '--fingerprint']);
@@ -235,10 +241,11 @@ async function ensureImage(root: string, options: EnsureGuestImageOptions): Prom
     // Without the kernel installed on the host the recipe asks apt, which knows nothing
     // until its package lists were fetched once.
     prepare('updating the apt package lists');
-    await run('apt-get', ['update'], undefined, { ...process.env, DEBIAN_FRONTEND: 'noninteractive' });
+    const update = await run('apt-get', ['update'], undefined, { ...process.env, DEBIAN_FRONTEND: 'noninteractive' });
+    if (update.code !== 0) throw new GuestImageBuildError(failure(update));
     fingerprintRun = await run('bash', [script, '--fingerprint']);
   }
-  if (fingerprintRun.code !== 0) throw new GuestImageBuildError(`${script} --fingerprint failed:\n${lastLines(fingerprintRun.stderr)}`);
+  if (fingerprintRun.code !== 0) throw new GuestImageBuildError(failure(fingerprintRun));
   const fingerprint = fingerprintRun.stdout.trim();
   const dir = join(root, fingerprint.slice(0, 16));
 
@@ -267,7 +274,7 @@ async function ensureImage(root: string, options: EnsureGuestImageOptions): Prom
     });
     if (result.code !== 0) {
       await rm(partial, { recursive: true, force: true });
-      throw new GuestImageBuildError(`building the default guest image failed (exit ${result.code}):\n${lastLines(result.stderr || result.stdout)}`);
+      throw new GuestImageBuildError(`building the default guest image failed: ${failure(result)}`);
     }
     const manifest = await readManifest(partial);
     if (!manifest || !(await isCurrent(partial, manifest, fingerprint))) {

@@ -4,6 +4,7 @@ import { execFile } from 'node:child_process';
 import { chmod, rm, stat } from 'node:fs/promises';
 import { ensurePrivateDir, PRIVATE_FILE_MODE } from '../store/private-files.ts';
 import { dirname, resolve } from 'node:path';
+import { describeCommandFailure } from './command-failure.ts';
 
 export interface InstanceDiskOptions {
   /** Virtual size of the new disk; at least the base image's size. Defaults to the base's size. */
@@ -78,8 +79,12 @@ export async function diskInfo(path: string, opts: { format?: string; qemuImg?: 
 function run(binary: string, args: string[]): Promise<string> {
   return new Promise((resolvePromise, reject) => {
     execFile(binary, args, { timeout: 60_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(stderr.trim() || err.message));
-      else resolvePromise(stdout);
+      if (!err) return resolvePromise(stdout);
+      const exitCode = typeof err.code === 'number' ? err.code : null;
+      reject(new Error(describeCommandFailure({
+        argv: [binary, ...args], exitCode, signal: err.signal, stderr, timedOut: err.killed,
+        cause: exitCode === null && !err.killed ? err.message : undefined,
+      })));
     });
   });
 }

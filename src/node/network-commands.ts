@@ -2,14 +2,15 @@
 // network namespace, and turns their failures into errors that say exactly what was run.
 import { execFile } from 'node:child_process';
 import { Ec2Error } from '../protocol/errors.ts';
+import { describeCommandFailure } from './command-failure.ts';
 
 export class HostCommandError extends Ec2Error {
   readonly command: string;
   readonly exitCode: number | null;
   readonly stderr: string;
-  constructor(command: string, exitCode: number | null, stderr: string, cause?: string) {
-    const detail = stderr.trim() || cause || 'no output';
-    super('InternalError', `Host command failed (exit ${exitCode ?? 'signal'}): ${command}: ${detail}`);
+  constructor(argv: string[], exitCode: number | null, stderr: string, cause?: string, signal?: string | null, timedOut?: boolean) {
+    super('InternalError', `Host command ${describeCommandFailure({ argv, exitCode, signal, stderr, cause, timedOut })}`);
+    const command = argv.join(' ');
     this.name = 'HostCommandError';
     this.command = command;
     this.exitCode = exitCode;
@@ -32,13 +33,13 @@ export function inNamespace(netns: string | undefined, file: string, args: strin
 
 export function runCommand(file: string, args: string[], options: CommandOptions = {}): Promise<string> {
   const [cmd, argv] = inNamespace(options.netns, file, args);
-  const printable = [cmd, ...argv].join(' ');
   return new Promise((resolve, reject) => {
     const child = execFile(cmd, argv, { maxBuffer: 16 * 1024 * 1024, timeout: 30_000 }, (error, stdout, stderr) => {
       if (!error) return resolve(stdout);
       const code = typeof error.code === 'number' ? error.code : null;
-      const missing = error.code === 'ENOENT' ? `${cmd} is not installed or not on PATH` : error.message;
-      reject(new HostCommandError(printable, code, String(stderr ?? ''), missing));
+      // execFile's own message repeats the command and its stderr; keep it only when it says more.
+      const cause = code === null && !error.killed ? error.message : undefined;
+      reject(new HostCommandError([cmd, ...argv], code, String(stderr ?? ''), cause, error.signal, error.killed));
     });
     if (options.input !== undefined) child.stdin?.end(options.input);
   });

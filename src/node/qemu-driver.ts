@@ -12,6 +12,7 @@ import {
 } from './hypervisor.ts';
 import { QmpClient, type QmpEvent } from './qmp-client.ts';
 import { ensurePrivateDir, ensurePrivateFile, PRIVATE_FILE_MODE, restrictFile } from '../store/private-files.ts';
+import { describeExit, lastLines } from './command-failure.ts';
 
 export interface QemuDriverOptions {
   /** Directory indexing every VM this driver manages (entries are work dirs or links to them). */
@@ -245,8 +246,9 @@ export class QemuDriver implements HypervisorDriver {
     await new Promise<void>((resolvePromise, reject) => {
       execFile(this.opts.qemuBinary, args, { timeout: this.opts.launchTimeoutMs, killSignal: 'SIGKILL' }, (err, _stdout, stderr) => {
         if (!err) return resolvePromise();
-        const why = stderr.trim().split('\n').filter(Boolean).at(-1) ?? err.message;
-        reject(new Error(`QEMU could not start VM ${vm.spec.id}: ${why}`));
+        const exitCode = typeof err.code === 'number' ? err.code : null;
+        const why = lastLines(stderr, 5).replace(/\n/g, '; ') || err.message;
+        reject(new Error(`QEMU could not start VM ${vm.spec.id} (${describeExit({ exitCode, signal: err.signal, timedOut: err.killed })}): ${why}`));
       });
     });
     vm.pid = await readPid(join(dir, FILES.pid));

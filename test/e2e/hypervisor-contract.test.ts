@@ -3,7 +3,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,17 +15,10 @@ import { FakeDriver } from '../../src/node/fake-driver.ts';
 import { QemuDriver, processAlive } from '../../src/node/qemu-driver.ts';
 import { createInstanceDisk } from '../../src/node/instance-disk.ts';
 import { buildNewcArchive, bootProbeVm, probeAccelerator, type NewcEntry } from '../../src/node/accel-probe.ts';
+import { skipUnlessPresent } from '../helpers/prerequisites.ts';
+import { recipeGuest } from '../helpers/guest-kernel.ts';
 
 const BOOT_DEADLINE_MS = 90_000;
-
-function findCloudKernel(): string | undefined {
-  try {
-    const name = readdirSync('/boot').filter((f) => /^vmlinuz-.*-cloud-amd64$/.test(f)).sort().at(-1);
-    return name ? join('/boot', name) : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 function hasCommand(cmd: string, args = ['--version']): boolean {
   try {
@@ -36,29 +29,25 @@ function hasCommand(cmd: string, args = ['--version']): boolean {
   }
 }
 
-const kernelPath = findCloudKernel();
-const qemuSkipReason =
-  !kernelPath ? 'no Debian cloud kernel at /boot/vmlinuz-*-cloud-amd64 to boot'
-  : !hasCommand('qemu-system-x86_64') ? 'qemu-system-x86_64 is not installed'
-  : !hasCommand('qemu-img') ? 'qemu-img is not installed'
-  : !existsSync('/bin/busybox') ? 'no static busybox at /bin/busybox for the test initramfs'
-  : undefined;
-
-const guestHandlesPowerButton = kernelPath !== undefined
-  && ['input/evdev.ko', 'acpi/button.ko'].every((m) => existsSync(`${moduleDir(kernelPath)}/${m}`));
-
-function moduleDir(kernel: string): string {
-  return `/lib/modules/${kernel.replace(/^.*\/vmlinuz-/, '')}/kernel/drivers`;
-}
+// The guest boots the image recipe's kernel with the recipe's initramfs, whose /init is replaced.
+const guest = await recipeGuest();
+const kernelPath = guest.image?.kernel;
+const qemuMissing =
+  guest.missing
+  ?? (!hasCommand('qemu-system-x86_64') ? 'qemu-system-x86_64 (Debian qemu-system-x86)'
+  : !hasCommand('qemu-img') ? 'qemu-img (Debian qemu-utils)'
+  : !guest.image?.initrd ? 'an initramfs in the default guest image'
+  : undefined);
+const qemuSkipReason = skipUnlessPresent(qemuMissing) || undefined;
 
 /**
- * The guest: busybox as init. It prints the same "ironbark-guest: instance-id=" line as real images
- * (the id comes from the kernel command line) and, when the ACPI button modules are available,
- * runs acpid so a graceful stop (system_powerdown) really powers it off.
+ * The guest: the recipe's initramfs (static busybox and the virtio, ACPI button and evdev modules
+ * it lists in /lib/modules/load-order) with a second archive appended that replaces /init, which
+ * the kernel unpacks over the first. The new init prints the same "ironbark-guest: instance-id="
+ * line as real images (the id comes from the kernel command line) and runs acpid, so a graceful
+ * stop (system_powerdown) really powers it off.
  */
-function buildTestInitramfs(kernel: string): Buffer {
-  const dir = moduleDir(kernel);
-  const modules = [`${dir}/input/evdev.ko`, `${dir}/acpi/button.ko`].filter((m) => existsSync(m));
+function buildTestInitramfs(): Buffer {
   const init = [
     '#!/bin/sh',
     '/bin/busybox --install -s /bin',
@@ -66,7 +55,7 @@ function buildTestInitramfs(kernel: string): Buffer {
     'mount -t proc proc /proc',
     'mount -t sysfs sysfs /sys',
     'mount -t devtmpfs devtmpfs /dev',
-    ...modules.map((_, i) => `insmod /lib/mod${i}.ko`),
+    'while read -r m; do insmod "/lib/modules/$m"; done < /lib/modules/load-order',
     // Foreground (backgrounded by the shell): busybox acpid as a daemon does not survive in this bare guest.
     'acpid -f -c /etc/acpi -l /dev/null &',
     'id=$(sed -n "s/.*ironbark.instance-id=\\([^ ]*\\).*/\\1/p" /proc/cmdline)',
@@ -75,16 +64,15 @@ function buildTestInitramfs(kernel: string): Buffer {
     'while true; do sleep 3600; done',
   ].join('\n') + '\n';
   const powerButton = '#!/bin/sh\necho "ironbark-guest: power button, powering off" > /dev/console\npoweroff -f\n';
-  const entries: NewcEntry[] = [
-    ...['bin', 'dev', 'proc', 'sys', 'lib', 'etc', 'etc/acpi', 'etc/acpi/PWRF'].map((path) => ({ path, kind: 'dir' as const, mode: 0o755 })),
-    { path: 'dev/console', kind: 'chardev', mode: 0o600, rdev: [5, 1] },
-    { path: 'bin/busybox', kind: 'file', mode: 0o755, data: readFileSync('/bin/busybox') },
-    { path: 'bin/sh', kind: 'symlink', target: 'busybox' },
+  const overlay: NewcEntry[] = [
+    ...['etc', 'etc/acpi', 'etc/acpi/PWRF'].map((path) => ({ path, kind: 'dir' as const, mode: 0o755 })),
     { path: 'init', kind: 'file', mode: 0o755, data: Buffer.from(init) },
     { path: 'etc/acpi/PWRF/00000080', kind: 'file', mode: 0o755, data: Buffer.from(powerButton) },
-    ...modules.map((m, i) => ({ path: `lib/mod${i}.ko`, kind: 'file' as const, mode: 0o644, data: readFileSync(m) })),
   ];
-  return buildNewcArchive(entries);
+  const recipeInitrd = readFileSync(guest.image!.initrd!);
+  // The kernel looks for the next archive only at a 4-byte boundary, skipping NUL padding.
+  const padding = Buffer.alloc((4 - (recipeInitrd.length % 4)) % 4);
+  return Buffer.concat([recipeInitrd, padding, buildNewcArchive(overlay)]);
 }
 
 interface Harness {
@@ -242,7 +230,7 @@ contractSuite('qemu', qemuSkipReason, async () => {
   const root = await mkdtemp(join(tmpdir(), 'ib-hv-'));
   const runDir = join(root, 'run');
   const initrdPath = join(root, 'initrd.cpio');
-  await writeFile(initrdPath, buildTestInitramfs(kernelPath!));
+  await writeFile(initrdPath, buildTestInitramfs());
   const basePath = join(root, 'base.raw');
   await writeFile(basePath, Buffer.alloc(1024 * 1024));
   const drivers: QemuDriver[] = [await QemuDriver.open({ runDir, accelerator: 'tcg', stopTimeoutMs: 30_000 })];
@@ -263,7 +251,6 @@ contractSuite('qemu', qemuSkipReason, async () => {
       process.kill(pid, 'SIGKILL');
     },
     checkGracefulStop: (consoleText) => {
-      if (!guestHandlesPowerButton) return;
       assert.match(consoleText, /ironbark-guest: power button, powering off/);
     },
     reopen: async () => {
@@ -322,7 +309,7 @@ describe('qemu driver specifics', { skip: qemuSkipReason ?? false }, () => {
   test('a guest that powers itself off is recorded as stopped, not crashed', async () => {
     const id = 'i-0ff0000000000000001';
     const initrdPath = join(root, 'initrd.cpio');
-    await writeFile(initrdPath, buildTestInitramfs(kernelPath!));
+    await writeFile(initrdPath, buildTestInitramfs());
     const diskPath = join(root, 'disks', `${id}.qcow2`);
     await writeFile(join(root, 'base.raw'), Buffer.alloc(1024 * 1024));
     await createInstanceDisk(join(root, 'base.raw'), diskPath, { baseFormat: 'raw' });
@@ -377,7 +364,7 @@ describe('fake driver at scale', () => {
   });
 });
 
-describe('accelerator probe', { skip: kernelPath && hasCommand('qemu-system-x86_64') ? false : 'needs a kernel and QEMU' }, () => {
+describe('accelerator probe', { skip: qemuSkipReason ?? false }, () => {
   let dir: string;
   before(async () => { dir = await mkdtemp(join(tmpdir(), 'ib-accel-')); });
   after(async () => { await rm(dir, { recursive: true, force: true }); });

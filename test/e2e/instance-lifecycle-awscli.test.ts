@@ -9,8 +9,9 @@ import { join } from 'node:path';
 import { canUseNetns, TestNetns } from '../helpers/netns.ts';
 import { REPO_ROOT } from '../helpers/cloud.ts';
 import { readCredentialsEnv } from '../../src/auth/credentials-file.ts';
+import { skipUnlessPresent } from '../helpers/prerequisites.ts';
 
-const skip = canUseNetns() ?? (spawnSync('qemu-system-x86_64', ['--version']).status !== 0 ? 'needs qemu-system-x86_64' : undefined);
+const skip = skipUnlessPresent(canUseNetns() ?? (spawnSync('qemu-system-x86_64', ['--version']).status !== 0 ? 'qemu-system-x86_64 (Debian qemu-system-x86)' : undefined));
 
 describe('an instance on a real VM through the aws CLI', { skip, timeout: 20 * 60_000 }, () => {
   let ns: TestNetns;

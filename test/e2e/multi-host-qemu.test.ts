@@ -24,6 +24,7 @@ import { readCredentialsEnv } from '../../src/auth/credentials-file.ts';
 import { openStore } from '../../src/store/store.ts';
 import { ensureDefaultImageRegistered } from '../../src/cloud/default-image.ts';
 import { multiHostSkipReason, namespacePids, pings, TestHosts } from '../helpers/multi-host.ts';
+import { skipUnlessPresent } from '../helpers/prerequisites.ts';
 
 const REGION = 'ibq-1';
 const ZONE = `${REGION}a`;
@@ -47,7 +48,7 @@ function ssh(ip: string, command: string): { code: number; out: string } {
   return { code: r.status ?? 1, out: r.stdout + r.stderr };
 }
 
-const skip = multiHostSkipReason(['qemu-system-x86_64', 'ssh', 'dnsmasq']);
+const skip = skipUnlessPresent(multiHostSkipReason(['qemu-system-x86_64', 'ssh', 'dnsmasq']));
 
 describe('a real VM on a node the cloud controller has no route to (network namespaces)', { skip, timeout: 20 * 60_000 }, () => {
   let ec2: EC2Client;

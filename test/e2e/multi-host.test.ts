@@ -22,6 +22,7 @@ import { readCredentialsEnv } from '../../src/auth/credentials-file.ts';
 import { openStore } from '../../src/store/store.ts';
 import { registerImageFiles } from '../../src/cloud/images.ts';
 import { multiHostSkipReason, must, pings, TestHosts } from '../helpers/multi-host.ts';
+import { skipUnlessPresent } from '../helpers/prerequisites.ts';
 
 const REGION = 'ibt-1';
 const ZONE_CIDR = '10.1.0.0/16'; // both zones use the same instance range
@@ -55,7 +56,7 @@ async function imageFile(name: string, bytes: number) {
   return { path, sha256: createHash('sha256').update(data).digest('hex'), sizeBytes: bytes };
 }
 
-const skip = multiHostSkipReason();
+const skip = skipUnlessPresent(multiHostSkipReason());
 
 describe('roles on separate hosts (network namespaces)', { skip }, () => {
   let ec2: EC2Client;
@@ -210,9 +211,12 @@ describe('roles on separate hosts (network namespaces)', { skip }, () => {
     assert.equal(await pings(NS.clusterB, '172.30.0.11'), false, 'the asleep node does not answer');
     const table = await hosts.adminText('node', 'list', '--zone', `${REGION}b`);
     assert.match(table, /asleep.*put to sleep by power-save/);
-    // Silent for longer than a node may be before it counts as down (10 s): still asleep.
-    await new Promise((r) => setTimeout(r, 11_000));
-    assert.equal((await nodeB()).state, 'asleep');
+    // Once silent for longer than a node may be before it counts as down (10 s): still asleep.
+    const silent = await waitFor('nb1 silent past the down threshold', async () => {
+      const n = await nodeB();
+      return n.state !== 'asleep' || (n.lastSeen && Date.now() - Date.parse(n.lastSeen) > 11_000) ? n : undefined;
+    }, 120_000);
+    assert.equal(silent.state, 'asleep');
 
     const instance = await launchAndWait(`${REGION}b`);
     assert.equal((await busyNode(`${REGION}b`)).id, nodeIds.nb1);

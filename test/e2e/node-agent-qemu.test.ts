@@ -21,6 +21,7 @@ import { tapNameForInstance } from '../../src/node/network-addressing.ts';
 import { NodeAgent } from '../../src/node/node-agent.ts';
 import type { InstanceSpec } from '../../src/node/node-api.ts';
 import { processAlive, QemuDriver } from '../../src/node/qemu-driver.ts';
+import { skipUnlessPresent } from '../helpers/prerequisites.ts';
 
 const BOOT_DEADLINE_MS = 300_000;
 
@@ -60,7 +61,7 @@ async function waitFor<T>(what: string, deadlineMs: number, probe: () => Promise
   }
 }
 
-describe('NodeAgent on QEMU in a network namespace', { skip: skipReason(), timeout: 20 * 60_000 }, () => {
+describe('NodeAgent on QEMU in a network namespace', { skip: skipUnlessPresent(skipReason()), timeout: 20 * 60_000 }, () => {
   const suffix = randomBytes(3).toString('hex');
   const netns = `ibtest-na-${suffix}`;
   const zone = 'ibtest-na';

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { NodeNetwork, allocateMac, METADATA_ADDRESS } from '../../src/node/network.ts';
 import { MetadataService, type InstanceMetadata } from '../../src/node/metadata-service.ts';
 import { bridgeNameForZone, tapNameForInstance, firewallTableName } from '../../src/node/network-addressing.ts';
+import { skipUnlessPresent } from '../helpers/prerequisites.ts';
 
 function run(file: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -64,7 +65,7 @@ describe('node network names and MACs', () => {
   });
 });
 
-describe('NodeNetwork in network namespaces', { skip: skipReason() }, () => {
+describe('NodeNetwork in network namespaces', { skip: skipUnlessPresent(skipReason()) }, () => {
   const suffix = randomBytes(3).toString('hex');
   const hostNs = `ibtest-${suffix}`;
   const vmNs = `ibtest-${suffix}-vm`;

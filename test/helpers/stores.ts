@@ -3,6 +3,7 @@
 import pg from 'pg';
 import { randomBytes } from 'node:crypto';
 import { openStore, type Store } from '../../src/store/store.ts';
+import { testPostgresUrl } from './prerequisites.ts';
 
 export interface StoreBackend {
   name: 'sqlite' | 'postgres';
@@ -37,7 +38,7 @@ export function storeBackends(): StoreBackend[] {
       return { store, dispose: () => store.close() };
     },
   }];
-  const pgUrl = process.env.IRONBARK_TEST_PG_URL;
+  const pgUrl = testPostgresUrl();
   if (pgUrl) {
     backends.push({
       name: 'postgres',

@@ -8,12 +8,13 @@ import {
   CreateSecurityGroupCommand, DescribeSecurityGroupsCommand, DeleteSecurityGroupCommand,
   AuthorizeSecurityGroupIngressCommand, AuthorizeSecurityGroupEgressCommand, RevokeSecurityGroupIngressCommand,
   DescribeSecurityGroupRulesCommand, CreateTagsCommand, DeleteTagsCommand, DescribeTagsCommand,
-  DescribeVpcsCommand, DescribeSubnetsCommand, DescribeVolumesCommand, paginateDescribeTags,
+  DescribeVpcsCommand, DescribeSubnetsCommand, DescribeVpnGatewaysCommand, paginateDescribeTags,
 } from '@aws-sdk/client-ec2';
 import { startInProcessCloud, ec2Client, type TestCloud } from '../helpers/cloud.ts';
 import { createAccountWithDefaults } from '../../src/cloud/provision.ts';
 import { createAccessKey, createUser } from '../../src/auth/identities.ts';
 import { freshPostgresDatabase } from '../helpers/stores.ts';
+import { testPostgresUrl } from '../helpers/prerequisites.ts';
 
 async function ec2ErrorCode(p: Promise<unknown>): Promise<string> {
   try { await p; } catch (e) { return (e as { name: string }).name; }
@@ -21,14 +22,15 @@ async function ec2ErrorCode(p: Promise<unknown>): Promise<string> {
 }
 
 // The same scenarios on each store back-end: the embedded SQLite file and PostgreSQL.
-for (const backend of ['sqlite', ...(process.env.IRONBARK_TEST_PG_URL ? ['postgres'] : [])]) describe(`EC2 API through the AWS SDK v3 (${backend} store)`, () => {
+const pgUrl = testPostgresUrl();
+for (const backend of ['sqlite', ...(pgUrl ? ['postgres'] : [])]) describe(`EC2 API through the AWS SDK v3 (${backend} store)`, () => {
   let cloud: TestCloud;
   let ec2: EC2Client;
   let other: EC2Client; // a second account
   let database: { url: string; drop(): Promise<void> } | undefined;
 
   before(async () => {
-    if (backend === 'postgres') database = await freshPostgresDatabase(process.env.IRONBARK_TEST_PG_URL!);
+    if (backend === 'postgres') database = await freshPostgresDatabase(pgUrl!);
     cloud = await startInProcessCloud({ storeUrl: database?.url, zones: [{ name: 'ironbark-1a', cidr: '10.1.0.0/16' }, { name: 'ironbark-1b', cidr: '10.2.0.0/16' }] });
     ec2 = ec2Client(cloud, cloud);
     const second = await createAccountWithDefaults(cloud.cloud!.store, 'tenant-two');
@@ -187,8 +189,11 @@ for (const backend of ['sqlite', ...(process.env.IRONBARK_TEST_PG_URL ? ['postgr
     assert.equal(await ec2ErrorCode(ec2.send(new CreateKeyPairCommand({ KeyName: 'dry', DryRun: true }))), 'DryRunOperation');
     assert.deepEqual((await ec2.send(new DescribeKeyPairsCommand({ KeyNames: ['dry'] })).catch((e) => e.name)), 'InvalidKeyPair.NotFound');
     assert.equal(await ec2ErrorCode(ec2.send(new DescribeVpcsCommand({ Filters: [{ Name: 'no-such-filter', Values: ['x'] }] }))), 'InvalidParameterValue');
-    const unsupported = await ec2.send(new DescribeVolumesCommand({})).then(() => undefined, (e) => e);
-    if (unsupported) assert.equal(unsupported.name, 'UnsupportedOperation');
+    // An operation of the model that this cloud does not implement (VPN gateways).
+    const unsupported = await ec2.send(new DescribeVpnGatewaysCommand({})).then(() => undefined, (e) => e);
+    assert.ok(unsupported, 'DescribeVpnGateways is refused');
+    assert.equal(unsupported.name, 'UnsupportedOperation');
+    assert.equal(unsupported.$metadata?.httpStatusCode, 400);
   });
 });
 

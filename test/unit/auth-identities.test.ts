@@ -15,6 +15,7 @@ import { authenticate } from '../../src/auth/authenticate.ts';
 import { isActionAllowed } from '../../src/auth/policy.ts';
 import { Ec2Error } from '../../src/protocol/errors.ts';
 import { captureSdkRequest } from './auth-helpers.ts';
+import { testPostgresUrl } from '../helpers/prerequisites.ts';
 
 async function rejectsWith(p: Promise<unknown>, code: string, message?: RegExp): Promise<void> {
   await assert.rejects(p, (e: unknown) => {
@@ -33,7 +34,7 @@ interface Backend {
 
 const backends: Backend[] = [{ name: 'SQLite', open: () => openStore({ url: ':memory:' }), cleanup: async () => {} }];
 
-const pgUrl = process.env['IRONBARK_TEST_PG_URL'];
+const pgUrl = testPostgresUrl();
 if (pgUrl) {
   const database = `ironbark_auth_test_${randomBytes(6).toString('hex')}`;
   const admin = () => new pg.Client({ connectionString: pgUrl });

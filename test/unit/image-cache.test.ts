@@ -12,6 +12,7 @@ import {
   ImageCache, ImageChecksumError, ImageFetchError, ImageInUseError, type ImageFetchProgress,
 } from '../../src/node/image-cache.ts';
 import { createInstanceDisk, deleteInstanceDisk, diskInfo, InstanceDiskError } from '../../src/node/instance-disk.ts';
+import { skipUnlessPresent } from '../helpers/prerequisites.ts';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -220,7 +221,7 @@ const haveQemuImg = (() => {
   }
 })();
 
-describe('instance disks', { skip: haveQemuImg ? false : 'qemu-img is not installed' }, () => {
+describe('instance disks', { skip: skipUnlessPresent(!haveQemuImg && 'qemu-img (Debian qemu-utils)') }, () => {
   let root: string;
   before(async () => { root = await mkdtemp(join(tmpdir(), 'ironbark-disk-')); });
   after(async () => { await rm(root, { recursive: true, force: true }); });

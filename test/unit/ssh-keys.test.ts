@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import sshpk from 'sshpk';
 import { createSshKey, openSshPublicKey, parsePublicKeyMaterial, publicKeyObject } from '../../src/cloud/ssh-keys.ts';
 import { Ec2Error } from '../../src/protocol/errors.ts';
+import { skipUnlessPresent } from '../helpers/prerequisites.ts';
 
 function hasTool(name: string): boolean {
   try {
@@ -82,7 +83,7 @@ describe('created RSA key pairs', () => {
     assert.match(line, /^ssh-rsa AAAAB3NzaC1yc2E[A-Za-z0-9+/=]+ my-key$/);
   });
 
-  it('are read back by ssh-keygen as the same public key', { skip: !sshKeygen && 'ssh-keygen not installed' }, async () => {
+  it('are read back by ssh-keygen as the same public key', { skip: skipUnlessPresent(!sshKeygen && 'ssh-keygen (Debian openssh-client)') }, async () => {
     const key = await createSshKey('rsa', 'pem', 'k');
     assert.equal(keyPart(sshKeygenPublic(key.privateKeyMaterial)), keyPart(openSshPublicKey(key.publicKeyBlob, '')));
   });
@@ -98,7 +99,7 @@ describe('created ED25519 key pairs', () => {
     assertSignsFor(nodePrivateKey(key.privateKeyMaterial, 'ssh-private'), key.publicKeyBlob);
   });
 
-  it('are read back by ssh-keygen, whose SHA256 fingerprint is EC2\'s without the padding', { skip: !sshKeygen && 'ssh-keygen not installed' }, async () => {
+  it('are read back by ssh-keygen, whose SHA256 fingerprint is EC2\'s without the padding', { skip: skipUnlessPresent(!sshKeygen && 'ssh-keygen (Debian openssh-client)') }, async () => {
     const key = await createSshKey('ed25519', 'pem', 'k');
     const line = openSshPublicKey(key.publicKeyBlob, 'k');
     assert.equal(keyPart(sshKeygenPublic(key.privateKeyMaterial)), keyPart(line));
@@ -120,7 +121,7 @@ describe('created PuTTY (ppk) key pairs', () => {
       assertSignsFor(nodePrivateKey(key.privateKeyMaterial, 'putty'), key.publicKeyBlob);
     });
 
-    it(`${keyType}: puttygen accepts the file (MAC and key) and converts it back`, { skip: !puttygen && 'puttygen not installed' }, async () => {
+    it(`${keyType}: puttygen accepts the file (MAC and key) and converts it back`, { skip: skipUnlessPresent(!puttygen && 'puttygen (Debian putty-tools)') }, async () => {
       const key = await createSshKey(keyType, 'ppk', 'putty-key');
       withTempDir((dir) => {
         const ppk = join(dir, 'key.ppk');
@@ -179,7 +180,7 @@ describe('importing public keys', () => {
     }
   });
 
-  it('reads what ssh-keygen exports as RFC 4716 and PKCS#8', { skip: !sshKeygen && 'ssh-keygen not installed' }, () => {
+  it('reads what ssh-keygen exports as RFC 4716 and PKCS#8', { skip: skipUnlessPresent(!sshKeygen && 'ssh-keygen (Debian openssh-client)') }, () => {
     withTempDir((dir) => {
       const pub = join(dir, 'k.pub');
       writeFileSync(pub, rsaLine + '\n');
