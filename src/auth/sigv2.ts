@@ -7,6 +7,12 @@ import type { HttpRequestParts } from './authenticate.ts';
 import { MAX_SKEW_MS, uriEncode } from './sigv4.ts';
 
 const HMAC_BY_METHOD: Record<string, string> = { HmacSHA256: 'sha256', HmacSHA1: 'sha1' };
+/**
+ * How far ahead an `Expires` may lie: a week, as for presigned SigV4 URLs, plus the clock skew
+ * we forgive. Without a bound, a link signed to expire in 2099 would be a password that never
+ * expires for anyone who ever sees it.
+ */
+const MAX_EXPIRES_AHEAD_MS = 7 * 24 * 3600 * 1000 + MAX_SKEW_MS;
 
 export interface SigV2Claim {
   accessKeyId: string;
@@ -63,8 +69,13 @@ export function parseSigV2(params: Record<string, string>, now: Date): SigV2Clai
   if (timestamp !== undefined) {
     const at = parseTimestamp(timestamp, 'Timestamp');
     if (Math.abs(nowMs - at) > MAX_SKEW_MS) throw new Ec2Error('RequestExpired', 'Request has expired.');
-  } else if (parseTimestamp(expires!, 'Expires') < nowMs) {
-    throw new Ec2Error('RequestExpired', 'Request has expired.');
+  } else {
+    const until = parseTimestamp(expires!, 'Expires');
+    if (until < nowMs) throw new Ec2Error('RequestExpired', 'Request has expired.');
+    // EC2 answers RequestExpired for a date stamp too far in the future as well.
+    if (until - nowMs > MAX_EXPIRES_AHEAD_MS) {
+      throw new Ec2Error('RequestExpired', `The Expires parameter (${expires}) is more than 7 days after the server time; sign requests that expire within a week.`);
+    }
   }
   // A '+' sent unencoded arrives as a space after form decoding; base64 never contains spaces.
   const signature = Buffer.from(params['Signature']!.replace(/ /g, '+'), 'base64');

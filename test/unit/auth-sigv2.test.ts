@@ -126,6 +126,16 @@ describe('SigV2', () => {
     await rejectsWith(authenticate(past, keys()), 'RequestExpired', 400, /^Request has expired\.$/);
   });
 
+  test('an Expires more than a week ahead answers RequestExpired, like a SigV4 presigned URL would', async () => {
+    const now = new Date('2030-06-01T12:00:00Z');
+    const at = (ms: number) => signedRequest({ Action: 'DescribeRegions' }, { extra: { Expires: isoSeconds(new Date(now.getTime() + ms)) } });
+    const week = 7 * 24 * 3600_000;
+    assert.equal((await authenticate(at(week), keys(), now)).accessKeyId, AKID);
+    await rejectsWith(authenticate(at(week + 3600_000), keys(), now), 'RequestExpired', 400, /more than 7 days/);
+    const forever = signedRequest({ Action: 'DescribeRegions' }, { extra: { Expires: '2099-12-31T23:59:59Z' } });
+    await rejectsWith(authenticate(forever, keys()), 'RequestExpired', 400, /Expires parameter \(2099-12-31T23:59:59Z\)/);
+  });
+
   test('a Timestamp more than five minutes off answers RequestExpired', async () => {
     const req = signedRequest({ Action: 'DescribeRegions' });
     await rejectsWith(authenticate(req, keys(), new Date(Date.now() + 6 * 60_000)), 'RequestExpired', 400);
