@@ -51,7 +51,10 @@ function closeHttp(server: http.Server | ServerType): Promise<void> {
 
 // ---- cloud --------------------------------------------------------------------------------------
 
-export interface CloudRoleOptions { dataDir: string; listen: string; store?: string; region: string; endpoint?: string; imagesUrl?: string; defaultImage: boolean; imageCache?: string }
+export interface CloudRoleOptions {
+  dataDir: string; listen: string; store?: string; region: string; endpoint?: string; imagesUrl?: string; defaultImage: boolean; imageCache?: string;
+  masterKeyFile?: string;
+}
 
 export async function runCloudRole(opts: CloudRoleOptions): Promise<void> {
   const log = createLogger('cloud');
@@ -61,6 +64,7 @@ export async function runCloudRole(opts: CloudRoleOptions): Promise<void> {
   // Clusters on other hosts fetch image files from this process over HTTP (cluster-images.ts).
   const cloud = await startCloudController({
     dataDir, host, port, storeUrl: opts.store, region: opts.region, endpoint: opts.endpoint, log, clusterImagesBaseUrl: opts.imagesUrl ?? '',
+    masterKeyFile: opts.masterKeyFile,
   });
   const out = process.stdout;
   if (opts.defaultImage) {
@@ -227,6 +231,7 @@ export function registerRoleCommands(program: Command): void {
     .option('--images-url <url>', 'base URL cluster controllers fetch image files from (default: the endpoint)')
     .option('--no-default-image', 'do not build and register the default guest image')
     .option('--image-cache <dir>', 'where built guest images are cached (default ~/.cache/ironbark/images)')
+    .option('--master-key-file <path>', 'key file that encrypts the secrets in the store (default: $IRONBARK_MASTER_KEY_FILE, else master.key in the data directory, made at first start); every controller sharing a store needs the same keys')
     .action(async (opts: CloudRoleOptions) => { await runCloudRole(opts); });
 
   const cluster = program.command('cluster')

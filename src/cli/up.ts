@@ -17,6 +17,7 @@ export interface UpOptions extends PowerFlags {
   dataDir: string;
   listen: string;
   store?: string;
+  masterKeyFile?: string;
   region: string;
   zone?: string;
   zoneCidr: string;
@@ -66,7 +67,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
   const out = process.stdout;
   let relayBase: string | undefined;
   const cloud = await startCloudController({
-    dataDir, host, port, storeUrl: opts.store, region: opts.region, log,
+    dataDir, host, port, storeUrl: opts.store, masterKeyFile: opts.masterKeyFile, region: opts.region, log,
     imageUrl: (imageId) => `${relayBase}/images/${imageId}`,
   });
   let compute: Awaited<ReturnType<typeof startAllInOneCompute>> | undefined;
@@ -85,12 +86,18 @@ export async function runUp(opts: UpOptions): Promise<void> {
     const resources = await compute.node.describeResources();
 
     out.write(`\nIronbark is up: EC2 endpoint ${cloud.url} (region ${opts.region}, zone ${zone}, ${opts.driver} driver${nodes > 1 ? `, ${nodes} simulated nodes` : ''}, accelerator ${resources.accelerator})\n\n`);
-    out.write(`Credentials of the admin account ${cloud.admin.accountId} (also in ${dataDir}/credentials.env):\n`);
-    out.write(`  export AWS_ACCESS_KEY_ID=${cloud.admin.accessKeyId}\n`);
-    out.write(`  export AWS_SECRET_ACCESS_KEY=${cloud.admin.secretAccessKey}\n`);
-    out.write(`  export AWS_DEFAULT_REGION=${opts.region}\n`);
-    out.write(`  export AWS_ENDPOINT_URL_EC2=${cloud.url}\n\n`);
-    out.write(`Web console: ${cloud.url.replace(/\/+$/, '')}/console (sign in with the key above)\n`);
+    // Output that is not a terminal ends up in logs and CI records: the secret stays in the 0600 file.
+    if (out.isTTY) {
+      out.write(`Credentials of the admin account ${cloud.admin.accountId} (also in ${dataDir}/credentials.env):\n`);
+      out.write(`  export AWS_ACCESS_KEY_ID=${cloud.admin.accessKeyId}\n`);
+      out.write(`  export AWS_SECRET_ACCESS_KEY=${cloud.admin.secretAccessKey}\n`);
+      out.write(`  export AWS_DEFAULT_REGION=${opts.region}\n`);
+      out.write(`  export AWS_ENDPOINT_URL_EC2=${cloud.url}\n\n`);
+    } else {
+      out.write(`Credentials of the admin account ${cloud.admin.accountId} (access key ${cloud.admin.accessKeyId}) are in ${dataDir}/credentials.env (mode 0600):\n`);
+      out.write(`  . ${dataDir}/credentials.env\n\n`);
+    }
+    out.write(`Web console: ${cloud.url.replace(/\/+$/, '')}/console (sign in with the admin key)\n`);
     out.write(`An aws CLI profile is in ${dataDir}/aws-config. Try:\n`);
     out.write(`  aws ec2 run-instances --endpoint-url ${cloud.url} --image-id ${image.imageId} --instance-type m1.small\n`);
   } catch (err) {

@@ -6,7 +6,8 @@ import { createServer, type RequestListener, type Server } from 'node:http';
 import { join } from 'node:path';
 import { ensurePrivateDirSync } from '../store/private-files.ts';
 import type { Logger } from 'pino';
-import { openStore, type Store } from '../store/store.ts';
+import type { Store } from '../store/store.ts';
+import { openStoreWithMasterKey } from '../store/master-key-setup.ts';
 import { createKeyResolver } from '../auth/key-cache.ts';
 import { createEc2Handler, serveEc2OnNode, type Ec2Handler } from './ec2-endpoint.ts';
 import { createAdminApi } from './admin-api.ts';
@@ -28,6 +29,8 @@ export interface CloudControllerOptions {
   port: number;
   /** PostgreSQL URL; default is SQLite in the data directory. */
   storeUrl?: string;
+  /** The key file that encrypts the store's secrets; default $IRONBARK_MASTER_KEY_FILE, else master.key in the data directory. */
+  masterKeyFile?: string;
   region: string;
   /** Public endpoint if it differs from http://host:port (e.g. behind a proxy). */
   endpoint?: string;
@@ -57,7 +60,9 @@ export interface RunningCloud {
 export async function startCloudController(opts: CloudControllerOptions): Promise<RunningCloud> {
   // Holds the store, credentials and secrets: the owner's alone, also when it already existed.
   ensurePrivateDirSync(opts.dataDir);
-  const store = await openStore({ url: opts.storeUrl ?? join(opts.dataDir, 'ironbark.sqlite') });
+  const store = await openStoreWithMasterKey({
+    url: opts.storeUrl ?? join(opts.dataDir, 'ironbark.sqlite'), dataDir: opts.dataDir, masterKeyFile: opts.masterKeyFile, log: opts.log,
+  });
   try {
     await seedVmTypes(store.db);
     const directory = new ComputeDirectory();

@@ -9,6 +9,8 @@ import { dirname } from 'node:path';
 import { ensurePrivateDirSync, ensurePrivateFileSync, restrictFileSync } from './private-files.ts';
 import type { Database } from './schema.ts';
 import { migrations } from './migrations.ts';
+import { KeyRing } from './key-ring.ts';
+import { SecretColumnsPlugin } from './secret-columns.ts';
 
 export type Db = Kysely<Database>;
 export type Tx = Transaction<Database>;
@@ -16,6 +18,8 @@ export type Tx = Transaction<Database>;
 export interface Store {
   readonly db: Db;
   readonly kind: 'sqlite' | 'postgres';
+  /** The master keys the secret columns are sealed with (secret-columns.ts). */
+  readonly keyRing: KeyRing;
   transaction<T>(work: (tx: Tx) => Promise<T>): Promise<T>;
   close(): Promise<void>;
 }
@@ -23,11 +27,20 @@ export interface Store {
 export interface StoreOptions {
   /** `postgres://...` / `postgresql://...`, a SQLite file path, or `:memory:`. */
   url: string;
+  /**
+   * The master keys that seal the secret columns. Without it, a `:memory:` store gets a key of
+   * its own (both end with the process) and any other store can neither write nor read a secret:
+   * a key made up here would leave what it sealed unreadable by the cloud controller.
+   */
+  keyRing?: KeyRing;
 }
 
 export async function openStore(options: StoreOptions): Promise<Store> {
   const { url } = options;
   const isPostgres = /^postgres(ql)?:\/\//.test(url);
+  const keyRing = options.keyRing ?? (url === ':memory:' ? KeyRing.ephemeral()
+    : KeyRing.locked('This store was opened without its master key, so it can neither read nor write secrets (open it with the master key file).'));
+  const plugins = [new SecretColumnsPlugin(keyRing)];
   let db: Db;
   if (isPostgres) {
     // Return BIGINT/NUMERIC as numbers where they fit; our counters never exceed 2^53.
@@ -36,7 +49,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     // An idle connection the server drops (restart, failover) must not crash the controller: the
     // pool discards it and the next query connects again.
     pool.on('error', (err) => process.emitWarning(`PostgreSQL connection lost: ${err.message}`));
-    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }), plugins });
   } else {
     if (url !== ':memory:') prepareSqliteFiles(url);
     const sqlite = new Sqlite(url);
@@ -46,7 +59,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('foreign_keys = ON');
     sqlite.pragma('busy_timeout = 5000');
-    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: new CachingSqliteDatabase(sqlite) }) });
+    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: new CachingSqliteDatabase(sqlite) }), plugins });
   }
   try {
     await migrate(db);
@@ -57,6 +70,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   return {
     db,
     kind: isPostgres ? 'postgres' : 'sqlite',
+    keyRing,
     transaction: (work) => db.transaction().execute(work),
     close: () => db.destroy(),
   };

@@ -3,6 +3,7 @@
 import pg from 'pg';
 import { randomBytes } from 'node:crypto';
 import { openStore, type Store } from '../../src/store/store.ts';
+import { KeyRing } from '../../src/store/key-ring.ts';
 import { testPostgresUrl } from './prerequisites.ts';
 
 export interface StoreBackend {
@@ -44,7 +45,7 @@ export function storeBackends(): StoreBackend[] {
       name: 'postgres',
       async open() {
         const database = await freshPostgresDatabase(pgUrl);
-        const store = await openStore({ url: database.url });
+        const store = await openStore({ url: database.url, keyRing: KeyRing.ephemeral() });
         return { store, async dispose() { await store.close(); await database.drop(); } };
       },
     });

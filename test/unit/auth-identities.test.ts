@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { DescribeRegionsCommand } from '@aws-sdk/client-ec2';
 import { openStore, type Store } from '../../src/store/store.ts';
+import { KeyRing } from '../../src/store/key-ring.ts';
 import {
   createAccount, createUser, createAccessKey, setAccessKeyStatus, deleteAccessKey,
   listAccounts, listUsers, listAccessKeys, findAccessKey, findAccountByName,
@@ -47,7 +48,7 @@ if (pgUrl) {
       await c.end();
       const url = new URL(pgUrl);
       url.pathname = `/${database}`;
-      return openStore({ url: url.toString() });
+      return openStore({ url: url.toString(), keyRing: KeyRing.ephemeral() });
     },
     async cleanup() {
       const c = admin();

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { openStore } from '../../src/store/store.ts';
+import { KeyRing } from '../../src/store/key-ring.ts';
 import { ensurePrivateDir, writePrivateFile } from '../../src/store/private-files.ts';
 import { writeCredentialsFiles } from '../../src/auth/credentials-file.ts';
 import { createAccount } from '../../src/auth/identities.ts';
@@ -48,7 +49,7 @@ describe('files holding secrets or user data are private, under umask 022', () =
 
   it('the SQLite store, its -wal and -shm, and a folder made for a --store file', async () => {
     const path = join(root, 'made', 'for', 'store', 'x.sqlite');
-    const store = await openStore({ url: path });
+    const store = await openStore({ url: path, keyRing: KeyRing.ephemeral() });
     try {
       await store.transaction((tx) => createAccount(tx, 'secretive'));
       assert.ok(existsSync(`${path}-wal`), 'the store is in WAL mode');
@@ -64,10 +65,11 @@ describe('files holding secrets or user data are private, under umask 022', () =
     mkdirSync(shared, { mode: 0o755 });
     chmodSync(shared, 0o755);
     const path = join(shared, 'old.sqlite');
-    const first = await openStore({ url: path });
+    const keyRing = KeyRing.ephemeral();
+    const first = await openStore({ url: path, keyRing });
     await first.transaction((tx) => createAccount(tx, 'first'));
     for (const f of [path, `${path}-wal`, `${path}-shm`]) if (existsSync(f)) chmodSync(f, 0o644);
-    const again = await openStore({ url: path });
+    const again = await openStore({ url: path, keyRing });
     try {
       await again.transaction((tx) => createAccount(tx, 'second'));
       for (const f of [path, `${path}-wal`, `${path}-shm`]) assertPrivateFile(f);
@@ -98,8 +100,8 @@ describe('files holding secrets or user data are private, under umask 022', () =
     try {
       assertPrivateDir(dataDir);
       const db = join(dataDir, 'ironbark.sqlite');
-      for (const f of [db, `${db}-wal`, `${db}-shm`, join(dataDir, 'credentials.env'), join(dataDir, 'aws-config')]) {
-        if (f.endsWith('.sqlite') || existsSync(f)) assertPrivateFile(f);
+      for (const f of [db, `${db}-wal`, `${db}-shm`, join(dataDir, 'credentials.env'), join(dataDir, 'aws-config'), join(dataDir, 'master.key')]) {
+        if (f.endsWith('.sqlite') || f.endsWith('.key') || existsSync(f)) assertPrivateFile(f);
       }
       assert.ok(existsSync(`${db}-wal`));
     } finally {
