@@ -1,6 +1,6 @@
 // Who sent this request? Detects the signing scheme (SigV4 header, SigV4 presigned URL, SigV2),
 // checks freshness, resolves the access key and verifies the signature, or throws EC2's error.
-import { Ec2Error } from '../protocol/errors.ts';
+import { Ec2Error, excerpt } from '../protocol/errors.ts';
 import type { Caller } from '../cloud/context.ts';
 import { SIGV4_ALGORITHM, checkSigV4Time, parseAuthorizationHeader, parsePresignedQuery, parseQueryPairs, verifySigV4, type SigV4Claim, type QueryPairs } from './sigv4.ts';
 import { parseSigV2, verifySigV2 } from './sigv2.ts';
@@ -57,7 +57,7 @@ export async function authenticate(req: HttpRequestParts, keys: KeyResolver, now
   if (authorization !== undefined && authorization.trim() !== '') {
     if (!authorization.startsWith(`${SIGV4_ALGORITHM} `)) {
       const scheme = authorization.split(/\s/, 1)[0];
-      throw new Ec2Error('IncompleteSignature', `Unsupported Authorization Type "${scheme}"; sign requests with ${SIGV4_ALGORITHM}.`);
+      throw new Ec2Error('IncompleteSignature', `Unsupported Authorization Type "${excerpt(scheme)}"; sign requests with ${SIGV4_ALGORITHM}.`);
     }
     return authenticateSigV4(req, parseAuthorizationHeader(authorization, req.headers), parseQueryPairs(req.rawQuery), keys, now);
   }

@@ -5,7 +5,8 @@
 // reaches the cloud's caller intact.
 import type { Context } from 'hono';
 import type { Logger } from 'pino';
-import { Ec2Error, isEc2Error } from '../protocol/errors.ts';
+import { Ec2Error, excerpt, isEc2Error } from '../protocol/errors.ts';
+import { DEFAULT_PEER_MAX_REQUEST_BYTES, TOO_LARGE, readWebBodyWithin, tooLargeMessage } from '../http/request-body.ts';
 import {
   PeerVerifier, SIGNATURE_HEADER, signPeerRequest, signPeerResponse, verifyPeerResponse, type PeerCredentials,
 } from './peer-auth.ts';
@@ -19,6 +20,8 @@ export interface PeerRpcHandlerOptions {
   log: Pick<Logger, 'warn' | 'error'>;
   /** What the callers are, for log lines: "cloud", "node". */
   peerKind: string;
+  /** Largest request body, read before the signature over it can be checked. Default 32 MiB. */
+  maxBodyBytes?: number;
 }
 
 function headerMap(c: Context): Record<string, string> {
@@ -36,8 +39,12 @@ function jsonResponse(status: number, body: string, signature?: string): Respons
 /** A Hono handler for `POST …/:method` that authenticates the caller, then runs the method. */
 export function createPeerRpcHandler(opts: PeerRpcHandlerOptions) {
   const { verifier, methods, log, peerKind } = opts;
+  const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_PEER_MAX_REQUEST_BYTES;
   return async function handlePeerCall(c: Context): Promise<Response> {
-    const body = Buffer.from(await c.req.arrayBuffer());
+    const body = await readWebBodyWithin(c.req.raw, maxBodyBytes);
+    if (body === TOO_LARGE) {
+      return jsonResponse(413, JSON.stringify({ code: 'RequestEntityTooLarge', message: tooLargeMessage(maxBodyBytes) }));
+    }
     const path = new URL(c.req.url).pathname;
     const verdict = await verifier.verify({ method: c.req.method, path, body, headers: headerMap(c) });
     if (!verdict.ok) {
@@ -49,7 +56,7 @@ export function createPeerRpcHandler(opts: PeerRpcHandlerOptions) {
     let text: string;
     try {
       const handler = Object.hasOwn(methods, method) ? methods[method] : undefined;
-      if (!handler) throw new Ec2Error('InvalidAction', `The action ${method} is not valid for this ${peerKind} endpoint.`);
+      if (!handler) throw new Ec2Error('InvalidAction', `The action ${excerpt(method)} is not valid for this ${peerKind} endpoint.`);
       let params: unknown;
       try {
         params = body.length === 0 ? {} : JSON.parse(body.toString('utf8'));
@@ -165,6 +172,10 @@ export class PeerClient {
     }
     if (res.status === 401) {
       throw new Ec2Error('AuthFailure', typeof payload.message === 'string' ? payload.message : `${this.peerName} refused our credentials.`);
+    }
+    // Refused before the signature could be checked, so the answer cannot be signed either.
+    if (res.status === 413) {
+      throw new Ec2Error('RequestEntityTooLarge', `${this.peerName} refused ${method}: ${typeof payload.message === 'string' ? payload.message : 'the request is too large.'}`, 413);
     }
     if (!verifyPeerResponse(creds.secret, headers[SIGNATURE_HEADER]!, res.status, text, res.headers.get(SIGNATURE_HEADER))) {
       throw new Ec2Error('AuthFailure', `The answer of ${this.peerName} to ${method} is not signed with its shared secret.`);

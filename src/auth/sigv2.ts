@@ -2,7 +2,7 @@
 // String to sign: METHOD \n host \n path \n sorted RFC 3986-encoded params (all but Signature),
 // signed with HMAC-SHA256 or HMAC-SHA1 and sent base64-encoded in the Signature parameter.
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { Ec2Error } from '../protocol/errors.ts';
+import { Ec2Error, excerpt } from '../protocol/errors.ts';
 import type { HttpRequestParts } from './authenticate.ts';
 import { MAX_SKEW_MS, uriEncode } from './sigv4.ts';
 
@@ -39,7 +39,7 @@ function parseTimestamp(value: string, name: string): number {
   // Timestamps without a zone are UTC in the SigV2 spec (Date.parse would read them as local time).
   const ms = iso ? Date.parse(iso[2] ? value : `${value}Z`) : NaN;
   if (Number.isNaN(ms)) {
-    throw new Ec2Error('InvalidParameterValue', `Value (${value}) for parameter ${name} is invalid. Expected an ISO 8601 timestamp such as 2011-10-03T15:19:30Z.`);
+    throw new Ec2Error('InvalidParameterValue', `Value (${excerpt(value)}) for parameter ${name} is invalid. Expected an ISO 8601 timestamp such as 2011-10-03T15:19:30Z.`);
   }
   return ms;
 }
@@ -48,14 +48,16 @@ function parseTimestamp(value: string, name: string): number {
 export function parseSigV2(params: Record<string, string>, now: Date): SigV2Claim {
   const version = params['SignatureVersion'];
   if (version !== undefined && version !== '2') {
-    throw new Ec2Error('AuthFailure', `Signature version ${version} is not supported; sign requests with Signature Version 2 or 4.`);
+    throw new Ec2Error('AuthFailure', `Signature version ${excerpt(version)} is not supported; sign requests with Signature Version 2 or 4.`);
   }
   for (const name of ['AWSAccessKeyId', 'Signature', 'SignatureVersion', 'SignatureMethod']) {
     if (!params[name]) throw new Ec2Error('IncompleteSignature', `The request must contain the parameter ${name}.`);
   }
-  const hmac = HMAC_BY_METHOD[params['SignatureMethod']!];
+  const method = params['SignatureMethod']!;
+  // Own entries only: `toString` and the like are unknown methods, not inherited functions.
+  const hmac = Object.hasOwn(HMAC_BY_METHOD, method) ? HMAC_BY_METHOD[method] : undefined;
   if (hmac === undefined) {
-    throw new Ec2Error('InvalidParameterValue', `Value (${params['SignatureMethod']}) for parameter SignatureMethod is invalid. Supported methods are HmacSHA256 and HmacSHA1.`);
+    throw new Ec2Error('InvalidParameterValue', `Value (${excerpt(method)}) for parameter SignatureMethod is invalid. Supported methods are HmacSHA256 and HmacSHA1.`);
   }
   const timestamp = params['Timestamp'];
   const expires = params['Expires'];
@@ -74,7 +76,7 @@ export function parseSigV2(params: Record<string, string>, now: Date): SigV2Clai
     if (until < nowMs) throw new Ec2Error('RequestExpired', 'Request has expired.');
     // EC2 answers RequestExpired for a date stamp too far in the future as well.
     if (until - nowMs > MAX_EXPIRES_AHEAD_MS) {
-      throw new Ec2Error('RequestExpired', `The Expires parameter (${expires}) is more than 7 days after the server time; sign requests that expire within a week.`);
+      throw new Ec2Error('RequestExpired', `The Expires parameter (${excerpt(expires)}) is more than 7 days after the server time; sign requests that expire within a week.`);
     }
   }
   // A '+' sent unencoded arrives as a space after form decoding; base64 never contains spaces.

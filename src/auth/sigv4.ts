@@ -2,7 +2,7 @@
 // received. Own implementation on node:crypto: the server needs only the HMAC-SHA256 variant, and
 // doing it directly avoids per-request async hops and lets us cache derived signing keys.
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
-import { Ec2Error } from '../protocol/errors.ts';
+import { Ec2Error, excerpt } from '../protocol/errors.ts';
 import type { HttpRequestParts } from './authenticate.ts';
 
 export const SIGV4_ALGORITHM = 'AWS4-HMAC-SHA256';
@@ -95,12 +95,12 @@ function incomplete(message: string): Ec2Error {
 function parseCredential(credential: string, where: string): Pick<SigV4Claim, 'accessKeyId' | 'scopeDate' | 'region' | 'service'> {
   const parts = credential.split('/');
   if (parts.length !== 5 || parts.some((p) => p === '')) {
-    throw incomplete(`${where} Credential is malformed: expected "<AccessKeyId>/<YYYYMMDD>/<region>/<service>/aws4_request", got "${credential}".`);
+    throw incomplete(`${where} Credential is malformed: expected "<AccessKeyId>/<YYYYMMDD>/<region>/<service>/aws4_request", got "${excerpt(credential, 128)}".`);
   }
   const [accessKeyId, scopeDate, region, service, terminator] = parts as [string, string, string, string, string];
-  if (!/^\d{8}$/.test(scopeDate)) throw incomplete(`${where} Credential has an invalid date "${scopeDate}"; expected YYYYMMDD.`);
+  if (!/^\d{8}$/.test(scopeDate)) throw incomplete(`${where} Credential has an invalid date "${excerpt(scopeDate)}"; expected YYYYMMDD.`);
   if (terminator !== TERMINATOR) {
-    throw incomplete(`Credential should be scoped with a valid terminator: '${TERMINATOR}', not '${terminator}'.`);
+    throw incomplete(`Credential should be scoped with a valid terminator: '${TERMINATOR}', not '${excerpt(terminator)}'.`);
   }
   return { accessKeyId, scopeDate, region, service };
 }
@@ -139,9 +139,9 @@ export function parseAuthorizationHeader(authorization: string, headers: Record<
   let amzDate: string | undefined = headers['x-amz-date'];
   if (amzDate === undefined && headers['date'] !== undefined) amzDate = httpDateToLongDate(headers['date']);
   if (amzDate === undefined) missing.push("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.");
-  if (missing.length > 0) throw incomplete(`${missing.join(' ')} Authorization=${authorization}`);
+  if (missing.length > 0) throw incomplete(`${missing.join(' ')} Authorization=${excerpt(authorization, 512)}`);
   if (!LONG_DATE.test(amzDate!)) {
-    throw incomplete(`X-Amz-Date must be in the ISO8601 basic format YYYYMMDD'T'HHMMSS'Z', got "${amzDate}".`);
+    throw incomplete(`X-Amz-Date must be in the ISO8601 basic format YYYYMMDD'T'HHMMSS'Z', got "${excerpt(amzDate)}".`);
   }
   const signedHeaders = parseSignedHeaders(fields['SignedHeaders']!);
   return {
@@ -167,12 +167,12 @@ export function parsePresignedQuery(pairs: QueryPairs): SigV4Claim {
   }
   const amzDate = q.get('X-Amz-Date')!;
   if (!LONG_DATE.test(amzDate)) {
-    throw incomplete(`X-Amz-Date must be in the ISO8601 basic format YYYYMMDD'T'HHMMSS'Z', got "${amzDate}".`);
+    throw incomplete(`X-Amz-Date must be in the ISO8601 basic format YYYYMMDD'T'HHMMSS'Z', got "${excerpt(amzDate)}".`);
   }
   const expiresRaw = q.get('X-Amz-Expires')!;
   const expiresSeconds = /^\d{1,7}$/.test(expiresRaw) ? Number(expiresRaw) : NaN;
   if (!(expiresSeconds >= 0 && expiresSeconds <= MAX_PRESIGN_SECONDS)) {
-    throw new Ec2Error('AuthFailure', `X-Amz-Expires must be a number of seconds between 0 and ${MAX_PRESIGN_SECONDS} (one week), got "${expiresRaw}".`);
+    throw new Ec2Error('AuthFailure', `X-Amz-Expires must be a number of seconds between 0 and ${MAX_PRESIGN_SECONDS} (one week), got "${excerpt(expiresRaw)}".`);
   }
   return {
     presigned: true,
@@ -188,10 +188,10 @@ export function parsePresignedQuery(pairs: QueryPairs): SigV4Claim {
 export function checkSigV4Time(claim: SigV4Claim, now: Date): void {
   if (claim.scopeDate !== claim.amzDate.slice(0, 8)) {
     throw new Ec2Error('SignatureDoesNotMatch',
-      `Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '${claim.scopeDate}' != '${claim.amzDate.slice(0, 8)}', from '${claim.amzDate}'.`);
+      `Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '${excerpt(claim.scopeDate)}' != '${claim.amzDate.slice(0, 8)}', from '${excerpt(claim.amzDate)}'.`);
   }
   const signedAt = longDateToMs(claim.amzDate);
-  if (Number.isNaN(signedAt)) throw incomplete(`X-Amz-Date "${claim.amzDate}" is not a valid date.`);
+  if (Number.isNaN(signedAt)) throw incomplete(`X-Amz-Date "${excerpt(claim.amzDate)}" is not a valid date.`);
   const nowMs = now.getTime();
   if (signedAt - nowMs > MAX_SKEW_MS) throw new Ec2Error('RequestExpired', 'Request has expired.');
   if (claim.presigned) {

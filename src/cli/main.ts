@@ -6,6 +6,7 @@ import { registerRoleCommands } from './roles.ts';
 import { registerClusterAdminCommands } from './admin-clusters-cli.ts';
 import { registerMasterKeyCommands } from './master-key-cli.ts';
 import { addPowerFlags } from './power-options.ts';
+import { addRequestLimitFlag } from './request-limit-option.ts';
 
 const program = new Command();
 program.name('ironbark').description('An open-source private cloud that speaks the Amazon EC2 API');
@@ -26,7 +27,7 @@ const up = program.command('up')
   .option('--nodes <n>', 'simulated nodes to run in this process, with --driver fake (default 1)')
   .option('--image-cache <dir>', 'where built guest images are cached (default ~/.cache/ironbark/images)')
   .option('--master-key-file <path>', 'key file that encrypts the secrets in the store (default: $IRONBARK_MASTER_KEY_FILE, else master.key in the data directory, made at first start)');
-addPowerFlags(up).action(async (opts) => { await runUp(opts); });
+addRequestLimitFlag(addPowerFlags(up)).action(async (opts) => { await runUp(opts); });
 
 registerRoleCommands(program);
 const admin = registerAdminCommands(program);

@@ -6,20 +6,21 @@ import { ensurePrivateDir } from '../store/private-files.ts';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { serve, type ServerType } from '@hono/node-server';
 import { createLogger } from './logger.ts';
 import { parseListenAddress } from './listen-address.ts';
 import { startCloudController } from '../cloud/cloud-controller.ts';
 import { ClusterController } from '../cluster/cluster-controller.ts';
 import { createClusterHttpServer } from '../cluster/cluster-http-server.ts';
 import { JoinedNodes } from '../cluster/joined-nodes.ts';
-import { createNodeHttpApp } from '../node/node-http-server.ts';
+import { createNodeHttpListener } from '../node/node-http-server.ts';
 import { joinCluster, loadMembership, saveMembership, sayHello, type ClusterMembership } from '../node/cluster-membership.ts';
 import { startNodeHost } from '../node/node-host.ts';
 import { discoverHostMac, isMacAddress, normalizeMac } from '../node/hardware-address.ts';
 import { addPowerFlags, powerOptionsFrom, type PowerFlags } from './power-options.ts';
 import { prepareDefaultImage } from './prepare-default-image.ts';
 import { untilSignalled } from './foreground.ts';
+import { addRequestLimitFlag, type RequestLimitFlags } from './request-limit-option.ts';
+import { applyServerTimeouts } from '../http/server-timeouts.ts';
 
 const DEFAULT_DATA_DIR = process.env.IRONBARK_DATA_DIR ?? '/var/lib/ironbark';
 
@@ -42,16 +43,16 @@ function listenHttp(server: http.Server, host: string, port: number): Promise<nu
   });
 }
 
-function closeHttp(server: http.Server | ServerType): Promise<void> {
+function closeHttp(server: http.Server): Promise<void> {
   return new Promise((done) => {
     server.close(() => done());
-    (server as http.Server).closeAllConnections?.();
+    server.closeAllConnections();
   });
 }
 
 // ---- cloud --------------------------------------------------------------------------------------
 
-export interface CloudRoleOptions {
+export interface CloudRoleOptions extends RequestLimitFlags {
   dataDir: string; listen: string; store?: string; region: string; endpoint?: string; imagesUrl?: string; defaultImage: boolean; imageCache?: string;
   masterKeyFile?: string;
 }
@@ -64,7 +65,7 @@ export async function runCloudRole(opts: CloudRoleOptions): Promise<void> {
   // Clusters on other hosts fetch image files from this process over HTTP (cluster-images.ts).
   const cloud = await startCloudController({
     dataDir, host, port, storeUrl: opts.store, region: opts.region, endpoint: opts.endpoint, log, clusterImagesBaseUrl: opts.imagesUrl ?? '',
-    masterKeyFile: opts.masterKeyFile,
+    maxRequestBytes: opts.maxRequestBytes, masterKeyFile: opts.masterKeyFile,
   });
   const out = process.stdout;
   if (opts.defaultImage) {
@@ -115,7 +116,7 @@ export async function runClusterRole(opts: ClusterRoleOptions): Promise<void> {
     const api = createClusterHttpServer({
       cluster: controller, cloudSecret, joined, log, nodeFacingUrl: opts.nodeUrl, imageCacheDir: join(dataDir, 'images'),
     });
-    server = http.createServer(api.listener);
+    server = applyServerTimeouts(http.createServer(api.listener));
     const boundPort = await listenHttp(server, host, port);
     await api.registerJoinedNodes();
     log.info({ zone: opts.zone, cidr: opts.cidr, listen: urlOf(host, boundPort), nodes: joined.list().length }, 'cluster controller listening');
@@ -174,13 +175,11 @@ export async function runNodeRole(opts: NodeRoleOptions): Promise<void> {
   const host_ = await startNodeHost({
     dataDir, nodeId: member.nodeId, zone: member.zone, cidr: member.cidr, driver: opts.driver, log, clusterUrl: member.clusterUrl,
   });
-  let server: ServerType | undefined;
+  let server: http.Server | undefined;
   try {
-    const app = createNodeHttpApp({ agent: host_.agent, identity: () => ({ nodeId: member.nodeId, secret: member.secret }), log });
-    server = await new Promise<ServerType>((ok, fail) => {
-      const s = serve({ fetch: app.fetch, hostname: host, port }, () => ok(s));
-      s.once('error', fail);
-    });
+    const listener = createNodeHttpListener({ agent: host_.agent, identity: () => ({ nodeId: member.nodeId, secret: member.secret }), log });
+    server = applyServerTimeouts(http.createServer(listener));
+    await listenHttp(server, host, port);
     // Tells the cluster our address (and MAC), which may have changed since we joined; a revoked node learns it here.
     await sayHello(member, advertised, mac).catch((err: Error) => {
       log.warn({ err: err.message, cluster: member.clusterUrl }, 'the cluster did not accept our hello');
@@ -221,7 +220,7 @@ function shortHostname(): string | undefined {
 // ---- commands -----------------------------------------------------------------------------------
 
 export function registerRoleCommands(program: Command): void {
-  program.command('cloud')
+  const cloud = program.command('cloud')
     .description('run the cloud controller (EC2 endpoint, admin API, state store) in the foreground')
     .option('--data-dir <dir>', 'where state, images and credentials live', DEFAULT_DATA_DIR)
     .option('--listen <host:port>', 'address of the EC2 endpoint', '127.0.0.1:8773')
@@ -231,8 +230,8 @@ export function registerRoleCommands(program: Command): void {
     .option('--images-url <url>', 'base URL cluster controllers fetch image files from (default: the endpoint)')
     .option('--no-default-image', 'do not build and register the default guest image')
     .option('--image-cache <dir>', 'where built guest images are cached (default ~/.cache/ironbark/images)')
-    .option('--master-key-file <path>', 'key file that encrypts the secrets in the store (default: $IRONBARK_MASTER_KEY_FILE, else master.key in the data directory, made at first start); every controller sharing a store needs the same keys')
-    .action(async (opts: CloudRoleOptions) => { await runCloudRole(opts); });
+    .option('--master-key-file <path>', 'key file that encrypts the secrets in the store (default: $IRONBARK_MASTER_KEY_FILE, else master.key in the data directory, made at first start); every controller sharing a store needs the same keys');
+  addRequestLimitFlag(cloud).action(async (opts: CloudRoleOptions) => { await runCloudRole(opts); });
 
   const cluster = program.command('cluster')
     .description("run the cluster controller of one availability zone: serves the cloud, drives the zone's nodes")

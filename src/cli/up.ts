@@ -12,8 +12,9 @@ import { startAllInOneCompute } from '../cluster/all-in-one.ts';
 import type { Capacity } from '../node/node-agent.ts';
 import { cpus } from 'node:os';
 import { powerOptionsFrom, type PowerFlags } from './power-options.ts';
+import type { RequestLimitFlags } from './request-limit-option.ts';
 
-export interface UpOptions extends PowerFlags {
+export interface UpOptions extends PowerFlags, RequestLimitFlags {
   dataDir: string;
   listen: string;
   store?: string;
@@ -67,7 +68,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
   const out = process.stdout;
   let relayBase: string | undefined;
   const cloud = await startCloudController({
-    dataDir, host, port, storeUrl: opts.store, masterKeyFile: opts.masterKeyFile, region: opts.region, log,
+    dataDir, host, port, storeUrl: opts.store, masterKeyFile: opts.masterKeyFile, region: opts.region, log, maxRequestBytes: opts.maxRequestBytes,
     imageUrl: (imageId) => `${relayBase}/images/${imageId}`,
   });
   let compute: Awaited<ReturnType<typeof startAllInOneCompute>> | undefined;

@@ -1,7 +1,7 @@
 // DescribeAccountAttributes: the limits and defaults EC2 clients (the console, Terraform, boto)
 // read before launching — the platform, the default VPC and the account's quotas.
 import type { OperationTable, RequestContext } from './context.ts';
-import { Ec2Error } from '../protocol/errors.ts';
+import { Ec2Error, excerpt } from '../protocol/errors.ts';
 import { maxInstances } from './quotas.ts';
 
 const SECURITY_GROUPS_PER_INTERFACE = 5;
@@ -26,7 +26,10 @@ const ATTRIBUTES: Record<string, Attribute> = {
 async function DescribeAccountAttributes(ctx: RequestContext, input: { AttributeNames?: string[] }) {
   const wanted = input.AttributeNames?.length ? [...new Set(input.AttributeNames)] : Object.keys(ATTRIBUTES);
   for (const name of wanted) {
-    if (!ATTRIBUTES[name]) throw new Ec2Error('InvalidParameterValue', `Value (${name}) for parameter attributeName is invalid. Unknown attribute.`);
+    // Own entries only: `constructor` and the like are unknown attributes, not inherited functions.
+    if (!Object.hasOwn(ATTRIBUTES, name)) {
+      throw new Ec2Error('InvalidParameterValue', `Value (${excerpt(name)}) for parameter attributeName is invalid. Unknown attribute.`);
+    }
   }
   const AccountAttributes = [];
   for (const name of wanted) {

@@ -1,7 +1,6 @@
 // The cloud controller process: the state store, the EC2 endpoint and (later) the admin API,
 // served over HTTP.
 import { Hono } from 'hono';
-import { getRequestListener } from '@hono/node-server';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { join } from 'node:path';
 import { ensurePrivateDirSync } from '../store/private-files.ts';
@@ -22,6 +21,8 @@ import { createClusterAdminApi } from './admin-clusters.ts';
 import { adminNotFound } from './admin-api.ts';
 import { clusterImageUrl, mountClusterImages } from './cluster-images.ts';
 import { mountConsole } from './console-routes.ts';
+import { DEFAULT_MAX_REQUEST_BYTES, honoListenerWithBodyLimit, tooLargeMessage, type RefusalAnswer } from '../http/request-body.ts';
+import { applyServerTimeouts } from '../http/server-timeouts.ts';
 
 export interface CloudControllerOptions {
   dataDir: string;
@@ -43,6 +44,8 @@ export interface CloudControllerOptions {
    */
   clusterImagesBaseUrl?: string;
   reconcileIntervalMs?: number;
+  /** Largest request body (EC2 and admin API); larger ones are refused unread. Default 512 KiB. */
+  maxRequestBytes?: number;
 }
 
 export interface RunningCloud {
@@ -74,7 +77,8 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     app.all('/admin/*', (c) => (adminApis ? adminApis.fetch(c.req.raw, c.env) : c.text('starting', 503)));
     mountClusterImages(app, { store, log: opts.log });
     mountConsole(app, opts.region);
-    const server = await listen(app, serveEc2OnNode(() => ec2, opts.log), opts.host, opts.port);
+    const maxRequestBytes = opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
+    const server = await listen(app, serveEc2OnNode(() => ec2, opts.log, { maxRequestBytes }), maxRequestBytes, opts.host, opts.port);
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : opts.port;
     const hostForUrl = opts.host.includes(':') ? `[${opts.host}]` : opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host;
@@ -111,15 +115,24 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
 }
 
 /** EC2 requests (`/`) go straight to the endpoint; everything else (admin API, health) to Hono. */
-function listen(app: Hono, ec2: RequestListener, host: string, port: number): Promise<Server> {
-  const rest = getRequestListener(app.fetch);
-  const server = createServer((req, res) => {
+function listen(app: Hono, ec2: RequestListener, maxRequestBytes: number, host: string, port: number): Promise<Server> {
+  const rest = honoListenerWithBodyLimit(app.fetch, { maxBytes: maxRequestBytes, tooLarge: adminTooLarge });
+  const server = applyServerTimeouts(createServer((req, res) => {
     const url = req.url ?? '/';
     if (url === '/' || url.startsWith('/?')) ec2(req, res);
-    else void rest(req, res);
-  });
+    else rest(req, res);
+  }));
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => resolve(server));
   });
+}
+
+/** The admin API's error format (admin-api.ts), for a body over the limit. */
+function adminTooLarge(maxBytes: number): RefusalAnswer {
+  return {
+    status: 413,
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ error: { code: 'RequestEntityTooLarge', message: tooLargeMessage(maxBytes) } }),
+  };
 }

@@ -1,9 +1,9 @@
 // The EC2 Query endpoint: authenticate, look the action up in the official model, parse the input
 // from it, authorise, dispatch to the operation handler, serialise the output from it.
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ServerResponse } from 'node:http';
 import type { Context } from 'hono';
 import type { Logger } from 'pino';
-import { Ec2Error } from '../protocol/errors.ts';
+import { Ec2Error, excerpt } from '../protocol/errors.ts';
 import { getOperation } from '../protocol/model.ts';
 import { parseInput } from '../protocol/query-parser.ts';
 import { serializeError, serializeOutputChunks } from '../protocol/xml-serializer.ts';
@@ -13,6 +13,9 @@ import type { Store } from '../store/store.ts';
 import type { CloudSettings, OperationTable, RequestContext } from './context.ts';
 import { newRequestId } from './ids.ts';
 import { createServiceRouter } from './identity/service-router.ts';
+import {
+  DEFAULT_MAX_REQUEST_BYTES, TOO_LARGE, readWebBodyWithin, tooLargeMessage, withBodyLimit, type RefusalAnswer,
+} from '../http/request-body.ts';
 
 export interface Ec2EndpointDeps {
   store: Store;
@@ -84,7 +87,7 @@ export function createEc2Handler(deps: Ec2EndpointDeps): Ec2Handler {
 
       if (!action) throw new Ec2Error('MissingAction', 'The request must contain the parameter Action');
       const operation = getOperation(action);
-      if (!operation) throw new Ec2Error('InvalidAction', `The action ${action} is not valid for this web service.`);
+      if (!operation) throw new Ec2Error('InvalidAction', `The action ${excerpt(action)} is not valid for this web service.`);
       const handler = operations[action];
       if (!handler) throw new Ec2Error('UnsupportedOperation', `The operation ${action} is not supported by this cloud yet.`);
 
@@ -116,35 +119,42 @@ export function createEc2Handler(deps: Ec2EndpointDeps): Ec2Handler {
   };
 }
 
+export interface Ec2ServeOptions {
+  /** Largest request body; a larger one is refused with RequestEntityTooLarge (413) unread. */
+  maxRequestBytes?: number;
+}
+
+/** The XML error answering a request whose body is over the limit. */
+function tooLargeAnswer(maxBytes: number): RefusalAnswer {
+  const requestId = newRequestId();
+  return { status: 413, headers: xmlHeaders(requestId), body: serializeError(new Ec2Error('RequestEntityTooLarge', tooLargeMessage(maxBytes)), requestId) };
+}
+
 /**
  * Serves the endpoint straight on node:http: EC2 requests are the hot path, and building
  * web-standard Request/Response objects for each would cost more than the rest of the request.
  */
-export function serveEc2OnNode(handler: () => Ec2Handler | undefined, log?: Pick<Logger, 'error'>) {
-  return (req: IncomingMessage, res: ServerResponse): void => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const ec2 = handler();
-      if (!ec2) {
-        res.writeHead(503, { 'Content-Type': 'text/plain' }).end('starting');
-        return;
-      }
-      const headers: Record<string, string> = {};
-      for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(',') : v;
-      ec2({ method: req.method ?? 'GET', rawUrl: req.url ?? '/', headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) })
-        .then((r) => {
-          if (!r.tail) {
-            res.writeHead(r.status, { ...r.headers, 'Content-Length': Buffer.byteLength(r.body) });
-            res.end(r.body);
-            return;
-          }
-          res.writeHead(r.status, r.headers);
-          res.write(r.body);
-          sendTail(res, r.tail, log);
-        }, () => res.writeHead(500).end());
-    });
-  };
+export function serveEc2OnNode(handler: () => Ec2Handler | undefined, log?: Pick<Logger, 'error'>, opts: Ec2ServeOptions = {}) {
+  return withBodyLimit((req, res, body) => {
+    const ec2 = handler();
+    if (!ec2) {
+      res.writeHead(503, { 'Content-Type': 'text/plain' }).end('starting');
+      return;
+    }
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(',') : v;
+    ec2({ method: req.method ?? 'GET', rawUrl: req.url ?? '/', headers, body })
+      .then((r) => {
+        if (!r.tail) {
+          res.writeHead(r.status, { ...r.headers, 'Content-Length': Buffer.byteLength(r.body) });
+          res.end(r.body);
+          return;
+        }
+        res.writeHead(r.status, r.headers);
+        res.write(r.body);
+        sendTail(res, r.tail, log);
+      }, () => res.writeHead(500).end());
+  }, { maxBytes: opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES, tooLarge: tooLargeAnswer });
 }
 
 /**
@@ -178,13 +188,14 @@ function sendTail(res: ServerResponse, tail: IterableIterator<string>, log?: Pic
 }
 
 /** The same endpoint as a Hono route (tests and embedders that serve it through Hono). */
-export function ec2HonoRoute(handler: Ec2Handler) {
+export function ec2HonoRoute(handler: Ec2Handler, opts: Ec2ServeOptions = {}) {
+  const maxBytes = opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
   return async (c: Context): Promise<Response> => {
     const url = new URL(c.req.url);
     const headers: Record<string, string> = {};
     c.req.raw.headers.forEach((v, k) => { headers[k] = v; });
-    const body = c.req.method === 'GET' || c.req.method === 'HEAD' ? Buffer.alloc(0) : Buffer.from(await c.req.arrayBuffer());
-    const r = await handler({ method: c.req.method, rawUrl: url.pathname + url.search, headers, body });
+    const body = c.req.method === 'GET' || c.req.method === 'HEAD' ? Buffer.alloc(0) : await readWebBodyWithin(c.req.raw, maxBytes);
+    const r: Ec2HttpResponse = body === TOO_LARGE ? tooLargeAnswer(maxBytes) : await handler({ method: c.req.method, rawUrl: url.pathname + url.search, headers, body });
     return new Response(r.tail ? [r.body, ...r.tail].join('') : r.body, { status: r.status, headers: r.headers });
   };
 }

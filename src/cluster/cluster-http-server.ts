@@ -13,7 +13,6 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { isAbsolute } from 'node:path';
 import { Hono } from 'hono';
-import { getRequestListener } from '@hono/node-server';
 import type { Logger } from 'pino';
 import type { ClusterApi } from './cluster-api.ts';
 import type { NodeRegistration } from './node-registry.ts';
@@ -26,6 +25,7 @@ import { JoinTokenError, verifyJoinToken } from './join-tokens.ts';
 import { JoinedNodes, TokenAlreadyUsedError, type JoinedNode } from './joined-nodes.ts';
 import { createImageRelay, type RelayedImage } from './image-relay.ts';
 import { isMacAddress, normalizeMac } from '../node/hardware-address.ts';
+import { DEFAULT_PEER_MAX_REQUEST_BYTES, honoListenerWithBodyLimit, peerTooLarge } from '../http/request-body.ts';
 
 /** What the server needs of the cluster controller besides ClusterApi: adding and removing nodes. */
 export interface ClusterNodeControl {
@@ -51,7 +51,12 @@ export interface ClusterHttpServerOptions {
   imageCacheDir?: string;
   /** How this cluster talks to a joined node (tests put an in-memory node behind it). */
   connectNode?: (node: JoinedNode, secret: () => string | undefined) => NodeApi;
+  /** Largest body of the cloud's calls; larger ones are refused unread. Default 32 MiB. */
+  maxRequestBytes?: number;
 }
+
+/** Nodes' requests (join, hello) are a few hundred bytes; anyone may send them, signed or not. */
+const NODE_REQUEST_MAX_BYTES = 64 * 1024;
 
 export interface JoinedNodeView {
   id: string;
@@ -215,11 +220,15 @@ export function createClusterHttpServer(opts: ClusterHttpServerOptions): Cluster
     }
   });
 
-  const honoListener = getRequestListener(app.fetch);
+  const cloudMaxBytes = opts.maxRequestBytes ?? DEFAULT_PEER_MAX_REQUEST_BYTES;
+  const honoListener = honoListenerWithBodyLimit(app.fetch, {
+    maxBytes: (req) => ((req.url ?? '').startsWith('/v1/') ? cloudMaxBytes : NODE_REQUEST_MAX_BYTES),
+    tooLarge: peerTooLarge,
+  });
   const listener: http.RequestListener = (req, res) => {
     const url = new URL(req.url ?? '/', 'http://cluster');
     if (url.pathname.startsWith('/images/') && (req.method === 'GET' || req.method === 'HEAD')) return serveImage(req, res, url);
-    void honoListener(req, res);
+    honoListener(req, res);
   };
 
   return {

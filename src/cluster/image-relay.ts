@@ -10,6 +10,7 @@ import { isAbsolute } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { ImageCache } from '../node/image-cache.ts';
 import type { ImageRef } from '../node/node-api.ts';
+import { applyServerTimeouts } from '../http/server-timeouts.ts';
 
 export interface RelayedImage {
   /** A file on this host; or */
@@ -90,7 +91,7 @@ export interface RunningImageRelay {
 
 /** Serves the relay on host:port (port 0 picks a free one). */
 export async function startImageRelay(opts: ImageRelayOptions & { host: string; port: number }): Promise<RunningImageRelay> {
-  const server = http.createServer(createImageRelay(opts));
+  const server = applyServerTimeouts(http.createServer(createImageRelay(opts)));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => { server.off('error', reject); resolve(); });

@@ -5,6 +5,7 @@ import http from 'node:http';
 import type { AddressInfo, Server as NetServer } from 'node:net';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { listenInNamespace } from './network-netns-socket.ts';
+import { applyServerTimeouts } from '../http/server-timeouts.ts';
 
 export interface InstanceMetadata {
   instanceId: string;
@@ -186,8 +187,7 @@ export class MetadataService {
    */
   async listen(host: string, port: number, opts: { netns?: string } = {}): Promise<AddressInfo> {
     if (this.server) throw new Error('MetadataService is already listening');
-    const server = http.createServer((req, res) => this.handle(req, res));
-    server.keepAliveTimeout = 5000;
+    const server = applyServerTimeouts(http.createServer((req, res) => this.handle(req, res)));
     this.server = server;
     try {
       const target: NetServer | { host: string; port: number } = opts.netns

@@ -1,9 +1,11 @@
 // A node controller's API served over HTTP to its cluster controller, and to nothing else: every
 // call must be signed with the secret this node received when it joined (key id = its node id).
+import type { RequestListener } from 'node:http';
 import { Hono } from 'hono';
 import type { Logger } from 'pino';
 import type { InstanceUpdate, NodeApi } from './node-api.ts';
 import { PeerVerifier } from '../auth/peer-auth.ts';
+import { DEFAULT_PEER_MAX_REQUEST_BYTES, honoListenerWithBodyLimit, peerTooLarge } from '../http/request-body.ts';
 import { createPeerRpcHandler, optionalBoolean, optionalObject, requiredObject, requiredString, type PeerMethods } from '../auth/peer-rpc.ts';
 
 export interface NodeIdentity { nodeId: string; secret: string }
@@ -13,6 +15,8 @@ export interface NodeHttpServerOptions {
   /** The node's identity from joining; read per request so a re-join takes effect at once. */
   identity: () => NodeIdentity | undefined;
   log: Pick<Logger, 'warn' | 'error'>;
+  /** Largest request body; larger ones are refused unread. Default 32 MiB (a launch's spec is far less). */
+  maxRequestBytes?: number;
 }
 
 export function nodeApiMethods(agent: NodeApi): PeerMethods {
@@ -39,4 +43,12 @@ export function createNodeHttpApp(opts: NodeHttpServerOptions): Hono {
   app.get('/healthz', (c) => c.json({ ok: true, joined: opts.identity() !== undefined }));
   app.post('/v1/:method', createPeerRpcHandler({ verifier, methods: nodeApiMethods(opts.agent), log: opts.log, peerKind: 'cluster' }));
   return app;
+}
+
+/** The node's API as a node:http listener, behind the request body limit. */
+export function createNodeHttpListener(opts: NodeHttpServerOptions): RequestListener {
+  return honoListenerWithBodyLimit(createNodeHttpApp(opts).fetch, {
+    maxBytes: opts.maxRequestBytes ?? DEFAULT_PEER_MAX_REQUEST_BYTES,
+    tooLarge: peerTooLarge,
+  });
 }

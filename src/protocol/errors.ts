@@ -30,17 +30,49 @@ const STATUS_BY_CODE: Record<string, number> = {
   Unavailable: 503,
   RequestLimitExceeded: 503,
   InsufficientInstanceCapacity: 500,
+  // EC2 lists no code of its own for an oversize request; AWS's front ends answer such a request
+  // with HTTP 413, and this is the name AWS services give that error.
+  RequestEntityTooLarge: 413,
 };
+
+/** How much of a caller's value an error message may quote. */
+export const QUOTED_VALUE_MAX_CHARS = 64;
+
+/**
+ * Longest message an error carries. Messages quote identifiers and values; this bounds them even
+ * where a value was quoted whole, so a request can never make its answer large.
+ */
+export const MESSAGE_MAX_CHARS = 1024;
+
+/** `value` as an error message may quote it: at most `max` characters, then an ellipsis. */
+export function excerpt(value: unknown, max = QUOTED_VALUE_MAX_CHARS): string {
+  const s = String(value);
+  if (s.length <= max) return s;
+  // Not cut inside a surrogate pair.
+  const end = /[\uD800-\uDBFF]/.test(s[max - 1]!) ? max - 1 : max;
+  return `${s.slice(0, end)}…`;
+}
+
+function boundedMessage(message: string): string {
+  if (message.length <= MESSAGE_MAX_CHARS) return message;
+  // Head and tail: an over-long value sits in the middle of most messages, their point at the end.
+  const tail = 200;
+  let head = MESSAGE_MAX_CHARS - tail - 1;
+  if (/[\uD800-\uDBFF]/.test(message[head - 1]!)) head--;
+  let from = message.length - tail;
+  if (/[\uDC00-\uDFFF]/.test(message[from]!)) from++;
+  return `${message.slice(0, head)}…${message.slice(from)}`;
+}
 
 export class Ec2Error extends Error {
   readonly code: string;
   readonly status: number;
   constructor(code: string, message: string, status?: number) {
-    super(message);
+    super(boundedMessage(message));
     this.name = 'Ec2Error';
     this.code = code;
     // Resource-level errors (*.NotFound, *.Duplicate, *.InUse, *.Malformed, limits) are 400 in EC2.
-    this.status = status ?? STATUS_BY_CODE[code] ?? 400;
+    this.status = status ?? (Object.hasOwn(STATUS_BY_CODE, code) ? STATUS_BY_CODE[code] : undefined) ?? 400;
   }
 }
 

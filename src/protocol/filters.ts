@@ -1,7 +1,8 @@
 // Describe-call filtering as EC2 does it: Filter.N.Name / Filter.N.Value.M. Values of one filter
 // are OR-ed, filters are AND-ed, `*` and `?` are wildcards, and `tag:KEY`, `tag-key`, `tag-value`
 // work on every resource that has tags.
-import { Ec2Error } from './errors.ts';
+import { Ec2Error, excerpt } from './errors.ts';
+import { compileWildcard, type WildcardMatcher } from './wildcard.ts';
 
 export interface Filter { Name?: string; Values?: string[] }
 
@@ -10,40 +11,34 @@ export type FilterAccessors<T> = Record<string, (item: T) => unknown>;
 
 export type TagsOf<T> = (item: T) => { Key: string; Value: string }[] | undefined;
 
-const patternCache = new Map<string, RegExp | string>();
+const matcherCache = new Map<string, WildcardMatcher>();
+/** Longer values are compiled per request: caching them would let requests fill memory. */
+const MAX_CACHED_VALUE_CHARS = 256;
 
-/**
- * A filter value as a matcher: a plain string when it has no wildcard or escape, else an anchored
- * RegExp. `*` is any run of characters, `?` exactly one character (a whole code point), and a
- * backslash makes the next `*`, `?` or `\\` literal, as in EC2.
- */
-function matcher(value: string): RegExp | string {
-  let m = patternCache.get(value);
+function matcher(value: string): WildcardMatcher {
+  let m = matcherCache.get(value);
   if (m === undefined) {
-    if (!/[*?\\]/.test(value)) m = value;
-    else {
-      const chars = [...value];
-      let re = '';
-      for (let i = 0; i < chars.length; i++) {
-        const c = chars[i]!;
-        if (c === '\\' && (chars[i + 1] === '*' || chars[i + 1] === '?' || chars[i + 1] === '\\')) { re += '\\' + chars[++i]; continue; }
-        if (c === '*') re += '[\\s\\S]*';
-        else if (c === '?') re += '[\\s\\S]';
-        else re += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
-      }
-      m = new RegExp(`^${re}$`, 'u');
-    }
-    if (patternCache.size > 10_000) patternCache.clear();
-    patternCache.set(value, m);
+    m = compileWildcard(value);
+    if (value.length > MAX_CACHED_VALUE_CHARS) return m;
+    if (matcherCache.size > 10_000) matcherCache.clear();
+    matcherCache.set(value, m);
   }
   return m;
 }
 
-function valueMatches(actual: unknown, wanted: (RegExp | string)[]): boolean {
+/**
+ * The accessor of a filter name, from the table's own entries only: a name such as `constructor`,
+ * `toString` or `__proto__` is an unknown filter, not something inherited from Object.prototype.
+ */
+function accessorOf<T>(accessors: FilterAccessors<T>, name: string): ((item: T) => unknown) | undefined {
+  return Object.hasOwn(accessors, name) ? accessors[name] : undefined;
+}
+
+function valueMatches(actual: unknown, wanted: WildcardMatcher[]): boolean {
   if (actual === undefined || actual === null) return false;
   if (Array.isArray(actual)) return actual.some((a) => valueMatches(a, wanted));
   const s = typeof actual === 'boolean' ? String(actual) : actual instanceof Date ? actual.toISOString() : String(actual);
-  return wanted.some((w) => (typeof w === 'string' ? w === s : w.test(s)));
+  return wanted.some((w) => w(s));
 }
 
 /**
@@ -57,7 +52,7 @@ export function applyFilters<T>(items: T[], filters: Filter[] | undefined, acces
     const name = f.Name;
     if (!name) throw new Ec2Error('InvalidParameterValue', 'The filter name must not be empty.');
     const wanted = (f.Values ?? []).map(matcher);
-    if (wanted.length === 0) throw new Ec2Error('InvalidParameterValue', `The filter '${name}' requires at least one value.`);
+    if (wanted.length === 0) throw new Ec2Error('InvalidParameterValue', `The filter '${excerpt(name)}' requires at least one value.`);
     if (tagsOf && name.startsWith('tag:')) {
       const key = name.slice(4);
       checks.push((item) => (tagsOf(item) ?? []).some((t) => t.Key === key && valueMatches(t.Value, wanted)));
@@ -66,8 +61,8 @@ export function applyFilters<T>(items: T[], filters: Filter[] | undefined, acces
     } else if (tagsOf && name === 'tag-value') {
       checks.push((item) => (tagsOf(item) ?? []).some((t) => valueMatches(t.Value, wanted)));
     } else {
-      const read = accessors[name];
-      if (!read) throw new Ec2Error('InvalidParameterValue', `The filter '${name}' is invalid`);
+      const read = accessorOf(accessors, name);
+      if (!read) throw new Ec2Error('InvalidParameterValue', `The filter '${excerpt(name)}' is invalid`);
       checks.push((item) => valueMatches(read(item), wanted));
     }
   }

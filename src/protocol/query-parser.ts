@@ -3,7 +3,7 @@
 // a member is named by its queryName, else its capitalized locationName, else its model name;
 // structures nest as `Name.Member`; lists are always flattened as `Name.N` (N from 1), their
 // structure elements as `Name.N.Member`; maps as `Name.entry.N.key` / `.value`.
-import { Ec2Error } from './errors.ts';
+import { Ec2Error, excerpt } from './errors.ts';
 import { getOperation, type Member, type Ref, type Shape } from './model.ts';
 
 /** Parameters of the request envelope and its signature, never part of an operation's input. */
@@ -57,12 +57,16 @@ function buildTree(params: Record<string, string>): ParamNode {
   return root;
 }
 
+// Parameter names and values come from the caller: messages quote only their beginning. Names
+// get more room, as the model's own nested names run past 64 characters.
+const NAME_MAX_CHARS = 200;
+
 function unknown(path: string): Ec2Error {
-  return new Ec2Error('UnknownParameter', `The parameter ${path} is not recognized`);
+  return new Ec2Error('UnknownParameter', `The parameter ${excerpt(path, NAME_MAX_CHARS)} is not recognized`);
 }
 
 function invalid(value: string, path: string): Ec2Error {
-  return new Ec2Error('InvalidParameterValue', `Invalid value '${value}' for ${path}`);
+  return new Ec2Error('InvalidParameterValue', `Invalid value '${excerpt(value)}' for ${excerpt(path, NAME_MAX_CHARS)}`);
 }
 
 /**
@@ -72,7 +76,7 @@ function invalid(value: string, path: string): Ec2Error {
  */
 export function parseInput(operation: string, params: Record<string, string>): Record<string, any> {
   const op = getOperation(operation);
-  if (!op) throw new Ec2Error('InvalidAction', `The action ${operation} is not valid for this web service.`);
+  if (!op) throw new Ec2Error('InvalidAction', `The action ${excerpt(operation)} is not valid for this web service.`);
   return parseParams(op.input, params);
 }
 
@@ -117,7 +121,7 @@ function parseValue(ref: Ref, node: ParamNode, path: string): any {
 const LIST_INDEX = /^[1-9][0-9]{0,8}$/;
 
 function badIndex(segment: string, path: string): Ec2Error {
-  return new Ec2Error('InvalidParameterValue', `Invalid list index '${segment}' in parameter ${path}: list indexes are whole numbers starting at 1`);
+  return new Ec2Error('InvalidParameterValue', `Invalid list index '${excerpt(segment)}' in parameter ${excerpt(path, NAME_MAX_CHARS)}: list indexes are whole numbers starting at 1`);
 }
 
 function parseList(shape: Shape, node: ParamNode, path: string): any[] {

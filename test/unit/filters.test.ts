@@ -5,6 +5,7 @@ import { applyFilters, type FilterAccessors } from '../../src/protocol/filters.t
 import { paginate } from '../../src/protocol/pagination.ts';
 import { parseInput } from '../../src/protocol/query-parser.ts';
 import { Ec2Error } from '../../src/protocol/errors.ts';
+import { compileWildcard } from '../../src/protocol/wildcard.ts';
 
 interface Item { id: string; name: string; state: string; size: number; encrypted: boolean; created: Date; groups: string[]; tags?: { Key: string; Value: string }[] }
 
@@ -90,6 +91,64 @@ test('an unknown filter is an EC2 error, not ignored', () => {
   assert.throws(() => applyFilters(items, [{ Name: 'tag:env', Values: ['prod'] }], accessors), (e: unknown) => e instanceof Ec2Error && e.code === 'InvalidParameterValue');
   assert.throws(() => ids([{ Name: 'status', Values: [] }]), (e: unknown) => e instanceof Ec2Error && e.code === 'InvalidParameterValue');
   assert.throws(() => ids([{ Values: ['x'] }]), (e: unknown) => e instanceof Ec2Error && e.code === 'InvalidParameterValue');
+});
+
+test('wildcard semantics: *, ?, and the escapes \\*, \\? and \\\\', () => {
+  const match = (pattern: string, text: string) => compileWildcard(pattern)(text);
+  assert.equal(match('*', ''), true);
+  assert.equal(match('a*', 'a'), true);
+  assert.equal(match('a*c', 'abbbc'), true);
+  assert.equal(match('a*c', 'abbbd'), false);
+  assert.equal(match('*a*b*', 'xxaxxbxx'), true);
+  assert.equal(match('*a*b', 'xxaxxbxxc'), false);
+  assert.equal(match('?', ''), false);
+  assert.equal(match('??', 'ab'), true);
+  assert.equal(match('a?c', 'abc'), true);
+  assert.equal(match('a?c', 'ac'), false);
+  assert.equal(match('😀?', '😀😀'), true);
+  assert.equal(match('?', '😀'), true);
+  // The last star must be able to give back what it took: `*ab` against `aab`.
+  assert.equal(match('*ab', 'aab'), true);
+  assert.equal(match('*?b', 'b'), false);
+  assert.equal(match('*?b', 'xb'), true);
+  // Escapes: `\*` and `\?` are the characters themselves, `\\` one backslash.
+  assert.equal(match('a\\*', 'a*'), true);
+  assert.equal(match('a\\*', 'ab'), false);
+  assert.equal(match('a\\?', 'a?'), true);
+  assert.equal(match('a\\?', 'ab'), false);
+  assert.equal(match('a\\\\b', 'a\\b'), true);
+  assert.equal(match('a\\\\*', 'a\\anything'), true);
+  assert.equal(match('a\\\\*', 'a*'), false);
+  // A backslash before any other character is itself literal, and so is a trailing one.
+  assert.equal(match('a\\b', 'a\\b'), true);
+  assert.equal(match('a\\', 'a\\'), true);
+  // RegExp syntax means nothing.
+  assert.equal(match('.*', 'abc'), false);
+  assert.equal(match('(a|b)*', '(a|b)zz'), true);
+});
+
+test('a value made to backtrack is matched at once (issue 8: 26 stars and a # froze the cloud)', () => {
+  // With a backtracking RegExp each of these took seconds (26 stars) to far longer (more stars).
+  const regions = [{ name: 'ironbark-1' }, { name: 'x'.repeat(200) }];
+  const region = { 'region-name': (r: { name: string }) => r.name };
+  for (const stars of [26, 60, 2000]) {
+    const value = `${'*'.repeat(stars)}#`;
+    assert.deepEqual(applyFilters(regions, [{ Name: 'region-name', Values: [value] }], region), []);
+    assert.deepEqual(applyFilters(regions, [{ Name: 'region-name', Values: [`${'*?'.repeat(stars)}#`] }], region), []);
+    assert.deepEqual(applyFilters(regions, [{ Name: 'region-name', Values: [`${'*x'.repeat(stars)}*`] }], region).length, stars <= 200 ? 1 : 0);
+  }
+});
+
+test('filter names that are JavaScript built-ins are unknown filters', () => {
+  for (const name of ['hasOwnProperty', '__proto__', 'valueOf', 'constructor', 'toString', 'isPrototypeOf', '__defineGetter__']) {
+    assert.throws(() => ids([{ Name: name, Values: ['x'] }]),
+      (e: unknown) => e instanceof Ec2Error && e.code === 'InvalidParameterValue' && e.status === 400 && e.message === `The filter '${name}' is invalid`, name);
+  }
+});
+
+test('an unknown filter name is quoted only in part', () => {
+  const name = 'n'.repeat(10_000);
+  assert.throws(() => ids([{ Name: name, Values: ['x'] }]), (e: unknown) => e instanceof Ec2Error && e.message === `The filter '${'n'.repeat(64)}…' is invalid`);
 });
 
 test('filters straight from a parsed DescribeVolumes query', () => {
