@@ -7,6 +7,7 @@ import { registerClusterAdminCommands } from './admin-clusters-cli.ts';
 import { registerMasterKeyCommands } from './master-key-cli.ts';
 import { addPowerFlags } from './power-options.ts';
 import { addRequestLimitFlag } from './request-limit-option.ts';
+import { registerImageCommands } from './image-cli.ts';
 
 const program = new Command();
 program.name('ironbark').description('An open-source private cloud that speaks the Amazon EC2 API');
@@ -30,6 +31,7 @@ const up = program.command('up')
 addRequestLimitFlag(addPowerFlags(up)).action(async (opts) => { await runUp(opts); });
 
 registerRoleCommands(program);
+registerImageCommands(program);
 const admin = registerAdminCommands(program);
 registerClusterAdminCommands(admin);
 registerMasterKeyCommands(admin);

@@ -11,6 +11,8 @@ import { untilSignalled } from './foreground.ts';
 import { startAllInOneCompute } from '../cluster/all-in-one.ts';
 import type { Capacity } from '../node/node-agent.ts';
 import { cpus } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ClusterApi } from '../cluster/cluster-api.ts';
 import { powerOptionsFrom, type PowerFlags } from './power-options.ts';
 import type { RequestLimitFlags } from './request-limit-option.ts';
 
@@ -58,6 +60,21 @@ function nodeCapacity(opts: UpOptions): Partial<Capacity> {
   };
 }
 
+const ZONE_READY_TIMEOUT_MS = 120_000;
+
+/** A zone can launch once its cluster has a node that is up (registered, answering, with capacity). */
+async function untilZoneCanLaunch(cluster: ClusterApi, zone: string): Promise<void> {
+  const deadline = Date.now() + ZONE_READY_TIMEOUT_MS;
+  let nodes: Awaited<ReturnType<ClusterApi['describeNodes']>> = [];
+  while (Date.now() < deadline) {
+    nodes = await cluster.describeNodes();
+    if (nodes.some((n) => n.state === 'up' && n.capacity.cores > 0)) return;
+    await sleep(200);
+  }
+  const seen = nodes.map((n) => `${n.name}: ${n.state}${n.stateReason ? ` (${n.stateReason})` : ''}`).join(', ') || 'no node registered';
+  throw new Error(`zone ${zone} has no node ready to launch instances after ${ZONE_READY_TIMEOUT_MS / 1000} s (${seen})`);
+}
+
 export async function runUp(opts: UpOptions): Promise<void> {
   const log = createLogger('up');
   const { host, port } = parseListenAddress(opts.listen);
@@ -70,6 +87,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
   const cloud = await startCloudController({
     dataDir, host, port, storeUrl: opts.store, masterKeyFile: opts.masterKeyFile, region: opts.region, log, maxRequestBytes: opts.maxRequestBytes,
     imageUrl: (imageId) => `${relayBase}/images/${imageId}`,
+    holdUntilReady: true,
   });
   let compute: Awaited<ReturnType<typeof startAllInOneCompute>> | undefined;
   try {
@@ -85,6 +103,8 @@ export async function runUp(opts: UpOptions): Promise<void> {
     relayBase = compute.relay.baseUrl;
     cloud.directory.register(compute.cluster);
     const resources = await compute.node.describeResources();
+    await untilZoneCanLaunch(compute.cluster, zone);
+    await cloud.ready();
 
     out.write(`\nIronbark is up: EC2 endpoint ${cloud.url} (region ${opts.region}, zone ${zone}, ${opts.driver} driver${nodes > 1 ? `, ${nodes} simulated nodes` : ''}, accelerator ${resources.accelerator})\n\n`);
     // Output that is not a terminal ends up in logs and CI records: the secret stays in the 0600 file.

@@ -11,7 +11,7 @@ import { createKeyResolver } from '../auth/key-cache.ts';
 import { createEc2Handler, serveEc2OnNode, type Ec2Handler } from './ec2-endpoint.ts';
 import { createAdminApi } from './admin-api.ts';
 import { allOperations } from './operations.ts';
-import { ensureAdminAccount, type AdminCredentials } from './bootstrap.ts';
+import { ensureAdminAccount, publishAdminCredentials, withdrawAdminCredentials, type AdminCredentials } from './bootstrap.ts';
 import type { CloudSettings } from './context.ts';
 import { ComputeDirectory } from './compute-directory.ts';
 import { InstanceReconciler } from './instance-reconciler.ts';
@@ -46,6 +46,12 @@ export interface CloudControllerOptions {
   reconcileIntervalMs?: number;
   /** Largest request body (EC2 and admin API); larger ones are refused unread. Default 512 KiB. */
   maxRequestBytes?: number;
+  /**
+   * Keep the EC2 endpoint answering 503 and write no credentials files until `ready()`: `ironbark
+   * up` opens both only once its zone can launch, so a script that waits for credentials.env
+   * never meets "no availability zone is connected".
+   */
+  holdUntilReady?: boolean;
 }
 
 export interface RunningCloud {
@@ -57,6 +63,8 @@ export interface RunningCloud {
   directory: ComputeDirectory;
   /** The remote cluster controllers of the clusters table, registered in `directory`. */
   clusters: ClusterConnections;
+  /** Opens the EC2 endpoint and writes the credentials files (with `holdUntilReady`; else a no-op). */
+  ready(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -72,19 +80,22 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     const app = new Hono();
     // Routes exist before the port opens; requests that arrive before set-up ends get a 503.
     let ec2: Ec2Handler | undefined;
-    app.get('/healthz', (c) => c.json({ ok: ec2 !== undefined }, ec2 ? 200 : 503));
+    let open = !opts.holdUntilReady;
+    const serving = () => (open ? ec2 : undefined);
+    app.get('/healthz', (c) => c.json({ ok: serving() !== undefined }, serving() ? 200 : 503));
     let adminApis: Hono | undefined;
     app.all('/admin/*', (c) => (adminApis ? adminApis.fetch(c.req.raw, c.env) : c.text('starting', 503)));
     mountClusterImages(app, { store, log: opts.log });
     mountConsole(app, opts.region);
     const maxRequestBytes = opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
-    const server = await listen(app, serveEc2OnNode(() => ec2, opts.log, { maxRequestBytes }), maxRequestBytes, opts.host, opts.port);
+    const server = await listen(app, serveEc2OnNode(serving, opts.log, { maxRequestBytes }), maxRequestBytes, opts.host, opts.port);
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : opts.port;
     const hostForUrl = opts.host.includes(':') ? `[${opts.host}]` : opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host;
     const url = opts.endpoint ?? `http://${hostForUrl}:${port}`;
     const settings: CloudSettings = { region: opts.region, endpoint: url };
-    const admin = await ensureAdminAccount(store, opts.dataDir, settings);
+    if (opts.holdUntilReady) withdrawAdminCredentials(opts.dataDir);
+    const admin = await ensureAdminAccount(store, opts.dataDir, settings, !opts.holdUntilReady);
     const imagesBase = opts.clusterImagesBaseUrl === undefined ? undefined : opts.clusterImagesBaseUrl || url;
     const imageUrl = opts.imageUrl ?? (imagesBase ? (imageId: string) => clusterImageUrl(imagesBase, imageId) : undefined);
     const operations = allOperations({ directory, log: opts.log, imageUrl });
@@ -102,6 +113,11 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     opts.log.info({ url, store: store.kind }, 'cloud controller listening');
     return {
       url, store, settings, admin, directory, clusters,
+      async ready() {
+        if (open) return;
+        await publishAdminCredentials(opts.dataDir, admin, settings);
+        open = true;
+      },
       async close() {
         await reconciler.stop();
         await new Promise<void>((resolve) => server.close(() => resolve()));
