@@ -108,7 +108,7 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     adminApis.route('/admin', createAdminApi({ store, settings, log: opts.log, keys }));
     adminApis.route('/admin', createClusterAdminApi({ store, keys, log: opts.log, region: opts.region, connections: clusters }));
     adminApis.all('/admin/*', adminNotFound);
-    const reconciler = new InstanceReconciler({ store, directory, log: opts.log, intervalMs: opts.reconcileIntervalMs ?? 1000 });
+    const reconciler = new InstanceReconciler({ store, directory, log: opts.log, intervalMs: opts.reconcileIntervalMs ?? 1000, imageUrl });
     reconciler.start();
     opts.log.info({ url, store: store.kind }, 'cloud controller listening');
     return {

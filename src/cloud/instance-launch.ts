@@ -1,12 +1,14 @@
 // RunInstances: checks the request as EC2 does, writes the instances (pending) in one
 // transaction, asks the zone's cluster to place and start them, and removes them again when the
-// cluster cannot — so a failed launch leaves nothing behind. ClientToken makes it idempotent.
+// cluster cannot — so a failed launch leaves nothing behind. ClientToken makes it idempotent: a
+// replay answers with the same reservation, and first places its instances again if the launch
+// that wrote them was cut short before the cluster took them (instance-placement.ts).
 import { createHash } from 'node:crypto';
 import type { RequestContext } from './context.ts';
 import type { Db, Tx } from '../store/store.ts';
 import type { ImagesTable, InstancesTable, SubnetsTable } from '../store/schema.ts';
 import type { InstanceSpec, VmTypeSpec } from '../node/node-api.ts';
-import type { ClusterApi, Placement } from '../cluster/cluster-api.ts';
+import type { ClusterApi } from '../cluster/cluster-api.ts';
 import type { ComputeDirectory } from './compute-directory.ts';
 import { Ec2Error } from '../protocol/errors.ts';
 import { newId } from './ids.ts';
@@ -19,6 +21,7 @@ import { launchableCount } from './quotas.ts';
 import { isUsableAddress, macForInstance, pickFreeAddresses, privateDnsName } from './ip-allocation.ts';
 import { parseIpv4Address } from './cidr.ts';
 import { reservationsOf, type SecurityGroupRef } from './instance-view.ts';
+import { isUnplaced, placeStoredInstances, recordPlacements } from './instance-placement.ts';
 
 const MAX_USER_DATA_BYTES = 16 * 1024;
 const MAX_CLIENT_TOKEN_LENGTH = 64;
@@ -87,7 +90,9 @@ export async function viewContext(db: Db | Tx, region: string) {
   return { region, vmTypes: new Map((await listVmTypes(db)).map((t) => [t.name, t])) };
 }
 
-export async function reservationOutput(db: Db | Tx, accountId: string, rows: InstancesTable[], region: string) {
+export type ReservationView = ReturnType<typeof reservationsOf>[number];
+
+export async function reservationOutput(db: Db | Tx, accountId: string, rows: InstancesTable[], region: string): Promise<ReservationView> {
   const tags = await tagsByResource(db, accountId, rows.map((r) => r.id));
   const sorted = [...rows].sort((a, b) => a.launch_index - b.launch_index);
   return reservationsOf(sorted, (id) => tags.get(id) ?? [], await viewContext(db, region))[0]!;
@@ -285,6 +290,7 @@ export function createLauncher(deps: LaunchDeps) {
    */
   async function writeInstances(ctx: RequestContext, plan: LaunchPlan, zone: string, subnet: SubnetsTable) {
     for (let attempt = 0; ; attempt++) {
+      let release: (() => void) | undefined;
       try {
         return await ctx.store.transaction(async (tx) => {
           const earlier = await replayed(tx, plan);
@@ -324,9 +330,13 @@ export function createLauncher(deps: LaunchDeps) {
           }
           for (let i = 0; i < rows.length; i += 200) await tx.insertInto('instances').values(rows.slice(i, i + 200)).execute();
           for (const row of rows) await writeTags(tx, plan.accountId, row.id, plan.tags);
-          return { rows };
+          // Marked as being placed before anyone can read them: a replay waits for this launch,
+          // and the reconciler leaves its rows to it.
+          release = deps.directory.placing.claim(rows.map((r) => r.id));
+          return { rows, release: release! };
         });
       } catch (e) {
+        release?.();
         // Another controller took one of these addresses first: pick again.
         if (isUniqueViolation(e) && attempt < 3 && !plan.privateIp) continue;
         if (isUniqueViolation(e) && plan.privateIp) throw new Ec2Error('InvalidIPAddress.InUse', `Address ${plan.privateIp} is in use.`);
@@ -361,35 +371,22 @@ export function createLauncher(deps: LaunchDeps) {
     };
   }
 
-  async function recordPlacements(ctx: RequestContext, placements: Placement[]): Promise<void> {
-    const byNode = new Map<string, string[]>();
-    for (const p of placements) {
-      const list = byNode.get(p.nodeId) ?? [];
-      list.push(p.instanceId);
-      byNode.set(p.nodeId, list);
-    }
-    await ctx.store.transaction(async (tx) => {
-      for (const [nodeId, ids] of byNode) {
-        for (let i = 0; i < ids.length; i += 500) {
-          await tx.updateTable('instances').set({ node_id: nodeId }).where('id', 'in', ids.slice(i, i + 500)).where('node_id', 'is', null).execute();
-        }
-      }
-    });
-  }
-
   /** Launches in one zone; on any failure the rows it wrote are gone again. */
-  async function launchInZone(ctx: RequestContext, plan: LaunchPlan, zone: string, subnet: SubnetsTable) {
+  async function launchInZone(ctx: RequestContext, plan: LaunchPlan, zone: string, subnet: SubnetsTable): Promise<ReservationView> {
     const cluster = deps.directory.forZone(zone);
     if (!cluster) throw capacityError(plan.vmType.name, zone);
     const written = await writeInstances(ctx, plan, zone, subnet);
-    if ('earlier' in written) return reservationOutput(ctx.store.db, plan.accountId, written.earlier!, plan.region);
+    if ('earlier' in written) {
+      // A request with the same token wrote first (and may have failed and removed its rows since).
+      return await resume(ctx, plan, written.earlier!) ?? launchInZone(ctx, plan, zone, subnet);
+    }
     let rows = written.rows;
     const specs = rows.map((r) => specFor(plan, r, subnet));
     try {
       for (let attempt = 1; ; attempt++) {
         try {
           const placements = await cluster.runInstances(specs.slice(0, rows.length));
-          await recordPlacements(ctx, placements);
+          await recordPlacements(ctx.store, placements);
           break;
         } catch (e) {
           const capacity = e instanceof Ec2Error && e.code === 'InsufficientInstanceCapacity';
@@ -408,9 +405,47 @@ export function createLauncher(deps: LaunchDeps) {
       if (e instanceof Ec2Error) throw e;
       deps.log?.warn({ zone, err: (e as Error)?.message ?? String(e) }, 'cluster could not run instances');
       throw capacityError(plan.vmType.name, zone);
+    } finally {
+      written.release();
     }
     const fresh = await ctx.store.db.selectFrom('instances').selectAll().where('id', 'in', rows.map((r) => r.id)).execute();
     return reservationOutput(ctx.store.db, plan.accountId, fresh, plan.region);
+  }
+
+  /**
+   * The answer to a ClientToken replay: the earlier launch's reservation, once its instances are
+   * placed. A launch of them still under way in this process is waited for; one that was cut short
+   * (pending rows no node took: the cloud stopped mid-launch) is placed now, and when the cluster
+   * refuses, its rows go and the replay fails as that launch would have. Undefined when the earlier
+   * launch failed meanwhile and left nothing: the replay is then a launch of its own.
+   */
+  async function resume(ctx: RequestContext, plan: LaunchPlan, earlier: InstancesTable[]): Promise<ReservationView | undefined> {
+    let rows: InstancesTable[] | undefined = earlier;
+    for (;;) {
+      if (await deps.directory.placing.settled(rows.map((r) => r.id))) {
+        rows = await replayed(ctx.store.db, plan);
+        if (!rows) return undefined;
+      }
+      const unplaced = rows.filter(isUnplaced);
+      const cluster = unplaced.length > 0 ? deps.directory.forZone(unplaced[0]!.zone) : undefined;
+      // Without its zone's cluster now, the reconciler places them once the zone is back.
+      if (!cluster) return reservationOutput(ctx.store.db, plan.accountId, rows, plan.region);
+      const release = deps.directory.placing.claim(unplaced.map((r) => r.id));
+      if (!release) continue; // someone began placing them just now: wait for that instead
+      try {
+        deps.log?.info({ instanceIds: unplaced.map((r) => r.id), zone: cluster.zone }, 'ClientToken replay of a launch that was cut short: placing its instances');
+        await placeStoredInstances(ctx.store, cluster, unplaced, deps.imageUrl);
+      } catch (e) {
+        await removeInstances(ctx, unplaced.map((r) => r.id));
+        if (e instanceof Ec2Error) throw e;
+        deps.log?.warn({ zone: cluster.zone, err: (e as Error)?.message ?? String(e) }, 'cluster could not run instances');
+        throw capacityError(plan.vmType.name, cluster.zone);
+      } finally {
+        release();
+      }
+      const fresh = await ctx.store.db.selectFrom('instances').selectAll().where('id', 'in', rows.map((r) => r.id)).execute();
+      return reservationOutput(ctx.store.db, plan.accountId, fresh, plan.region);
+    }
   }
 
   /** Errors after which an automatically chosen zone is given up for the next one. */
@@ -421,7 +456,8 @@ export function createLauncher(deps: LaunchDeps) {
   return async function runInstances(ctx: RequestContext, input: RunInstancesInput) {
     const { plan, subnet, zone } = await planLaunch(ctx, input);
     const earlier = await replayed(ctx.store.db, plan);
-    if (earlier) return reservationOutput(ctx.store.db, plan.accountId, earlier, plan.region);
+    const resumed = earlier && await resume(ctx, plan, earlier);
+    if (resumed) return resumed;
     if (zone !== undefined) {
       return launchInZone(ctx, plan, zone, subnet ?? await defaultSubnet(ctx.store.db, plan.accountId, plan.vpcId, zone));
     }

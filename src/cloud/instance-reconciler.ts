@@ -2,15 +2,20 @@
 // node runs the VM, stopping becomes stopped, shutting-down becomes terminated (giving up its
 // address), a guest that powered itself off stops or terminates its instance as the instance's
 // shutdown behavior says, lost or crashed instances say why, and instances on a node that stopped
-// answering are marked impaired. Commands a cluster missed (it was down, the call failed) are sent again.
+// answering are marked impaired. Commands a cluster missed (it was down, the call failed, the cloud
+// restarted before the call was made) are sent again: a stop, start or termination when the node's
+// state is not the one the row asks for, a reboot while the row records it unacknowledged, and a
+// launch that was cut short (pending, no node) is placed again.
 // Every zone is read with one call and written with a few batched statements, so ten thousand
 // instances reconcile in one pass of well under a second.
 import type { Store, Tx } from '../store/store.ts';
 import type { InstancesTable } from '../store/schema.ts';
 import type { ClusterApi, ClusterInstanceStatus } from '../cluster/cluster-api.ts';
 import type { ComputeDirectory } from './compute-directory.ts';
+import { Ec2Error } from '../protocol/errors.ts';
 import { REASONS } from './instance-view.ts';
 import { startUpdateFor } from './instance-update.ts';
+import { isUnplaced, placeStoredInstances } from './instance-placement.ts';
 
 export interface ReconcilerLog {
   info(obj: object, msg?: string): void;
@@ -27,13 +32,19 @@ export interface InstanceReconcilerOptions {
   terminatedRetentionMs?: number;
   /** How long a pending instance the cluster has not placed yet may take before it counts as lost. */
   pendingGraceMs?: number;
-  /** How long to wait before repeating a command the cluster has not carried out. */
+  /**
+   * How long to wait before repeating a command the cluster has not carried out (or placing again
+   * a launch that no cluster took).
+   */
   resendAfterMs?: number;
+  /** Where clusters fetch images, for launches placed again (as RunInstances gives them). */
+  imageUrl?: (imageId: string) => string;
 }
 
-type Row = Pick<InstancesTable, 'id' | 'state' | 'node_id' | 'status_impaired' | 'state_changed_at' | 'accelerator' | 'shutdown_behavior'>;
+type Row = Pick<InstancesTable, 'id' | 'state' | 'node_id' | 'status_impaired' | 'state_changed_at' | 'accelerator' | 'shutdown_behavior'
+  | 'reservation_id' | 'reboot_requested_at'>;
 
-type Command = 'start' | 'stop' | 'terminate';
+type Command = 'start' | 'stop' | 'terminate' | 'reboot';
 
 interface StateChange {
   from: string; to: string; reason: string | null | undefined; releaseAddress: boolean;
@@ -51,6 +62,7 @@ export class InstanceReconciler {
   readonly #retentionMs: number;
   readonly #pendingGraceMs: number;
   readonly #resendAfterMs: number;
+  readonly #imageUrl?: (imageId: string) => string;
   /** When each command was last sent by the reconciler, so a slow node is not flooded. */
   readonly #lastSent = new Map<string, number>();
   #timer: NodeJS.Timeout | undefined;
@@ -65,6 +77,7 @@ export class InstanceReconciler {
     this.#retentionMs = opts.terminatedRetentionMs ?? 3_600_000;
     this.#pendingGraceMs = opts.pendingGraceMs ?? 600_000;
     this.#resendAfterMs = opts.resendAfterMs ?? 30_000;
+    this.#imageUrl = opts.imageUrl;
   }
 
   start(): void {
@@ -102,7 +115,7 @@ export class InstanceReconciler {
       // Rows are read before the cluster is asked, so a row the cluster does not report was
       // already there (and, if placed, already on a node) when it answered.
       const rows: Row[] = await this.#store.db.selectFrom('instances')
-        .select(['id', 'state', 'node_id', 'status_impaired', 'state_changed_at', 'accelerator', 'shutdown_behavior'])
+        .select(['id', 'state', 'node_id', 'status_impaired', 'state_changed_at', 'accelerator', 'shutdown_behavior', 'reservation_id', 'reboot_requested_at'])
         .where('zone', '=', zone).execute();
       let reported: ClusterInstanceStatus[];
       try {
@@ -127,6 +140,10 @@ export class InstanceReconciler {
     const accelerated = new Map<string, string[]>();
     const commands: { id: string; command: Command }[] = [];
     const known = new Set<string>();
+    /** Launches cut short, by reservation: placed again once they are older than the resend delay. */
+    const unplaced = new Map<string, string[]>();
+    /** Reboots asked of instances that no longer run: nothing to deliver. */
+    const moot: string[] = [];
 
     const add = <K>(map: Map<K, string[]>, key: K, id: string) => {
       const list = map.get(key);
@@ -145,6 +162,12 @@ export class InstanceReconciler {
       }
       const command = change ? undefined : this.#missedCommand(row, present ? seen : undefined, now);
       if (command) commands.push({ id: row.id, command });
+      if (!change && seen === undefined && isUnplaced(row) && now - Date.parse(row.state_changed_at) >= this.#resendAfterMs
+        && !this.#directory.placing.has(row.id)) add(unplaced, row.reservation_id, row.id);
+      if (row.reboot_requested_at) {
+        if (row.state !== 'running' || change) moot.push(row.id);
+        else if (seen?.state === 'running' && now - Date.parse(row.reboot_requested_at) >= this.#resendAfterMs) commands.push({ id: row.id, command: 'reboot' });
+      }
       if (present) {
         const down = seen.nodeDown === true ? 1 : 0;
         if (down !== row.status_impaired) (down ? impaired : healthy).push(row.id);
@@ -155,7 +178,8 @@ export class InstanceReconciler {
       }
     }
 
-    const nothingToWrite = changes.size === 0 && impaired.length === 0 && healthy.length === 0 && placed.size === 0 && accelerated.size === 0;
+    const nothingToWrite = changes.size === 0 && impaired.length === 0 && healthy.length === 0 && placed.size === 0 && accelerated.size === 0
+      && moot.length === 0;
     if (!nothingToWrite) await this.#store.transaction(async (tx) => {
       const stamp = new Date(now).toISOString();
       for (const { change, ids } of changes.values()) {
@@ -173,6 +197,7 @@ export class InstanceReconciler {
       await chunked(healthy, (chunk) => tx.updateTable('instances').set({ status_impaired: 0 }).where('id', 'in', chunk).execute());
       for (const [nodeId, ids] of placed) await chunked(ids, (chunk) => updateColumn(tx, chunk, { node_id: nodeId }));
       for (const [accelerator, ids] of accelerated) await chunked(ids, (chunk) => updateColumn(tx, chunk, { accelerator }));
+      await chunked(moot, (chunk) => updateColumn(tx, chunk, { reboot_requested_at: null }));
     });
     if (changes.size > 0) {
       this.#log.info({ zone, changes: [...changes.values()].map(({ change, ids }) => ({ from: change.from, to: change.to, count: ids.length })) }, 'instance states reconciled');
@@ -190,6 +215,41 @@ export class InstanceReconciler {
       for (const id of unknown) if (!exist.has(id)) commands.push({ id, command: 'terminate' });
     }
     await this.#send(zone, cluster, commands, now);
+    await this.#placeAgain(zone, cluster, unplaced, now);
+  }
+
+  /**
+   * Launches the cloud wrote but no cluster took (the cloud stopped while RunInstances waited, or
+   * its call failed unanswered): each reservation is asked of the cluster again, all or none. A
+   * refusal for capacity ends them as EC2 ends a launch it cannot fulfil; other failures are tried
+   * again after the resend delay, until the pending grace counts them as lost.
+   */
+  async #placeAgain(zone: string, cluster: ClusterApi, unplaced: Map<string, string[]>, now: number): Promise<void> {
+    for (const [reservationId, ids] of unplaced) {
+      const key = `run:${reservationId}`;
+      if (now - (this.#lastSent.get(key) ?? 0) < this.#resendAfterMs) continue;
+      const release = this.#directory.placing.claim(ids);
+      if (!release) continue; // a replay is placing them right now
+      this.#lastSent.set(key, now);
+      try {
+        const rows = (await this.#store.db.selectFrom('instances').selectAll().where('id', 'in', ids).execute()).filter(isUnplaced);
+        if (rows.length === 0) continue;
+        this.#log.info({ zone, reservationId, instanceIds: rows.map((r) => r.id) }, 'placing a launch that was cut short');
+        await placeStoredInstances(this.#store, cluster, rows, this.#imageUrl);
+      } catch (e) {
+        const message = (e as Error)?.message ?? String(e);
+        if (e instanceof Ec2Error && e.code === 'InsufficientInstanceCapacity') {
+          this.#log.warn({ zone, reservationId, err: message }, 'no capacity for a launch that was cut short: its instances are terminated');
+          await this.#store.transaction((tx) => tx.updateTable('instances')
+            .set({ state: 'terminated', state_reason: REASONS.noCapacity, state_changed_at: new Date().toISOString(), private_ip: null, public_ip: null })
+            .where('id', 'in', ids).where('state', '=', 'pending').where('node_id', 'is', null).execute());
+        } else {
+          this.#log.warn({ zone, reservationId, err: message }, 'could not place a launch that was cut short; will try again');
+        }
+      } finally {
+        release();
+      }
+    }
   }
 
   /** Where a row goes given what the cluster reports (`seen` undefined: the cluster does not have it). */
@@ -254,7 +314,12 @@ export class InstanceReconciler {
       try {
         if (command === 'terminate') await cluster.terminateInstance(id);
         else if (command === 'stop') await cluster.stopInstance(id);
-        else {
+        else if (command === 'reboot') {
+          const asked = await this.#store.db.selectFrom('instances').select('reboot_requested_at').where('id', '=', id).executeTakeFirst();
+          if (!asked?.reboot_requested_at) return; // acknowledged meanwhile
+          await cluster.rebootInstance(id);
+          await acknowledgeReboot(this.#store, id, asked.reboot_requested_at);
+        } else {
           const row = await this.#store.db.selectFrom('instances').select(['instance_type', 'user_data']).where('id', '=', id).executeTakeFirst();
           await cluster.startInstance(id, row ? await startUpdateFor(this.#store.db, row) : undefined);
         }
@@ -286,6 +351,12 @@ export class InstanceReconciler {
 
 async function chunked(ids: string[], work: (chunk: string[]) => Promise<unknown>): Promise<void> {
   for (let i = 0; i < ids.length; i += CHUNK) await work(ids.slice(i, i + CHUNK));
+}
+
+/** A reboot the cluster took: forget the request (unless a newer one was asked meanwhile). */
+export async function acknowledgeReboot(store: Store, id: string, requestedAt: string): Promise<void> {
+  await store.db.updateTable('instances').set({ reboot_requested_at: null })
+    .where('id', '=', id).where('reboot_requested_at', '=', requestedAt).execute();
 }
 
 function updateColumn(tx: Tx, ids: string[], set: Partial<InstancesTable>) {

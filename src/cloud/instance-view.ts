@@ -29,6 +29,7 @@ export const REASONS = {
   userShutdown: 'Client.UserInitiatedShutdown: User initiated shutdown',
   instanceShutdown: GUEST_SHUTDOWN_REASON,
   launchLost: 'Server.InternalError: Internal error on launch',
+  noCapacity: 'Server.InsufficientInstanceCapacity: Insufficient capacity to satisfy instance request',
   lost: 'Server.InternalError: The instance is no longer known to its availability zone',
   crashed: (why?: string) => `Server.InternalError: ${why ? `The instance stopped unexpectedly (${why})` : 'The instance stopped unexpectedly'}`,
 } as const;

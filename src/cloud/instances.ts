@@ -1,10 +1,13 @@
 // EC2 instance operations: RunInstances (see instance-launch.ts), DescribeInstances,
 // DescribeInstanceStatus, Start/Stop/Reboot/TerminateInstances, GetConsoleOutput and the
-// instance attributes. The store holds what the user asked for; each call forwards the change to
-// the instance's zone cluster, and the reconciler moves rows to what the clusters report.
+// instance attributes. The store holds what the user asked for; a state change is recorded and
+// answered at once (EC2's `stopping`, `shutting-down`, `pending`), and sent to the instance's zone
+// cluster in the background: the nodes act (a guest's shutdown takes its time), and the
+// reconciler moves rows to what the clusters report and sends again what a cluster did not get.
 import type { OperationTable, RequestContext } from './context.ts';
 import type { Db, Tx } from '../store/store.ts';
 import type { InstancesTable } from '../store/schema.ts';
+import type { ClusterApi } from '../cluster/cluster-api.ts';
 import { Ec2Error } from '../protocol/errors.ts';
 import { booleanFromText } from '../protocol/query-parser.ts';
 import { applyFilters, type Filter } from '../protocol/filters.ts';
@@ -14,6 +17,7 @@ import { registerTaggable } from './resource-registry.ts';
 import { registerSecurityGroupUsageCheck } from './security-groups.ts';
 import { findVmType } from './vm-types.ts';
 import { startUpdateFor } from './instance-update.ts';
+import { acknowledgeReboot } from './instance-reconciler.ts';
 import { ROOT_DEVICE_NAME } from './images.ts';
 import { checkShutdownBehavior, createLauncher, viewContext, type LaunchDeps } from './instance-launch.ts';
 import { assertWithinQuotas, STATES_HOLDING_RESOURCES, type QuotaDemand } from './quotas.ts';
@@ -127,9 +131,8 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
 
   /**
    * Decides every instance's next state first (so one refused instance changes none), lets
-   * `admit` refuse the whole set (quotas), writes the changes in one transaction, then forwards
-   * them to the clusters. A cluster that cannot be reached now is left to the reconciler, which
-   * repeats the command when it answers again.
+   * `admit` refuse the whole set (quotas), and writes the changes in one transaction; the caller
+   * then hands them to the clusters (`forward`) and answers.
    */
   async function changeStates(ctx: RequestContext, ids: string[], decide: (row: InstancesTable) => Change,
     admit?: (tx: Tx, decided: { row: InstancesTable; change: Change }[]) => Promise<void>) {
@@ -152,19 +155,30 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
     return transitions;
   }
 
-  async function forward(transitions: Transition[], command: (cluster: NonNullable<ReturnType<typeof deps.directory.forZone>>, row: InstancesTable) => Promise<unknown>) {
-    await Promise.all(transitions.filter((t) => t.forward).map(async (t) => {
+  /**
+   * Sends each change to its zone's cluster without waiting for the answer: the call has been
+   * answered from the store, and a command the cluster does not take (unreachable, the cloud
+   * restarted) is sent again by the reconciler, which sees the node disagree with the row.
+   * `command` is called at once, so commands reach a cluster in the order they were asked.
+   */
+  function forward(transitions: Transition[], command: (cluster: ClusterApi, row: InstancesTable) => Promise<unknown>): void {
+    for (const t of transitions) {
+      if (!t.forward) continue;
       const cluster = deps.directory.forZone(t.row.zone);
       if (!cluster) {
         deps.log?.warn({ instanceId: t.row.id, zone: t.row.zone }, 'no cluster for the zone; the reconciler will retry');
-        return;
+        continue;
       }
+      let sent: Promise<unknown>;
       try {
-        await command(cluster, t.row);
+        sent = command(cluster, t.row);
       } catch (e) {
-        deps.log?.warn({ instanceId: t.row.id, zone: t.row.zone, err: (e as Error)?.message ?? String(e) }, 'cluster command failed; the reconciler will retry');
+        sent = Promise.reject(e);
       }
-    }));
+      sent.catch((e: unknown) => {
+        deps.log?.warn({ instanceId: t.row.id, zone: t.row.zone, err: (e as Error)?.message ?? String(e) }, 'cluster command failed; the reconciler will retry');
+      });
+    }
   }
 
   const stateChanges = (transitions: Transition[]) => transitions.map((t) => ({
@@ -184,7 +198,7 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
         default: throw incorrectState(row.id, 'stopped');
       }
     });
-    await forward(transitions, (cluster, row) => cluster.stopInstance(row.id, force));
+    forward(transitions, (cluster, row) => cluster.stopInstance(row.id, force));
     return { StoppingInstances: stateChanges(transitions) };
   }
 
@@ -209,7 +223,10 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
       }
       await assertWithinQuotas(tx, ctx.caller.accountId, adding);
     });
-    await forward(transitions, async (cluster, row) => cluster.startInstance(row.id, await startUpdateFor(ctx.store.db, row)));
+    // What changed while stopped is read now, so every start is handed to its cluster before the answer.
+    const updates = new Map<string, Awaited<ReturnType<typeof startUpdateFor>>>();
+    for (const t of transitions) if (t.forward) updates.set(t.row.id, await startUpdateFor(ctx.store.db, t.row));
+    forward(transitions, (cluster, row) => cluster.startInstance(row.id, updates.get(row.id)));
     return { StartingInstances: stateChanges(transitions) };
   }
 
@@ -221,14 +238,30 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
       }
       return { to: 'shutting-down', reason: REASONS.userShutdown, forward: true };
     });
-    await forward(transitions, (cluster, row) => cluster.terminateInstance(row.id));
+    forward(transitions, (cluster, row) => cluster.terminateInstance(row.id));
     return { TerminatingInstances: stateChanges(transitions) };
   }
 
+  /**
+   * A reboot has no state of its own to converge to, so the request is recorded on the row until a
+   * cluster acknowledges it; the reconciler sends an unacknowledged one again.
+   */
   async function RebootInstances(ctx: RequestContext, input: { InstanceIds?: string[] }) {
-    const rows = await instancesByIds(ctx.store.db, ctx.caller.accountId, requireIds(input.InstanceIds));
-    for (const row of rows) if (row.state !== 'running') throw incorrectState(row.id, 'rebooted');
-    await forward(rows.map((row) => ({ row, previous: row.state, current: row.state, forward: true })), (cluster, row) => cluster.rebootInstance(row.id));
+    const requestedAt = new Date().toISOString();
+    const rows = await ctx.store.transaction(async (tx) => {
+      const found = await instancesByIds(tx, ctx.caller.accountId, requireIds(input.InstanceIds));
+      for (const row of found) if (row.state !== 'running') throw incorrectState(row.id, 'rebooted');
+      for (let i = 0; i < found.length; i += 500) {
+        await tx.updateTable('instances').set({ reboot_requested_at: requestedAt })
+          .where('id', 'in', found.slice(i, i + 500).map((r) => r.id)).where('state', '=', 'running').execute();
+      }
+      return found;
+    });
+    forward(rows.map((row) => ({ row, previous: row.state, current: row.state, forward: true })),
+      async (cluster, row) => {
+        await cluster.rebootInstance(row.id);
+        await acknowledgeReboot(ctx.store, row.id, requestedAt);
+      });
     return {};
   }
 

@@ -36,7 +36,7 @@ export interface ClusterControllerOptions {
   downAfterMs?: number;
   /** Limit for describe calls to a node. */
   callTimeoutMs?: number;
-  /** Limit for commands that change an instance (a graceful stop may take the guest's full grace time). */
+  /** Limit for commands that change an instance (a node answers a stop at once and shuts the guest down after). */
   commandTimeoutMs?: number;
   pollConcurrency?: number;
   now?: () => number;
@@ -62,6 +62,8 @@ export class ClusterController implements ClusterApi {
   private readonly schedulerReady: Promise<Scheduler>;
   /** instance id → node id, as the nodes last reported (plus launches made since). */
   private readonly placements = new PlacementIndex();
+  /** Placements under way, by instance id: a repeated request for them waits for the first. */
+  private readonly launching = new Map<string, Promise<Placement[]>>();
   /** Terminations a node could not be told about yet (it was down); finished when it answers. */
   private readonly pendingTerminations = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
@@ -152,7 +154,13 @@ export class ClusterController implements ClusterApi {
         throw new Ec2Error('InvalidParameterValue', `Instance ${spec.instanceId} is for availability zone ${spec.zone}, not ${this.zone}.`);
       }
     }
-    // A retried request (the cloud restarted mid-launch): instances already placed stay where they are.
+    // A retried request (the cloud was cut off mid-launch and asks again): it waits for a placement
+    // of these instances still under way, and instances already placed stay where they are.
+    for (;;) {
+      const underWay = new Set(specs.map((s) => this.launching.get(s.instanceId)).filter((p) => p !== undefined));
+      if (underWay.size === 0) break;
+      await Promise.allSettled(underWay);
+    }
     const known = specs.filter((s) => this.placements.has(s.instanceId));
     if (known.length === specs.length) {
       await Promise.all(known.map((s) => this.command(s.instanceId, 'runInstance', (c) => c.runInstance(s))));
@@ -161,7 +169,17 @@ export class ClusterController implements ClusterApi {
     if (known.length > 0) {
       throw new Ec2Error('InvalidParameterValue', `Instances ${known.map((s) => s.instanceId).join(', ')} already run in ${this.zone}; run the others in a request of their own.`);
     }
+    const placing = this.placeNew(specs);
+    for (const s of specs) this.launching.set(s.instanceId, placing);
+    try {
+      return await placing;
+    } finally {
+      for (const s of specs) if (this.launching.get(s.instanceId) === placing) this.launching.delete(s.instanceId);
+    }
+  }
 
+  /** Schedules instances no node has yet and starts them on the chosen nodes: all of them or none. */
+  private async placeNew(specs: InstanceSpec[]): Promise<Placement[]> {
     const scheduler = await this.schedulerReady;
     const first = specs[0]!;
     const result = await scheduler.place({

@@ -10,7 +10,7 @@ import {
 export interface FakeDriverDelays {
   /** Time spent in `starting` before the VM is running. */
   startMs?: number;
-  /** Time a graceful stop spends in `stopping` (a forced stop is instant). */
+  /** Time the guest takes to power off on a graceful stop (a forced stop is instant). */
   stopMs?: number;
   rebootMs?: number;
 }
@@ -85,10 +85,12 @@ export class FakeDriver implements HypervisorDriver {
     this.setState(vm, 'stopping');
     const run = (async () => {
       if (!opts.force && this.delays.stopMs > 0) {
-        // A graceful stop that a forced stop may cut short.
+        // A graceful stop that a forced stop may cut short; like QEMU's, a guest that takes longer
+        // than the caller's timeout is ended then.
         const ac = new AbortController();
         vm.abortStop = () => ac.abort();
-        await sleep(this.delays.stopMs, undefined, { signal: ac.signal }).catch(() => undefined);
+        const waitMs = Math.min(this.delays.stopMs, opts.timeoutMs ?? Number.POSITIVE_INFINITY);
+        await sleep(waitMs, undefined, { signal: ac.signal }).catch(() => undefined);
         vm.abortStop = undefined;
       }
       if (vm.state !== 'stopping') return;

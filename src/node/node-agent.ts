@@ -7,6 +7,9 @@
 // - runInstance returns as soon as the spec is stored and the capacity counted (state `pending`);
 //   fetching images and booting go on in the background, as on Eucalyptus' node controller. A launch
 //   that fails leaves the instance `terminated` with the reason, and nothing on the host.
+// - stopInstance likewise answers `stopping` at once; the guest's ACPI power-down goes on in the
+//   background, and a guest that ignores it is ended after stopTimeoutMs (a still-booting guest
+//   usually does). terminateInstance ends a stop under way at once instead of waiting for it.
 // - Resources: pending, running, stopping and shutting-down instances hold cores, memory and disk;
 //   stopped and crashed instances keep only their disk. Starting one again needs free cores and memory.
 // - After a restart the agent re-adopts every VM the driver still runs. A VM that should run but is
@@ -50,7 +53,7 @@ export interface NodeAgentOptions {
   /** Replaces what is read from the host (os.cpus, os.totalmem, the file system of stateDir). */
   capacity?: Partial<Capacity>;
   log?: AgentLogger;
-  /** How long a guest gets to power off on a graceful stop before it is ended. */
+  /** How long a guest gets to power off on a graceful stop before it is ended (default 30 s). */
   stopTimeoutMs?: number;
   /** Shown in describeResources, e.g. the accelerator probe's verdict. */
   acceleratorReason?: string;
@@ -67,6 +70,8 @@ interface Instance {
   launch?: Promise<void>;
 }
 
+/** How long a guest gets to honour an ACPI power-down before its VM is ended. */
+export const DEFAULT_STOP_TIMEOUT_MS = 30_000;
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
 /** States in which an instance has (or is about to have) a live VM: it holds cores and memory. */
@@ -211,26 +216,47 @@ export class NodeAgent implements NodeApi {
     });
   }
 
+  /**
+   * Answers as soon as the stop is under way (`stopping`; `stopped` if it already is): the guest's
+   * ACPI power-down runs in the background under the instance's lock, and a guest that does not
+   * power off within stopTimeoutMs is ended. A stop that must wait for other work on the instance
+   * (a start still booting) answers with the state now and follows that work.
+   */
   async stopInstance(instanceId: string, force = false): Promise<NodeInstanceStatus> {
     await this.recover();
     const inst = this.get(instanceId);
-    if (force && inst.record.state === 'stopping') {
+    const { state } = inst.record;
+    if (state === 'stopping') {
       // Cut a graceful stop in progress short; the driver allows a forced stop while stopping.
-      await this.driver.stop(instanceId, { force: true }).catch(() => undefined);
-    }
-    return this.withLock(inst, async () => {
-      await this.observe(inst, true);
-      const { state } = inst.record;
-      if (state === 'stopped') return this.statusOf(inst);
-      if (state !== 'running' && state !== 'crashed' && state !== 'stopping') throw incorrectState(instanceId, 'stopped');
-      await this.stopVm(inst, force);
+      if (force) await this.driver.stop(instanceId, { force: true }).catch(() => undefined);
       return this.statusOf(inst);
+    }
+    if (state === 'stopped') return this.statusOf(inst);
+    if (state === 'shutting-down' || state === 'terminated') throw incorrectState(instanceId, 'stopped');
+    let answer!: (status: NodeInstanceStatus) => void;
+    let refuse!: (err: unknown) => void;
+    const answered = new Promise<NodeInstanceStatus>((resolve, reject) => { answer = resolve; refuse = reject; });
+    const queued = inst.busy > 0;
+    this.withLock(inst, async () => {
+      await this.observe(inst, true);
+      const now = inst.record.state;
+      if (now === 'stopped' || now === 'stopping') return answer(this.statusOf(inst));
+      if (now !== 'running' && now !== 'crashed') throw incorrectState(instanceId, 'stopped');
+      await this.stopVm(inst, force, () => answer(this.statusOf(inst)));
+    }).catch((err: unknown) => {
+      refuse(err);
+      this.log.warn({ instanceId, err: (err as Error)?.message ?? String(err) }, 'instance stop failed');
     });
+    if (!queued) return answered;
+    answered.catch(() => undefined); // the caller has its answer; a failure is logged above
+    return this.statusOf(inst);
   }
 
   async rebootInstance(instanceId: string): Promise<void> {
     await this.recover();
     const inst = this.get(instanceId);
+    // Refused at once when it cannot be running by the time the lock is free (a stop under way).
+    if (inst.record.state !== 'running' && inst.record.state !== 'pending') throw incorrectState(instanceId, 'rebooted');
     await this.withLock(inst, async () => {
       await this.observe(inst, true);
       if (inst.record.state !== 'running') throw incorrectState(instanceId, 'rebooted');
@@ -243,6 +269,8 @@ export class NodeAgent implements NodeApi {
     const inst = this.instances.get(instanceId);
     if (!inst) return;
     inst.terminating = true;
+    // A graceful stop under way holds the lock until the guest powers off: end the VM now instead.
+    if (inst.record.state === 'stopping') await this.driver.stop(instanceId, { force: true }).catch(() => undefined);
     await this.withLock(inst, () => this.terminate(inst));
   }
 
@@ -319,14 +347,16 @@ export class NodeAgent implements NodeApi {
     if (info?.state !== 'running') await this.driver.start(id);
   }
 
-  private async stopVm(inst: Instance, force: boolean): Promise<void> {
+  /** Shuts the VM down; `onStopping` is told once the instance is recorded as stopping. */
+  private async stopVm(inst: Instance, force: boolean, onStopping?: () => void): Promise<void> {
     const id = inst.record.spec.instanceId;
     const before = inst.record.state;
     await this.setState(inst, 'stopping');
+    onStopping?.();
     try {
       const info = await this.driver.info(id);
       if (info && (info.state === 'running' || info.state === 'stopping' || info.state === 'crashed')) {
-        await this.driver.stop(id, { force, timeoutMs: this.opts.stopTimeoutMs ?? 30_000 });
+        await this.driver.stop(id, { force, timeoutMs: this.opts.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS });
       }
     } catch (err) {
       const message = (err as Error).message;

@@ -199,4 +199,11 @@ export const migrations: Record<string, Migration> = {
       await db.schema.createIndex('instances_state_changed').on('instances').columns(['state', 'state_changed_at']).execute();
     },
   },
+  '0006-reboot-requests': {
+    async up(db: Kysely<any>) {
+      // A RebootInstances no cluster has acknowledged yet: the reconciler sends it again. Stops,
+      // starts and terminations need no such record: the state they ask for is the row's own.
+      await db.schema.alterTable('instances').addColumn('reboot_requested_at', text).execute();
+    },
+  },
 };

@@ -182,6 +182,8 @@ export interface InstancesTable {
   status_impaired: number;
   accelerator: string | null;
   shutdown_behavior: string;    // stop | terminate: what a guest powering itself off leads to
+  /** When a RebootInstances was asked that no cluster has acknowledged yet (optional: NULL by default). */
+  reboot_requested_at?: string | null;
 }
 
 export interface ClustersTable {

@@ -31,6 +31,9 @@ import { ImageCache } from '../../src/node/image-cache.ts';
 import { FakeCluster } from '../helpers/fake-cluster.ts';
 import { storeBackends, type StoreBackend } from '../helpers/stores.ts';
 import { REGION, callOperation, contextFor, expectEc2Error } from '../helpers/handler-context.ts';
+import { GatedNode } from '../helpers/gated-node.ts';
+import type { ClusterApi } from '../../src/cluster/cluster-api.ts';
+import type { InstanceUpdate } from '../../src/node/node-api.ts';
 
 const ZONE_A = 'ironbark-1a';
 const ZONE_B = 'ironbark-1b';
@@ -1043,6 +1046,394 @@ describe('10,000 instances', () => {
         `filtered ${filterMs.toFixed(0)} ms, page of 1000 ${pageMs.toFixed(0)} ms`);
     } finally {
       await w.store.close();
+    }
+  });
+});
+
+// ---- issue 8, item 3: state changes answer at once; the nodes act and the reconciler converges ----
+
+/** A node whose instance commands (not its reports) wait while the test holds them. */
+class HeldNode extends GatedNode {
+  #held: Promise<void> | undefined;
+  #release: (() => void) | undefined;
+  /** Commands as they reached the node, and the specs of launches. */
+  readonly received: string[] = [];
+  readonly runSpecs: InstanceSpec[] = [];
+  holdsRuns = false;
+  hold(): void {
+    this.#held ??= new Promise<void>((resolve) => { this.#release = resolve; });
+  }
+  release(): void {
+    this.#release?.();
+    this.#held = this.#release = undefined;
+  }
+  protected gate<T>(call: () => Promise<T>): Promise<T> { return call(); }
+  #command<T>(name: string, call: () => Promise<T>): Promise<T> {
+    this.received.push(name);
+    const held = this.#held;
+    return held ? held.then(call) : call();
+  }
+  override runInstance(spec: InstanceSpec) {
+    if (!this.holdsRuns) return super.runInstance(spec);
+    this.runSpecs.push(spec);
+    return this.#command('run', () => super.runInstance(spec));
+  }
+  override startInstance(id: string, update?: InstanceUpdate) { return this.#command('start', () => super.startInstance(id, update)); }
+  override stopInstance(id: string, force?: boolean) { return this.#command('stop', () => super.stopInstance(id, force)); }
+  override rebootInstance(id: string) { return this.#command('reboot', () => super.rebootInstance(id)); }
+  override terminateInstance(id: string) { return this.#command('terminate', () => super.terminateInstance(id)); }
+}
+
+/** A cloud over a real cluster controller and node agents (fake driver) reached through HeldNodes. */
+async function cloudOverRealNodes(opts: { nodes?: number; guestStopMs?: number; stopTimeoutMs?: number } = {}) {
+  const root = await mkdtemp(join(tmpdir(), 'ib-async-'));
+  const store = await openStore({ url: ':memory:' });
+  const cluster = new ClusterController({ zone: ZONE_A, cidr: '10.1.0.0/16', policy: 'round-robin', pollIntervalMs: 0 });
+  await ensureZone(store, { name: ZONE_A, cidr: '10.1.0.0/16', region: REGION });
+  await seedVmTypes(store.db);
+  const A = (await createAccountWithDefaults(store, 'alpha')).account.id;
+  const file = async (name: string, bytes: number) => {
+    const data = randomBytes(bytes);
+    const path = join(root, name);
+    await writeFile(path, data);
+    return { path, sha256: createHash('sha256').update(data).digest('hex'), sizeBytes: bytes };
+  };
+  const image = await registerImageFiles(store, {
+    name: 'guest', ownerAccountId: A, public: false, kernelCmdline: 'console=ttyS0',
+    kernel: await file('vmlinuz', 1024), rootfs: { ...await file('rootfs.img', 8192), format: 'raw' },
+  });
+  const agents: NodeAgent[] = [];
+  const nodes: HeldNode[] = [];
+  for (let n = 0; n < (opts.nodes ?? 1); n++) {
+    const agent = new NodeAgent({
+      nodeId: `node-${n}`, stateDir: join(root, `node-${n}`), imageCache: new ImageCache(join(root, `node-${n}`, 'images')),
+      driver: new FakeDriver({ delays: { stopMs: opts.guestStopMs ?? 0 } }), stopTimeoutMs: opts.stopTimeoutMs,
+      capacity: { cores: 4, memoryMiB: 4096, diskGiB: 100 },
+    });
+    const node = new HeldNode(agent);
+    await cluster.addNode(`node-${n}`, { name: `n${n}`, address: 'local', client: node });
+    agents.push(agent);
+    nodes.push(node);
+  }
+  const directory = new ComputeDirectory();
+  directory.register(cluster);
+  const ops = instanceOperations({ directory, log: quiet });
+  const reconciler = new InstanceReconciler({ store, directory, log: quiet });
+  const call = (action: string, input: object) => callOperation(contextFor(store, A), ops, action, input);
+  const row = async (id: string) => (await store.db.selectFrom('instances').selectAll().where('id', '=', id).executeTakeFirst())!;
+  const nodeState = async (id: string) => (await agents[0]!.describeInstances()).find((i) => i.instanceId === id)?.state;
+  /** The cluster reads its nodes and the cloud reconciles, again and again until `done` holds (generously bounded). */
+  const until = async (what: string, done: () => Promise<boolean>) => {
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      await cluster.pollOnce();
+      await reconciler.reconcileOnce();
+      if (await done()) return;
+      if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  const launch = async (input: object = {}) => idsOf(await call('RunInstances', {
+    ImageId: image.imageId, MinCount: 1, MaxCount: 1, Placement: { AvailabilityZone: ZONE_A }, ...input,
+  }));
+  return {
+    store, cluster, agents, node: nodes[0]!, nodes, call, row, nodeState, until, launch,
+    async close() {
+      for (const n of nodes) n.release();
+      await cluster.close();
+      for (const agent of agents) for (const i of await agent.describeInstances()) await agent.settled(i.instanceId);
+      await store.close();
+      await rm(root, { recursive: true, force: true, maxRetries: 5 });
+    },
+  };
+}
+
+describe('state changes answer at once; the nodes act in the background', () => {
+  it('Stop, Start, Reboot and Terminate answer with EC2\'s transition states before the node acts, and converge once it does', async () => {
+    const c = await cloudOverRealNodes();
+    try {
+      const [id] = await c.launch();
+      await c.until('running', async () => (await c.row(id!)).state === 'running');
+
+      c.node.hold();
+      assert.deepEqual(await c.call('StopInstances', { InstanceIds: [id] }), { StoppingInstances: [stateChange(id!, [16, 'running'], [64, 'stopping'])] });
+      assert.equal(await c.nodeState(id!), 'running', 'answered before the node was told');
+      assert.equal((await c.row(id!)).state, 'stopping');
+      c.node.release();
+      await c.until('stopped', async () => (await c.row(id!)).state === 'stopped');
+      assert.equal((await c.row(id!)).state_reason, 'Client.UserInitiatedShutdown: User initiated shutdown');
+
+      c.node.hold();
+      assert.deepEqual(await c.call('StartInstances', { InstanceIds: [id] }), { StartingInstances: [stateChange(id!, [80, 'stopped'], [0, 'pending'])] });
+      assert.equal(await c.nodeState(id!), 'stopped');
+      c.node.release();
+      await c.until('running again', async () => (await c.row(id!)).state === 'running');
+
+      c.node.hold();
+      assert.deepEqual(await c.call('RebootInstances', { InstanceIds: [id] }), {});
+      assert.ok((await c.row(id!)).reboot_requested_at, 'the request is kept until a cluster takes it');
+      c.node.release();
+      await c.until('the reboot delivered', async () => (await c.row(id!)).reboot_requested_at === null);
+      assert.match(await c.agents[0]!.consoleOutput(id!), /boot 2 complete/);
+
+      c.node.hold();
+      assert.deepEqual(await c.call('TerminateInstances', { InstanceIds: [id] }), { TerminatingInstances: [stateChange(id!, [16, 'running'], [32, 'shutting-down'])] });
+      assert.equal(await c.nodeState(id!), 'running');
+      c.node.release();
+      await c.until('terminated', async () => (await c.row(id!)).state === 'terminated');
+      assert.deepEqual(await c.agents[0]!.describeInstances(), []);
+      assert.deepEqual(c.node.received, ['stop', 'start', 'reboot', 'terminate'], 'each command reached the node once');
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a guest that never powers off does not hold up the answers; a forced stop or a terminate ends it', async () => {
+    // The guest takes an hour to power off and the node gives it that long: only force ends it.
+    const c = await cloudOverRealNodes({ guestStopMs: 3_600_000, stopTimeoutMs: 3_600_000 });
+    try {
+      const [a, b] = [...await c.launch(), ...await c.launch()];
+      await c.until('running', async () => (await c.row(a!)).state === 'running' && (await c.row(b!)).state === 'running');
+
+      assert.deepEqual((await c.call('StopInstances', { InstanceIds: [a, b] })).StoppingInstances,
+        [stateChange(a!, [16, 'running'], [64, 'stopping']), stateChange(b!, [16, 'running'], [64, 'stopping'])]);
+      // The cluster's calls to the node answer at once too: it reports the stops under way.
+      await c.until('the cluster to report both stopping', async () => (await c.cluster.describeInstances()).every((i) => i.state === 'stopping'));
+      assert.equal((await c.row(a!)).state, 'stopping');
+
+      assert.deepEqual((await c.call('StopInstances', { InstanceIds: [a], Force: true })).StoppingInstances, [stateChange(a!, [64, 'stopping'], [64, 'stopping'])]);
+      assert.deepEqual((await c.call('TerminateInstances', { InstanceIds: [b] })).TerminatingInstances, [stateChange(b!, [64, 'stopping'], [32, 'shutting-down'])]);
+      await c.until('a stopped and b terminated', async () => (await c.row(a!)).state === 'stopped' && (await c.row(b!)).state === 'terminated');
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a command no cluster got is sent again by the reconciler: after a failed call, and after the cloud restarted before sending it', async () => {
+    const w = await makeWorld({ resendAfterMs: 0 });
+    try {
+      const [a, b, c, d] = idsOf(await w.launch({ MaxCount: 4 }));
+      w.clusterA.progress();
+      await w.reconciler.reconcileOnce();
+      await w.call(w.A, 'StopInstances', { InstanceIds: [c] });
+      w.clusterA.progress();
+      await w.reconciler.reconcileOnce();
+      assert.equal((await w.row(c!))!.state, 'stopped');
+
+      // A failed call: the reboot stays recorded, and the next pass delivers it.
+      w.clusterA.unreachable = true;
+      assert.deepEqual(await w.call(w.A, 'RebootInstances', { InstanceIds: [a] }), {});
+      assert.ok((await w.row(a!))!.reboot_requested_at);
+      w.clusterA.unreachable = false;
+      await w.reconciler.reconcileOnce();
+      assert.equal(w.clusterA.callsTo('rebootInstance').length, 2, 'the failed call, then the reconciler\'s');
+      assert.equal((await w.row(a!))!.reboot_requested_at, null, 'acknowledged');
+      await w.reconciler.reconcileOnce();
+      assert.equal(w.clusterA.callsTo('rebootInstance').length, 2, 'not sent a third time');
+
+      // The cloud answers and stops before any cluster hears of the changes (its calls never get through).
+      const gone = new HeldCluster(new FakeCluster(ZONE_A));
+      gone.hold();
+      w.directory.register(gone);
+      await w.call(w.A, 'RebootInstances', { InstanceIds: [a] });
+      await w.call(w.A, 'StopInstances', { InstanceIds: [b] });
+      await w.call(w.A, 'StartInstances', { InstanceIds: [c] });
+      await w.call(w.A, 'TerminateInstances', { InstanceIds: [d] });
+      assert.deepEqual(gone.asked.map((m) => m.method), ['rebootInstance', 'stopInstance', 'startInstance', 'terminateInstance']);
+      // A fresh cloud over the same store and the zone's cluster, which never heard of them.
+      const directory = new ComputeDirectory();
+      directory.register(w.clusterA);
+      const restarted = new InstanceReconciler({ store: w.store, directory, log: quiet, resendAfterMs: 0 });
+      const before = w.clusterA.calls.length;
+      await restarted.reconcileOnce();
+      const sent = w.clusterA.calls.slice(before).filter((x) => x.method !== 'describeInstances').map((x) => [x.method, x.args[0]]);
+      assert.deepEqual(sent.sort(), [['rebootInstance', a], ['startInstance', c], ['stopInstance', b], ['terminateInstance', d]].sort());
+      w.clusterA.progress();
+      await restarted.reconcileOnce();
+      assert.deepEqual(await Promise.all([a, b, c, d].map(async (id) => (await w.row(id!))!.state)), ['running', 'stopped', 'running', 'terminated']);
+      assert.equal((await w.row(a!))!.reboot_requested_at, null);
+    } finally {
+      await w.store.close();
+    }
+  });
+});
+
+// ---- issue 8, item 5: a launch cut short by a crash is placed again, never left hanging ----
+
+/** A ClusterApi in front of a FakeCluster whose calls (not its reports) wait while held: held for good, a cloud killed mid-call. */
+class HeldCluster implements ClusterApi {
+  readonly zone: string;
+  readonly asked: { method: string; args: unknown[] }[] = [];
+  #held: Promise<void> | undefined;
+  #release: (() => void) | undefined;
+  constructor(readonly inner: FakeCluster) { this.zone = inner.zone; }
+  hold(): void { this.#held ??= new Promise<void>((resolve) => { this.#release = resolve; }); }
+  release(): void { this.#release?.(); this.#held = this.#release = undefined; }
+  #call<T>(method: string, args: unknown[], call: () => Promise<T>): Promise<T> {
+    this.asked.push({ method, args });
+    const held = this.#held;
+    return held ? held.then(call) : call();
+  }
+  runInstances(specs: InstanceSpec[]) { return this.#call('runInstances', [specs], () => this.inner.runInstances(specs)); }
+  startInstance(id: string, update?: InstanceUpdate) { return this.#call('startInstance', [id], () => this.inner.startInstance(id)); }
+  stopInstance(id: string, force?: boolean) { return this.#call('stopInstance', [id], () => this.inner.stopInstance(id, force)); }
+  rebootInstance(id: string) { return this.#call('rebootInstance', [id], () => this.inner.rebootInstance(id)); }
+  terminateInstance(id: string) { return this.#call('terminateInstance', [id], () => this.inner.terminateInstance(id)); }
+  consoleOutput(id: string) { return this.#call('consoleOutput', [id], () => this.inner.consoleOutput(id)); }
+  describeInstances() { return this.inner.describeInstances(); }
+  describeNodes() { return this.inner.describeNodes(); }
+}
+
+describe('launches cut short by a crash of the cloud', () => {
+  const imageUrl = (id: string) => `http://cluster/images/${id}`;
+  /**
+   * RunInstances writes its rows and asks the cluster, which never answers: the cloud was killed
+   * (kill -9) while it waited, and the caller's connection dropped. Resolves with the rows.
+   */
+  async function launchCutShort(w: World, input: object) {
+    const gone = new HeldCluster(new FakeCluster(ZONE_A));
+    gone.hold();
+    w.directory.register(gone);
+    void w.launch(input).catch(() => undefined);
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const asked = gone.asked.find((m) => m.method === 'runInstances');
+      if (asked) {
+        const specs = asked.args[0] as InstanceSpec[];
+        const rows = await w.store.db.selectFrom('instances').selectAll().where('id', 'in', specs.map((s) => s.instanceId)).execute();
+        return { rows, specs };
+      }
+      if (Date.now() > deadline) assert.fail('RunInstances never asked its cluster');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+  /** The cloud as it starts again: the same store, a fresh directory and the zone's cluster, which never heard of the launch. */
+  function restartedCloud(w: World, cluster = new FakeCluster(ZONE_A)) {
+    const directory = new ComputeDirectory();
+    directory.register(cluster);
+    const ops = instanceOperations({ directory, imageUrl, log: quiet });
+    const reconciler = new InstanceReconciler({ store: w.store, directory, log: quiet, resendAfterMs: 0, imageUrl });
+    const launch = (input: object) => callOperation(contextFor(w.store, w.A), ops, 'RunInstances',
+      { ImageId: w.image.imageId, MinCount: 1, MaxCount: 1, Placement: { AvailabilityZone: ZONE_A }, ...input });
+    return { cluster, directory, reconciler, launch };
+  }
+  const userData = Buffer.from('#!/bin/sh\necho hi\n').toString('base64');
+
+  it('the restarted cloud\'s reconciler places them with the spec the launch would have sent, and they run; a replay then answers the same reservation', async () => {
+    const w = await makeWorld();
+    try {
+      const input = { ClientToken: 'burst-1', MaxCount: 2, KeyName: 'mykey', UserData: userData, InstanceType: 't2.micro' };
+      const { rows, specs } = await launchCutShort(w, input);
+      assert.deepEqual(rows.map((r) => [r.state, r.node_id]), [['pending', null], ['pending', null]]);
+
+      const cloud = restartedCloud(w);
+      await cloud.reconciler.reconcileOnce();
+      const placed = cloud.cluster.callsTo('runInstances');
+      assert.equal(placed.length, 1);
+      const bySpecId = (list: InstanceSpec[]) => [...list].sort((x, y) => x.instanceId.localeCompare(y.instanceId));
+      assert.deepEqual(bySpecId(placed[0]![0] as InstanceSpec[]), bySpecId(specs), 'the same spec RunInstances gave its cluster');
+      for (const r of rows) assert.equal((await w.row(r.id))!.node_id, `node-${ZONE_A}`);
+      cloud.cluster.progress();
+      await cloud.reconciler.reconcileOnce();
+      assert.deepEqual(await Promise.all(rows.map(async (r) => (await w.row(r.id))!.state)), ['running', 'running']);
+
+      const replay = await cloud.launch(input);
+      assert.equal(replay.ReservationId, rows[0]!.reservation_id);
+      assert.deepEqual(idsOf(replay).sort(), rows.map((r) => r.id).sort());
+      assert.deepEqual(replay.Instances.map((i: any) => i.State.Name), ['running', 'running']);
+      assert.equal(cloud.cluster.callsTo('runInstances').length, 1, 'nothing launched twice');
+    } finally {
+      await w.store.close();
+    }
+  });
+
+  it('a ClientToken replay places them at once and answers with them', async () => {
+    const w = await makeWorld();
+    try {
+      const input = { ClientToken: 'burst-2', KeyName: 'mykey' };
+      const { rows, specs } = await launchCutShort(w, input);
+      const cloud = restartedCloud(w);
+      const replay = await cloud.launch(input);
+      assert.equal(replay.ReservationId, rows[0]!.reservation_id);
+      assert.deepEqual(idsOf(replay), [rows[0]!.id]);
+      assert.deepEqual(cloud.cluster.callsTo('runInstances'), [[specs]]);
+      assert.equal((await w.row(rows[0]!.id))!.node_id, `node-${ZONE_A}`);
+      assert.equal(await cloud.launch(input).then((r: any) => r.ReservationId), rows[0]!.reservation_id);
+      assert.equal(cloud.cluster.callsTo('runInstances').length, 1, 'a second replay finds them placed');
+      cloud.cluster.progress();
+      await cloud.reconciler.reconcileOnce();
+      assert.equal((await w.row(rows[0]!.id))!.state, 'running');
+    } finally {
+      await w.store.close();
+    }
+  });
+
+  it('a replay while the first launch still waits for its cluster joins it; the reconciler leaves it alone', async () => {
+    const w = await makeWorld({ resendAfterMs: 0 });
+    try {
+      const held = new HeldCluster(w.clusterA);
+      held.hold();
+      w.directory.register(held);
+      const input = { ClientToken: 'slow-1', MaxCount: 2 };
+      const first = w.launch(input);
+      const deadline = Date.now() + 30_000;
+      while (!held.asked.some((m) => m.method === 'runInstances')) {
+        if (Date.now() > deadline) assert.fail('RunInstances never asked its cluster');
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      const second = w.launch(input);
+      await w.reconciler.reconcileOnce();
+      held.release();
+      const [one, two] = await Promise.all([first, second]);
+      assert.equal(one.ReservationId, two.ReservationId);
+      assert.deepEqual(idsOf(one), idsOf(two));
+      assert.equal(held.asked.filter((m) => m.method === 'runInstances').length, 1, 'the cluster was asked once');
+      assert.deepEqual(two.Instances.map((i: any) => i.State.Name), ['pending', 'pending']);
+    } finally {
+      await w.store.close();
+    }
+  });
+
+  it('without room, the reconciler ends them as EC2 ends a launch it cannot fulfil, and a replay fails as the launch would have', async () => {
+    const w = await makeWorld();
+    try {
+      const first = await launchCutShort(w, { ClientToken: 'full-1' });
+      const cloud = restartedCloud(w, new FakeCluster(ZONE_A, { capacity: 0 }));
+      await cloud.reconciler.reconcileOnce();
+      const ended = (await w.row(first.rows[0]!.id))!;
+      assert.deepEqual([ended.state, ended.private_ip], ['terminated', null]);
+      const view = (await w.call(w.A, 'DescribeInstances', { InstanceIds: [ended.id] })).Reservations[0].Instances[0];
+      assert.deepEqual(view.StateReason, { Code: 'Server.InsufficientInstanceCapacity', Message: 'Server.InsufficientInstanceCapacity: Insufficient capacity to satisfy instance request' });
+
+      const second = await launchCutShort(w, { ClientToken: 'full-2' });
+      const again = restartedCloud(w, new FakeCluster(ZONE_A, { capacity: 0 }));
+      await expectEc2Error(again.launch({ ClientToken: 'full-2' }), 'InsufficientInstanceCapacity');
+      assert.equal(await w.row(second.rows[0]!.id), undefined, 'nothing left behind, as after any refused launch');
+    } finally {
+      await w.store.close();
+    }
+  });
+
+  it('a cluster asked again for instances it is still placing joins that placement instead of placing them twice', async () => {
+    const c = await cloudOverRealNodes({ nodes: 2 });
+    try {
+      for (const n of c.nodes) { n.holdsRuns = true; n.hold(); }
+      const launched = c.launch({ MaxCount: 2 });
+      await c.until('the nodes to be asked', async () => c.nodes.reduce((k, n) => k + n.runSpecs.length, 0) === 2);
+      const specs = c.nodes.flatMap((n) => n.runSpecs);
+      const again = c.cluster.runInstances(specs);
+      for (const n of c.nodes) n.release();
+      const [ids, placements] = await Promise.all([launched, again]);
+      assert.deepEqual(placements.map((p) => p.instanceId).sort(), [...ids].sort());
+      for (const id of ids) {
+        assert.equal(c.nodes.filter((n) => n.runSpecs.some((x) => x.instanceId === id)).length, 1, `${id} was asked of one node only`);
+      }
+      assert.deepEqual(placements, await Promise.all(ids.map(async (id) => ({ instanceId: id, nodeId: (await c.row(id)).node_id }))));
+      await c.until('running', async () => (await Promise.all(ids.map((id) => c.row(id)))).every((r) => r.state === 'running'));
+      const vms = (await Promise.all(c.agents.map((a) => a.describeInstances()))).flat().map((i) => i.instanceId).sort();
+      assert.deepEqual(vms, [...ids].sort(), 'one VM per instance');
+    } finally {
+      await c.close();
     }
   });
 });

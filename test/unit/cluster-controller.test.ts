@@ -206,6 +206,7 @@ describe('ClusterController', () => {
     assert.deepEqual(ids(described), ids(placements));
     for (const p of placements) assert.equal(restarted.nodeOf(p.instanceId), p.nodeId);
     await restarted.stopInstance(placements[0]!.instanceId);
+    await nodes.get(placements[0]!.nodeId)!.agent.settled(placements[0]!.instanceId);
     assert.equal((await nodes.get(placements[0]!.nodeId)!.agent.describeInstances()).find((s) => s.instanceId === placements[0]!.instanceId)?.state, 'stopped');
     await restarted.terminateInstance(placements[1]!.instanceId);
     assert.ok(!(await nodes.get(placements[1]!.nodeId)!.agent.describeInstances()).some((s) => s.instanceId === placements[1]!.instanceId));

@@ -56,13 +56,14 @@ function spec(overrides: Partial<InstanceSpec> = {}): InstanceSpec {
   };
 }
 
-async function makeAgent(opts: { stateDir?: string; driver?: FakeDriver; cores?: number } = {}) {
+async function makeAgent(opts: { stateDir?: string; driver?: FakeDriver; cores?: number; stopTimeoutMs?: number } = {}) {
   const stateDir = opts.stateDir ?? (await mkdtemp(join(root, 'node-')));
   const driver = opts.driver ?? new FakeDriver();
   const agent = new NodeAgent({
     nodeId: 'n1', stateDir, driver,
     imageCache: new ImageCache(join(stateDir, 'images')),
     capacity: { cores: opts.cores ?? 4, memoryMiB: 4096, diskGiB: 100 },
+    stopTimeoutMs: opts.stopTimeoutMs,
   });
   return { agent, driver, stateDir };
 }
@@ -115,7 +116,8 @@ describe('NodeAgent with the fake driver', () => {
     await agent.settled(s.instanceId);
     await assert.rejects(agent.startInstance('i-00000000000000fff'), (e: Ec2Error) => e.code === 'InvalidInstanceID.NotFound');
 
-    assert.equal((await agent.stopInstance(s.instanceId)).state, 'stopped');
+    assert.equal((await agent.stopInstance(s.instanceId)).state, 'stopping', 'answered once the stop is under way');
+    assert.equal((await agent.settled(s.instanceId))?.state, 'stopped');
     assert.equal((await driver.info(s.instanceId))?.state, 'stopped');
     assert.deepEqual((await agent.describeResources()).free, { cores: 4, memoryMiB: 4096, diskGiB: 95 });
     await assert.rejects(agent.rebootInstance(s.instanceId), (e: Ec2Error) => e.code === 'IncorrectInstanceState');
@@ -210,6 +212,7 @@ describe('NodeAgent with the fake driver', () => {
       await agent.settled(s.instanceId);
     }
     await agent.stopInstance(stopped.instanceId);
+    await agent.settled(stopped.instanceId);
     // The agent goes away; meanwhile one VM dies.
     driver.simulateCrash(lost.instanceId);
 
@@ -243,5 +246,51 @@ describe('NodeAgent with the fake driver', () => {
     assert.deepEqual(await restarted.describeInstances(), []);
     assert.deepEqual(await driver.list(), []);
     assert.equal(existsSync(join(stateDir, 'instances', `${s.instanceId}.json`)), false);
+  });
+});
+
+// Issue 8, item 3: StopInstances waited for the guest's shutdown (31.6 s for a guest still booting).
+describe('NodeAgent stops in the background', () => {
+  /** A guest that takes an hour to power off: one still booting ignores the ACPI request. */
+  const slowGuest = () => new FakeDriver({ delays: { stopMs: 3_600_000 } });
+
+  it('answers a stop at once, and ends a guest that ignores the power-down after the stop timeout', { timeout: 60_000 }, async () => {
+    const { agent, driver } = await makeAgent({ driver: slowGuest(), stopTimeoutMs: 50 });
+    const s = spec();
+    await agent.runInstance(s);
+    await agent.settled(s.instanceId);
+    assert.equal((await agent.stopInstance(s.instanceId)).state, 'stopping');
+    assert.equal((await driver.info(s.instanceId))?.state, 'stopping', 'answered while the guest has not powered off');
+    assert.equal((await agent.stopInstance(s.instanceId)).state, 'stopping', 'a second stop joins the first');
+    assert.equal((await agent.settled(s.instanceId))?.state, 'stopped', 'ended once the stop timeout passed');
+    assert.equal((await driver.info(s.instanceId))?.state, 'stopped');
+    assert.deepEqual((await agent.describeResources()).free, { cores: 4, memoryMiB: 4096, diskGiB: 95 });
+  });
+
+  it('a stop under way holds up neither a forced stop, a terminate nor a refused reboot', { timeout: 60_000 }, async () => {
+    const { agent, driver } = await makeAgent({ driver: slowGuest() });
+    const [a, b] = [spec(), spec()];
+    for (const s of [a, b]) {
+      await agent.runInstance(s);
+      await agent.settled(s.instanceId);
+    }
+    assert.equal((await agent.stopInstance(a.instanceId)).state, 'stopping');
+    await agent.stopInstance(a.instanceId, true);
+    assert.equal((await agent.settled(a.instanceId))?.state, 'stopped', 'the forced stop ended the VM');
+
+    assert.equal((await agent.stopInstance(b.instanceId)).state, 'stopping');
+    await assert.rejects(agent.rebootInstance(b.instanceId), (e: Ec2Error) => e.code === 'IncorrectInstanceState');
+    await agent.terminateInstance(b.instanceId);
+    assert.deepEqual((await agent.describeInstances()).map((i) => i.instanceId), [a.instanceId]);
+    assert.equal((await driver.info(b.instanceId))?.state, 'destroyed');
+  });
+
+  it('a stop asked while the instance is still booting answers with its state and follows the boot', { timeout: 60_000 }, async () => {
+    const { agent, driver } = await makeAgent({ driver: new FakeDriver({ delays: { startMs: 50 } }) });
+    const s = spec();
+    await agent.runInstance(s);
+    assert.equal((await agent.stopInstance(s.instanceId)).state, 'pending', 'queued behind the launch');
+    assert.equal((await agent.settled(s.instanceId))?.state, 'stopped');
+    assert.equal((await driver.info(s.instanceId))?.state, 'stopped');
   });
 });
