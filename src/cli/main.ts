@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander';
 import { runUp } from './up.ts';
 import { registerAdminCommands } from './admin.ts';
-import { registerRoleCommands } from './roles.ts';
+import { registerRoleCommands, STOP_TIMEOUT_HELP, stopTimeoutOption } from './roles.ts';
 import { registerClusterAdminCommands } from './admin-clusters-cli.ts';
 import { registerMasterKeyCommands } from './master-key-cli.ts';
 import { addPowerFlags } from './power-options.ts';
@@ -26,6 +26,7 @@ const up = program.command('up')
   .option('--node-memory <mib>', 'memory this host (each simulated node) offers to instances, MiB (default: all of it for qemu, 1 TiB for fake)')
   .option('--node-disk <gib>', 'disk this host (each simulated node) offers to instances, GiB')
   .option('--nodes <n>', 'simulated nodes to run in this process, with --driver fake (default 1)')
+  .option('--stop-timeout <seconds>', STOP_TIMEOUT_HELP, stopTimeoutOption)
   .option('--image-cache <dir>', 'where built guest images are cached (default ~/.cache/ironbark/images)')
   .option('--master-key-file <path>', 'key file that encrypts the secrets in the store (default: $IRONBARK_MASTER_KEY_FILE, else master.key in the data directory, made at first start)');
 addRequestLimitFlag(addPowerFlags(up)).action(async (opts) => { await runUp(opts); });

@@ -145,6 +145,8 @@ export interface NodeRoleOptions {
   name?: string;
   /** This host's MAC for waking it; found from the interfaces when absent. */
   mac?: string;
+  /** --stop-timeout, in milliseconds. */
+  stopTimeout?: number;
 }
 
 export async function runNodeRole(opts: NodeRoleOptions): Promise<void> {
@@ -174,6 +176,7 @@ export async function runNodeRole(opts: NodeRoleOptions): Promise<void> {
 
   const host_ = await startNodeHost({
     dataDir, nodeId: member.nodeId, zone: member.zone, cidr: member.cidr, driver: opts.driver, log, clusterUrl: member.clusterUrl,
+    stopTimeoutMs: opts.stopTimeout,
   });
   let server: http.Server | undefined;
   try {
@@ -211,6 +214,16 @@ function macOption(value: string): string {
   if (!mac) throw new InvalidArgumentError('It must be a hardware address of six hex pairs, not all zero, e.g. 52:54:00:12:34:56.');
   return mac;
 }
+
+/** --stop-timeout SECONDS of `up` and `node`, as milliseconds. */
+export function stopTimeoutOption(value: string): number {
+  const seconds = Number(value);
+  if (!/^\d+(\.\d+)?$/.test(value.trim()) || !(seconds > 0) || seconds > 3600) throw new InvalidArgumentError('It must be a number of seconds above 0 and at most 3600, e.g. 30.');
+  return Math.round(seconds * 1000);
+}
+
+/** Help text of --stop-timeout. */
+export const STOP_TIMEOUT_HELP = 'seconds a guest gets to power off on StopInstances before its VM is ended (default 30)';
 
 function shortHostname(): string | undefined {
   const name = hostname().split('.')[0] ?? '';
@@ -255,5 +268,6 @@ export function registerRoleCommands(program: Command): void {
     .option('--name <name>', 'name shown for this node (default: the host name)')
     .option('--mac <address>', "this host's hardware address for power-save wake commands ({mac}); default: that of the interface the cluster reaches this node through", macOption)
     .addOption(new Option('--driver <driver>', 'hypervisor driver').choices(['qemu', 'fake']).default('qemu'))
+    .option('--stop-timeout <seconds>', STOP_TIMEOUT_HELP, stopTimeoutOption)
     .action(async (opts: NodeRoleOptions) => { await runNodeRole(opts); });
 }

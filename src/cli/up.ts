@@ -32,6 +32,8 @@ export interface UpOptions extends PowerFlags, RequestLimitFlags {
   nodeDisk?: string;
   /** Simulated nodes (fake driver only). */
   nodes?: string;
+  /** --stop-timeout, in milliseconds. */
+  stopTimeout?: number;
 }
 
 function positiveWhole(v: string | undefined, what: string): number | undefined {
@@ -98,6 +100,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
 
     compute = await startAllInOneCompute({
       dataDir, zone, cidr: opts.zoneCidr, region: opts.region, driver: opts.driver, policy: opts.policy, log, capacity, nodes, power,
+      stopTimeoutMs: opts.stopTimeout,
       resolveImage: (imageId) => imageFileFor(cloud.store, imageId),
     });
     relayBase = compute.relay.baseUrl;

@@ -40,6 +40,8 @@ export interface AllInOneOptions {
   power?: ClusterPowerOptions;
   /** Kernel for the KVM probe; the newest /boot/vmlinuz-* or the default guest image's kernel by default. */
   probeKernel?: string;
+  /** How long a guest gets to power off on a stop before its VM is ended (default 30 s). */
+  stopTimeoutMs?: number;
 }
 
 export interface AllInOneCompute {
@@ -84,7 +86,7 @@ export async function startAllInOneCompute(opts: AllInOneOptions): Promise<AllIn
   try {
     const host = await startNodeHost({
       dataDir, nodeId: nodeIdentity(0).nodeId, zone: opts.zone, cidr: opts.cidr, driver: opts.driver, log,
-      capacity: opts.capacity, netns: opts.netns, probeKernel: opts.probeKernel,
+      capacity: opts.capacity, netns: opts.netns, probeKernel: opts.probeKernel, stopTimeoutMs: opts.stopTimeoutMs,
     });
     closers.push(() => host.close());
     const agents: NodeAgent[] = [host.agent];
@@ -96,6 +98,7 @@ export async function startAllInOneCompute(opts: AllInOneOptions): Promise<AllIn
         imageCache: host.imageCache,
         capacity: opts.capacity,
         acceleratorReason: host.acceleratorReason,
+        stopTimeoutMs: opts.stopTimeoutMs,
         log,
       });
       host.addImageUser(simulated);

@@ -33,6 +33,8 @@ export interface NodeHostOptions {
   probeKernel?: string;
   /** The URL of the cluster this node joined: relative image locations are fetched from there. */
   clusterUrl?: string;
+  /** How long a guest gets to power off on a stop before its VM is ended (default 30 s). */
+  stopTimeoutMs?: number;
 }
 
 export interface NodeHost {
@@ -95,6 +97,7 @@ export async function startNodeHost(opts: NodeHostOptions): Promise<NodeHost> {
       network: opts.driver === 'qemu' ? networkFor : undefined,
       capacity: opts.capacity,
       acceleratorReason,
+      stopTimeoutMs: opts.stopTimeoutMs,
       log,
     });
     imageUsers.push(agent);
