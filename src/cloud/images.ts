@@ -11,6 +11,7 @@ import { paginate } from '../protocol/pagination.ts';
 import { newId } from './ids.ts';
 import { tagsByResource, type Tag } from './tags.ts';
 import { registerTaggable } from './resource-registry.ts';
+import { viewFilters } from './view-filters.ts';
 
 export type ImageKind = 'machine' | 'kernel' | 'ramdisk';
 
@@ -161,6 +162,27 @@ const IMAGE_FILTERS = {
   'platform-details': () => 'Linux/UNIX',
   'creation-date': (i: ImageItem) => i.row.created_at,
   'manifest-location': (i: ImageItem) => imageLocation(i.row),
+  // The rest EC2 documents, as the Image structure DescribeImages shows them (most are absent here).
+  ...viewFilters(imageView, {
+    'block-device-mapping.delete-on-termination': 'BlockDeviceMappings.Ebs.DeleteOnTermination',
+    'block-device-mapping.device-name': 'BlockDeviceMappings.DeviceName',
+    'block-device-mapping.encrypted': 'BlockDeviceMappings.Ebs.Encrypted',
+    'block-device-mapping.snapshot-id': 'BlockDeviceMappings.Ebs.SnapshotId',
+    'block-device-mapping.volume-size': 'BlockDeviceMappings.Ebs.VolumeSize',
+    'block-device-mapping.volume-type': 'BlockDeviceMappings.Ebs.VolumeType',
+    'ena-support': 'EnaSupport',
+    'free-tier-eligible': 'FreeTierEligible',
+    'image-allowed': 'ImageAllowed',
+    'platform': 'Platform',
+    'product-code': 'ProductCodes.ProductCodeId',
+    'product-code.type': 'ProductCodes.ProductCodeType',
+    'source-image-id': 'SourceImageId',
+    'source-image-region': 'SourceImageRegion',
+    'source-instance-id': 'SourceInstanceId',
+    'sriov-net-support': 'SriovNetSupport',
+    'state-reason-code': 'StateReason.Code',
+    'state-reason-message': 'StateReason.Message',
+  }),
 };
 
 function imageLocation(row: ImagesTable): string {

@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import type { InstancesTable } from '../store/schema.ts';
 import { GUEST_SHUTDOWN_REASON, type VmTypeSpec } from '../node/node-api.ts';
 import type { FilterAccessors } from '../protocol/filters.ts';
+import { noValueFilters, viewFilters } from './view-filters.ts';
 import type { Tag } from './tags.ts';
 import { ARCHITECTURE, HYPERVISOR, ROOT_DEVICE_NAME, VIRTUALIZATION_TYPE } from './images.ts';
 import { privateDnsName } from './ip-allocation.ts';
@@ -156,10 +157,124 @@ export function reservationsOf(rows: InstancesTable[], tagsOf: (id: string) => T
 
 export interface InstanceItem { row: InstancesTable; tags: Tag[] }
 
-/** DescribeInstances filters, read straight from rows so 10,000 instances filter quickly. */
-export function instanceFilters(region: string): FilterAccessors<InstanceItem> {
+/** Documented DescribeInstances filters read from the Instance structure, by member path. */
+const SHOWN_INSTANCE_FILTERS: Record<string, string> = {
+  'affinity': 'Placement.Affinity',
+  'block-device-mapping.attach-time': 'BlockDeviceMappings.Ebs.AttachTime',
+  'block-device-mapping.delete-on-termination': 'BlockDeviceMappings.Ebs.DeleteOnTermination',
+  'block-device-mapping.device-name': 'BlockDeviceMappings.DeviceName',
+  'block-device-mapping.status': 'BlockDeviceMappings.Ebs.Status',
+  'block-device-mapping.volume-id': 'BlockDeviceMappings.Ebs.VolumeId',
+  'boot-mode': 'BootMode',
+  'capacity-reservation-id': 'CapacityReservationId',
+  'capacity-reservation-specification.capacity-reservation-preference': 'CapacityReservationSpecification.CapacityReservationPreference',
+  'capacity-reservation-specification.capacity-reservation-target.capacity-reservation-id':
+    'CapacityReservationSpecification.CapacityReservationTarget.CapacityReservationId',
+  'capacity-reservation-specification.capacity-reservation-target.capacity-reservation-resource-group-arn':
+    'CapacityReservationSpecification.CapacityReservationTarget.CapacityReservationResourceGroupArn',
+  'current-instance-boot-mode': 'CurrentInstanceBootMode',
+  'ebs-optimized': 'EbsOptimized',
+  'ena-support': 'EnaSupport',
+  'enclave-options.enabled': 'EnclaveOptions.Enabled',
+  'hibernation-options.configured': 'HibernationOptions.Configured',
+  'host-id': 'Placement.HostId',
+  'iam-instance-profile.arn': 'IamInstanceProfile.Arn',
+  'iam-instance-profile.id': 'IamInstanceProfile.Id',
+  'instance-lifecycle': 'InstanceLifecycle',
+  'ipv6-address': 'NetworkInterfaces.Ipv6Addresses.Ipv6Address',
+  'maintenance-options.auto-recovery': 'MaintenanceOptions.AutoRecovery',
+  'metadata-options.http-endpoint': 'MetadataOptions.HttpEndpoint',
+  'metadata-options.http-protocol-ipv4': 'MetadataOptions.HttpProtocolIpv4',
+  'metadata-options.http-protocol-ipv6': 'MetadataOptions.HttpProtocolIpv6',
+  'metadata-options.http-put-response-hop-limit': 'MetadataOptions.HttpPutResponseHopLimit',
+  'metadata-options.http-tokens': 'MetadataOptions.HttpTokens',
+  'metadata-options.instance-metadata-tags': 'MetadataOptions.InstanceMetadataTags',
+  'metadata-options.state': 'MetadataOptions.State',
+  'network-interface.addresses.association.allocation-id': 'NetworkInterfaces.PrivateIpAddresses.Association.AllocationId',
+  'network-interface.addresses.association.association-id': 'NetworkInterfaces.PrivateIpAddresses.Association.AssociationId',
+  'network-interface.addresses.association.carrier-ip': 'NetworkInterfaces.PrivateIpAddresses.Association.CarrierIp',
+  'network-interface.addresses.association.customer-owned-ip': 'NetworkInterfaces.PrivateIpAddresses.Association.CustomerOwnedIp',
+  'network-interface.addresses.association.ip-owner-id': 'NetworkInterfaces.PrivateIpAddresses.Association.IpOwnerId',
+  'network-interface.addresses.association.public-dns-name': 'NetworkInterfaces.PrivateIpAddresses.Association.PublicDnsName',
+  'network-interface.addresses.association.public-ip': 'NetworkInterfaces.PrivateIpAddresses.Association.PublicIp',
+  'network-interface.addresses.primary': 'NetworkInterfaces.PrivateIpAddresses.Primary',
+  'network-interface.addresses.private-dns-name': 'NetworkInterfaces.PrivateIpAddresses.PrivateDnsName',
+  'network-interface.association.allocation-id': 'NetworkInterfaces.Association.AllocationId',
+  'network-interface.association.association-id': 'NetworkInterfaces.Association.AssociationId',
+  'network-interface.association.carrier-ip': 'NetworkInterfaces.Association.CarrierIp',
+  'network-interface.association.customer-owned-ip': 'NetworkInterfaces.Association.CustomerOwnedIp',
+  'network-interface.association.ip-owner-id': 'NetworkInterfaces.Association.IpOwnerId',
+  'network-interface.association.public-dns-name': 'NetworkInterfaces.Association.PublicDnsName',
+  'network-interface.association.public-ip': 'NetworkInterfaces.Association.PublicIp',
+  'network-interface.attachment.attach-time': 'NetworkInterfaces.Attachment.AttachTime',
+  'network-interface.attachment.attachment-id': 'NetworkInterfaces.Attachment.AttachmentId',
+  'network-interface.attachment.delete-on-termination': 'NetworkInterfaces.Attachment.DeleteOnTermination',
+  'network-interface.attachment.device-index': 'NetworkInterfaces.Attachment.DeviceIndex',
+  'network-interface.attachment.network-card-index': 'NetworkInterfaces.Attachment.NetworkCardIndex',
+  'network-interface.attachment.status': 'NetworkInterfaces.Attachment.Status',
+  'network-interface.description': 'NetworkInterfaces.Description',
+  'network-interface.group-id': 'NetworkInterfaces.Groups.GroupId',
+  'network-interface.group-name': 'NetworkInterfaces.Groups.GroupName',
+  'network-interface.ipv4-prefixes.ipv4-prefix': 'NetworkInterfaces.Ipv4Prefixes.Ipv4Prefix',
+  'network-interface.ipv6-address': 'NetworkInterfaces.Ipv6Addresses.Ipv6Address',
+  'network-interface.ipv6-addresses.ipv6-address': 'NetworkInterfaces.Ipv6Addresses.Ipv6Address',
+  'network-interface.ipv6-addresses.is-primary-ipv6': 'NetworkInterfaces.Ipv6Addresses.IsPrimaryIpv6',
+  'network-interface.ipv6-prefixes.ipv6-prefix': 'NetworkInterfaces.Ipv6Prefixes.Ipv6Prefix',
+  'network-interface.network-interface-id': 'NetworkInterfaces.NetworkInterfaceId',
+  'network-interface.outpost-arn': 'NetworkInterfaces.OutpostArn',
+  'network-interface.owner-id': 'NetworkInterfaces.OwnerId',
+  'network-interface.private-dns-name': 'NetworkInterfaces.PrivateDnsName',
+  'network-interface.private-ip-address': 'NetworkInterfaces.PrivateIpAddress',
+  'network-interface.public-dns-name': 'NetworkInterfaces.Association.PublicDnsName',
+  'network-interface.requester-id': 'NetworkInterfaces.RequesterId',
+  'network-interface.requester-managed': 'NetworkInterfaces.RequesterManaged',
+  'network-interface.source-dest-check': 'NetworkInterfaces.SourceDestCheck',
+  'network-interface.status': 'NetworkInterfaces.Status',
+  'network-interface.subnet-id': 'NetworkInterfaces.SubnetId',
+  'network-interface.vpc-id': 'NetworkInterfaces.VpcId',
+  'outpost-arn': 'OutpostArn',
+  'placement-group-name': 'Placement.GroupName',
+  'placement-partition-number': 'Placement.PartitionNumber',
+  'platform': 'Platform',
+  'private-dns-name-options.enable-resource-name-dns-a-record': 'PrivateDnsNameOptions.EnableResourceNameDnsARecord',
+  'private-dns-name-options.enable-resource-name-dns-aaaa-record': 'PrivateDnsNameOptions.EnableResourceNameDnsAAAARecord',
+  'private-dns-name-options.hostname-type': 'PrivateDnsNameOptions.HostnameType',
+  'product-code': 'ProductCodes.ProductCodeId',
+  'product-code.type': 'ProductCodes.ProductCodeType',
+  'source-dest-check': 'SourceDestCheck',
+  'spot-instance-request-id': 'SpotInstanceRequestId',
+  'tpm-support': 'TpmSupport',
+  'usage-operation': 'UsageOperation',
+  'usage-operation-update-time': 'UsageOperationUpdateTime',
+};
+
+/**
+ * Documented DescribeInstances filters on what the EC2 model this cloud serves has no member for
+ * (operators, the interface's own tags, IPv6-only subnets, bandwidth weighting, requesters): no
+ * instance here has such a value, so they match nothing.
+ */
+const UNMODELLED_INSTANCE_FILTERS = [
+  'network-interface.deny-all-igw-traffic', 'network-interface.ipv6-native', 'network-interface.operator.managed',
+  'network-interface.operator.principal', 'network-interface.tag-key', 'network-interface.tag-value',
+  'network-performance-options.bandwidth-weighting', 'operator.managed', 'operator.principal', 'requester-id',
+];
+
+/**
+ * DescribeInstances filters: the common ones read straight from rows so 10,000 instances filter
+ * quickly, the rest of those EC2 documents from the Instance structure DescribeInstances shows.
+ * `zoneIds` maps zone names to their ids (availability-zone-id).
+ */
+export function instanceFilters(region: string, zoneIds: ReadonlyMap<string, string> = new Map()): FilterAccessors<InstanceItem> {
   const groups = (i: InstanceItem) => groupsOf(i.row);
+  const live = (i: InstanceItem) => i.row.private_ip !== null;
   return {
+    ...viewFilters((i: InstanceItem) => instanceView(i.row, i.tags, { region, vmTypes: new Map() }), SHOWN_INSTANCE_FILTERS),
+    ...noValueFilters(UNMODELLED_INSTANCE_FILTERS),
+    'availability-zone-id': (i) => zoneIds.get(i.row.zone),
+    // The interface's own attachment and zone: the instance's, while it has its interface.
+    'network-interface.attachment.instance-id': (i) => (live(i) ? i.row.id : undefined),
+    'network-interface.attachment.instance-owner-id': (i) => (live(i) ? i.row.account_id : undefined),
+    'network-interface.availability-zone': (i) => (live(i) ? i.row.zone : undefined),
     'instance-id': (i) => i.row.id,
     'instance-state-name': (i) => i.row.state,
     'instance-state-code': (i) => String(STATE_CODES[i.row.state as InstanceState]),

@@ -16,6 +16,7 @@ import { tagsByResource, type Tag } from './tags.ts';
 import { registerTaggable } from './resource-registry.ts';
 import { registerSecurityGroupUsageCheck } from './security-groups.ts';
 import { findVmType } from './vm-types.ts';
+import { zoneIdsByName } from './regions.ts';
 import { startUpdateFor } from './instance-update.ts';
 import { acknowledgeReboot } from './instance-reconciler.ts';
 import { ROOT_DEVICE_NAME } from './images.ts';
@@ -267,7 +268,8 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
 
   async function DescribeInstances(ctx: RequestContext, input: { InstanceIds?: string[]; Filters?: Filter[]; MaxResults?: number; NextToken?: string }) {
     const region = ctx.settings.region;
-    const items = applyFilters(await describedItems(ctx, input), input.Filters, instanceFilters(region), (i) => i.tags);
+    const zoneIds = input.Filters?.some((f) => f.Name === 'availability-zone-id') ? await zoneIdsByName(ctx.store.db) : undefined;
+    const items = applyFilters(await describedItems(ctx, input), input.Filters, instanceFilters(region, zoneIds), (i) => i.tags);
     const { page, nextToken } = paginate(items, input, JSON.stringify(['instances', input.Filters ?? []]), { min: 5, max: 1000 });
     const tags = new Map(page.map((i) => [i.row.id, i.tags]));
     const Reservations = reservationsOf(page.map((i) => i.row), (id) => tags.get(id) ?? [], await viewContext(ctx.store.db, region));
@@ -282,6 +284,7 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
     const withStatus = items.map((i) => ({ ...i, status: checkStatus(i.row, now, initializingMs) }));
     type Item = (typeof withStatus)[number];
     const none = () => undefined;
+    const zoneIds = input.Filters?.some((f) => f.Name === 'availability-zone-id') ? await zoneIdsByName(ctx.store.db) : undefined;
     const filtered = applyFilters(withStatus, input.Filters, {
       'availability-zone': (i: Item) => i.row.zone,
       'instance-state-name': (i: Item) => i.row.state,
@@ -292,6 +295,9 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
       'system-status.reachability': (i: Item) => REACHABILITY[i.status],
       'event.code': none, 'event.description': none, 'event.instance-event-id': none,
       'event.not-after': none, 'event.not-before': none, 'event.not-before-deadline': none,
+      'availability-zone-id': (i: Item) => zoneIds?.get(i.row.zone),
+      // No EBS volumes are attached, and no instance is managed by a service operator.
+      'attached-ebs-status.status': none, 'operator.managed': none, 'operator.principal': none,
     });
     const { page, nextToken } = paginate(filtered, input, JSON.stringify(['instance-status', input.IncludeAllInstances === true, input.Filters ?? []]), { min: 5, max: 1000 });
     return {

@@ -2,6 +2,7 @@
 // zones (one per cluster) recorded in the store.
 import type { OperationTable, RequestContext } from './context.ts';
 import type { ZonesTable } from '../store/schema.ts';
+import type { Db, Tx } from '../store/store.ts';
 import { applyFilters, type Filter } from '../protocol/filters.ts';
 import { Ec2Error } from '../protocol/errors.ts';
 
@@ -54,6 +55,8 @@ const ZONE_FILTERS = {
   // Parent zones belong to Local/Wavelength zones; an availability zone has none.
   'parent-zone-name': () => undefined,
   'parent-zone-id': () => undefined,
+  // Zones here carry no long group name (EC2's "US East (N. Virginia) 1").
+  'group-long-name': () => undefined,
 };
 
 function zoneView(z: ZonesTable): ZoneView {
@@ -79,3 +82,9 @@ async function DescribeAvailabilityZones(ctx: RequestContext, input: {
 }
 
 export const regionOperations: OperationTable = { DescribeRegions, DescribeAvailabilityZones };
+
+/** Zone ids by zone name, for the `availability-zone-id` filters of resources that name only their zone. */
+export async function zoneIdsByName(db: Db | Tx): Promise<Map<string, string>> {
+  const rows = await db.selectFrom('zones').select(['name', 'zone_id']).execute();
+  return new Map(rows.map((z) => [z.name, z.zone_id]));
+}

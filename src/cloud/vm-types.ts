@@ -4,6 +4,7 @@ import type { Db, Tx } from '../store/store.ts';
 import type { OperationTable, RequestContext } from './context.ts';
 import type { VmTypeSpec } from '../node/node-api.ts';
 import { applyFilters, type FilterAccessors } from '../protocol/filters.ts';
+import { viewFilters } from './view-filters.ts';
 import { paginate } from '../protocol/pagination.ts';
 import { Ec2Error } from '../protocol/errors.ts';
 
@@ -101,6 +102,51 @@ const typeFilters: FilterAccessors<VmTypeSpec> = {
   'supported-virtualization-type': () => ['paravirtual', 'hvm'],
   hypervisor: () => 'kvm',
   'bare-metal': () => 'false',
+  // The rest EC2 documents, as the InstanceTypeInfo DescribeInstanceTypes shows them (absent ones match nothing).
+  ...viewFilters(instanceTypeInfo, {
+    'auto-recovery-supported': 'AutoRecoverySupported',
+    'dedicated-hosts-supported': 'DedicatedHostsSupported',
+    'ebs-info.attachment-limit-type': 'EbsInfo.AttachmentLimitType',
+    'ebs-info.ebs-optimized-info.baseline-bandwidth-in-mbps': 'EbsInfo.EbsOptimizedInfo.BaselineBandwidthInMbps',
+    'ebs-info.ebs-optimized-info.baseline-iops': 'EbsInfo.EbsOptimizedInfo.BaselineIops',
+    'ebs-info.ebs-optimized-info.baseline-throughput-in-mbps': 'EbsInfo.EbsOptimizedInfo.BaselineThroughputInMBps',
+    'ebs-info.ebs-optimized-info.maximum-bandwidth-in-mbps': 'EbsInfo.EbsOptimizedInfo.MaximumBandwidthInMbps',
+    'ebs-info.ebs-optimized-info.maximum-iops': 'EbsInfo.EbsOptimizedInfo.MaximumIops',
+    'ebs-info.ebs-optimized-info.maximum-throughput-in-mbps': 'EbsInfo.EbsOptimizedInfo.MaximumThroughputInMBps',
+    'ebs-info.ebs-optimized-support': 'EbsInfo.EbsOptimizedSupport',
+    'ebs-info.encryption-support': 'EbsInfo.EncryptionSupport',
+    'ebs-info.maximum-ebs-attachments': 'EbsInfo.MaximumEbsAttachments',
+    'ebs-info.nvme-support': 'EbsInfo.NvmeSupport',
+    'hibernation-supported': 'HibernationSupported',
+    'instance-storage-info.disk.count': 'InstanceStorageInfo.Disks.Count',
+    'instance-storage-info.disk.size-in-gb': 'InstanceStorageInfo.Disks.SizeInGB',
+    'instance-storage-info.disk.type': 'InstanceStorageInfo.Disks.Type',
+    'instance-storage-info.encryption-support': 'InstanceStorageInfo.EncryptionSupport',
+    'instance-storage-info.nvme-support': 'InstanceStorageInfo.NvmeSupport',
+    'network-info.bandwidth-weightings': 'NetworkInfo.BandwidthWeightings',
+    'network-info.efa-info.maximum-efa-interfaces': 'NetworkInfo.EfaInfo.MaximumEfaInterfaces',
+    'network-info.efa-supported': 'NetworkInfo.EfaSupported',
+    'network-info.ena-support': 'NetworkInfo.EnaSupport',
+    'network-info.encryption-in-transit-supported': 'NetworkInfo.EncryptionInTransitSupported',
+    'network-info.flexible-ena-queues-support': 'NetworkInfo.FlexibleEnaQueuesSupport',
+    'network-info.ipv4-addresses-per-interface': 'NetworkInfo.Ipv4AddressesPerInterface',
+    'network-info.ipv6-addresses-per-interface': 'NetworkInfo.Ipv6AddressesPerInterface',
+    'network-info.ipv6-supported': 'NetworkInfo.Ipv6Supported',
+    'network-info.maximum-network-cards': 'NetworkInfo.MaximumNetworkCards',
+    'network-info.maximum-network-interfaces': 'NetworkInfo.MaximumNetworkInterfaces',
+    'network-info.network-performance': 'NetworkInfo.NetworkPerformance',
+    'nitro-enclaves-support': 'NitroEnclavesSupport',
+    'nitro-tpm-info.supported-versions': 'NitroTpmInfo.SupportedVersions',
+    'nitro-tpm-support': 'NitroTpmSupport',
+    'processor-info.supported-features': 'ProcessorInfo.SupportedFeatures',
+    'processor-info.sustained-clock-speed-in-ghz': 'ProcessorInfo.SustainedClockSpeedInGhz',
+    'reboot-migration-support': 'RebootMigrationSupport',
+    'supported-boot-mode': 'SupportedBootModes',
+    'supported-usage-class': 'SupportedUsageClasses',
+    'vcpu-info.default-threads-per-core': 'VCpuInfo.DefaultThreadsPerCore',
+    'vcpu-info.valid-cores': 'VCpuInfo.ValidCores',
+    'vcpu-info.valid-threads-per-core': 'VCpuInfo.ValidThreadsPerCore',
+  }),
 };
 
 async function DescribeInstanceTypes(ctx: RequestContext, input: { InstanceTypes?: string[]; Filters?: any[]; MaxResults?: number; NextToken?: string }) {

@@ -7,6 +7,7 @@ import { applyFilters, type Filter } from '../protocol/filters.ts';
 import { paginate } from '../protocol/pagination.ts';
 import { tagsByResource, type Tag } from './tags.ts';
 import { ipv4CidrSize, parseIpv4Cidr } from './cidr.ts';
+import { viewFilters } from './view-filters.ts';
 
 /** EC2 keeps the first four addresses and the last one of every subnet. */
 const RESERVED_ADDRESSES_PER_SUBNET = 5;
@@ -58,23 +59,33 @@ async function describeVpcs(ctx: RequestContext, input: { VpcIds?: string[]; Fil
     'state': (i) => i.row.state,
     'owner-id': (i) => i.row.account_id,
     'dhcp-options-id': (i) => i.row.dhcp_options_id,
+    ...VPC_VIEW_FILTERS,
   }, (i) => i.tags);
   const { page, nextToken } = paginate(filtered, input, JSON.stringify(['vpcs', input.VpcIds ?? [], input.Filters ?? []]));
+  return { Vpcs: page.map(vpcView), NextToken: nextToken };
+}
+
+function vpcView({ row, tags }: VpcItem) {
   return {
-    Vpcs: page.map(({ row, tags: t }) => ({
-      VpcId: row.id,
-      CidrBlock: row.cidr,
-      CidrBlockAssociationSet: [{ AssociationId: vpcCidrAssociationId(row.id), CidrBlock: row.cidr, CidrBlockState: { State: 'associated' } }],
-      DhcpOptionsId: row.dhcp_options_id,
-      State: row.state,
-      OwnerId: row.account_id,
-      InstanceTenancy: 'default',
-      IsDefault: row.is_default === 1,
-      Tags: t,
-    })),
-    NextToken: nextToken,
+    VpcId: row.id,
+    CidrBlock: row.cidr,
+    CidrBlockAssociationSet: [{ AssociationId: vpcCidrAssociationId(row.id), CidrBlock: row.cidr, CidrBlockState: { State: 'associated' } }],
+    DhcpOptionsId: row.dhcp_options_id,
+    State: row.state,
+    OwnerId: row.account_id,
+    InstanceTenancy: 'default',
+    IsDefault: row.is_default === 1,
+    Tags: tags,
   };
 }
+
+/** The documented VPC filters read from the Vpc structure shown (no VPC here has IPv6 blocks). */
+const VPC_VIEW_FILTERS = viewFilters(vpcView, {
+  'ipv6-cidr-block-association.association-id': 'Ipv6CidrBlockAssociationSet.AssociationId',
+  'ipv6-cidr-block-association.ipv6-cidr-block': 'Ipv6CidrBlockAssociationSet.Ipv6CidrBlock',
+  'ipv6-cidr-block-association.ipv6-pool': 'Ipv6CidrBlockAssociationSet.Ipv6Pool',
+  'ipv6-cidr-block-association.state': 'Ipv6CidrBlockAssociationSet.Ipv6CidrBlockState.State',
+});
 
 interface SubnetItem { row: SubnetsTable; zoneId?: string; region: string; tags: Tag[] }
 
@@ -112,29 +123,47 @@ async function describeSubnets(ctx: RequestContext, input: { SubnetIds?: string[
     'map-public-ip-on-launch': (i) => i.row.map_public_ip_on_launch === 1,
     'available-ip-address-count': (i) => availableAddresses(i.row.cidr),
     'subnet-arn': (i) => subnetArn(i),
+    ...SUBNET_VIEW_FILTERS,
   }, (i) => i.tags);
   const { page, nextToken } = paginate(filtered, input, JSON.stringify(['subnets', input.SubnetIds ?? [], input.Filters ?? []]));
+  return { Subnets: page.map(subnetView), NextToken: nextToken };
+}
+
+function subnetView(i: SubnetItem) {
   return {
-    Subnets: page.map((i) => ({
-      SubnetId: i.row.id,
-      SubnetArn: subnetArn(i),
-      VpcId: i.row.vpc_id,
-      State: i.row.state,
-      CidrBlock: i.row.cidr,
-      AvailableIpAddressCount: availableAddresses(i.row.cidr),
-      AvailabilityZone: i.row.zone,
-      AvailabilityZoneId: i.zoneId,
-      DefaultForAz: i.row.default_for_az === 1,
-      MapPublicIpOnLaunch: i.row.map_public_ip_on_launch === 1,
-      MapCustomerOwnedIpOnLaunch: false,
-      AssignIpv6AddressOnCreation: false,
-      Ipv6CidrBlockAssociationSet: [],
-      OwnerId: i.row.account_id,
-      Tags: i.tags,
-    })),
-    NextToken: nextToken,
+    SubnetId: i.row.id,
+    SubnetArn: subnetArn(i),
+    VpcId: i.row.vpc_id,
+    State: i.row.state,
+    CidrBlock: i.row.cidr,
+    AvailableIpAddressCount: availableAddresses(i.row.cidr),
+    AvailabilityZone: i.row.zone,
+    AvailabilityZoneId: i.zoneId,
+    DefaultForAz: i.row.default_for_az === 1,
+    MapPublicIpOnLaunch: i.row.map_public_ip_on_launch === 1,
+    MapCustomerOwnedIpOnLaunch: false,
+    AssignIpv6AddressOnCreation: false,
+    Ipv6CidrBlockAssociationSet: [],
+    OwnerId: i.row.account_id,
+    Tags: i.tags,
   };
 }
+
+/** The documented subnet filters read from the Subnet structure shown (most name what no subnet here has). */
+const SUBNET_VIEW_FILTERS = viewFilters(subnetView, {
+  'customer-owned-ipv4-pool': 'CustomerOwnedIpv4Pool',
+  'enable-dns64': 'EnableDns64',
+  'enable-lni-at-device-index': 'EnableLniAtDeviceIndex',
+  'ipv6-cidr-block-association.association-id': 'Ipv6CidrBlockAssociationSet.AssociationId',
+  'ipv6-cidr-block-association.ipv6-cidr-block': 'Ipv6CidrBlockAssociationSet.Ipv6CidrBlock',
+  'ipv6-cidr-block-association.state': 'Ipv6CidrBlockAssociationSet.Ipv6CidrBlockState.State',
+  'ipv6-native': 'Ipv6Native',
+  'map-customer-owned-ip-on-launch': 'MapCustomerOwnedIpOnLaunch',
+  'outpost-arn': 'OutpostArn',
+  'private-dns-name-options-on-launch.enable-resource-name-dns-a-record': 'PrivateDnsNameOptionsOnLaunch.EnableResourceNameDnsARecord',
+  'private-dns-name-options-on-launch.enable-resource-name-dns-aaaa-record': 'PrivateDnsNameOptionsOnLaunch.EnableResourceNameDnsAAAARecord',
+  'private-dns-name-options-on-launch.hostname-type': 'PrivateDnsNameOptionsOnLaunch.HostnameType',
+});
 
 function subnetArn(i: SubnetItem): string {
   return `arn:aws:ec2:${i.region}:${i.row.account_id}:subnet/${i.row.id}`;
