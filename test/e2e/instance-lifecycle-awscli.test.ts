@@ -154,6 +154,38 @@ describe('an instance on a real VM through the aws CLI', { skip, timeout: 20 * 6
     ok('ec2', 'terminate-instances', '--instance-ids', stops);
     await waitFor('terminated', () => state(stops) === 'terminated');
   });
+
+  // Issue 8, item 3: StopInstances waited for the node to shut the guest down (31.6 s for a guest
+  // that ignored the ACPI request, past boto3's 30 s read timeout). EC2 answers `stopping` at once.
+  it('StopInstances answers stopping at once, whether the guest is still booting or ignores the power-down, and it reaches stopped', async () => {
+    const amiId = ok('ec2', 'describe-images', '--filters', 'Name=image-type,Values=machine').json.Images[0].ImageId;
+    writeFileSync(join(work, 'deaf.sh'), '#!/bin/sh\nkillall acpid\necho "acpi-ignored-now"\n');
+    const launch = (...extra: string[]) => ok('ec2', 'run-instances', '--image-id', amiId, '--instance-type', 'm1.small', ...extra)
+      .json.Instances[0].InstanceId as string;
+    const deaf = launch('--user-data', `file://${join(work, 'deaf.sh')}`);
+    const booting = launch();
+    const expected = (id: string) => [{ InstanceId: id, CurrentState: { Code: 64, Name: 'stopping' }, PreviousState: { Code: 16, Name: 'running' } }];
+
+    // Right after the cloud says running, the guest is still booting.
+    await waitFor('running', () => state(booting) === 'running');
+    assert.deepEqual(ok('ec2', 'stop-instances', '--instance-ids', booting).json.StoppingInstances, expected(booting));
+
+    // A guest that ignores the power-down: the answer comes while its VM still runs, and the node
+    // ends the VM after its stop timeout.
+    await waitFor('the guest to stop listening to ACPI', () =>
+      (aws('ec2', 'get-console-output', '--instance-id', deaf, '--output', 'json').json?.Output ?? '').includes('acpi-ignored-now') || undefined);
+    const qemuOf = (id: string) => spawnSync('pgrep', ['-f', `qemu-system-x86_64.*${id}`], { encoding: 'utf8' }).stdout.trim();
+    assert.notEqual(qemuOf(deaf), '');
+    assert.deepEqual(ok('ec2', 'stop-instances', '--instance-ids', deaf).json.StoppingInstances, expected(deaf));
+    assert.notEqual(qemuOf(deaf), '', 'answered before the node ended the VM');
+    assert.equal(state(deaf), 'stopping');
+
+    await waitFor('the booting one stopped', () => state(booting) === 'stopped');
+    await waitFor('the deaf one stopped', () => state(deaf) === 'stopped');
+    assert.equal(qemuOf(deaf), '');
+    ok('ec2', 'terminate-instances', '--instance-ids', deaf, booting);
+    await waitFor('terminated', () => state(deaf) === 'terminated' && state(booting) === 'terminated');
+  });
 });
 
 function findFiles(dir: string, match: (name: string) => boolean): string[] {

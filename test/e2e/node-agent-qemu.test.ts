@@ -188,7 +188,8 @@ describe('NodeAgent on QEMU in a network namespace', { skip: skipUnlessPresent(s
   it('stops gracefully keeping the disk, and starts again from it', async () => {
     const pidBefore = await qemuPid();
     assert.ok(pidBefore && processAlive(pidBefore));
-    assert.equal((await agent.stopInstance(instanceId)).state, 'stopped');
+    assert.equal((await agent.stopInstance(instanceId)).state, 'stopping', 'answered once the stop is under way');
+    assert.equal((await agent.settled(instanceId))?.state, 'stopped');
     assert.equal(processAlive(pidBefore!), false, 'QEMU ended');
     assert.ok(existsSync(join(root, 'node', 'disks', `${instanceId}.qcow2`)), 'the disk is kept');
     assert.equal((await agent.describeResources()).free.cores, 2, 'a stopped instance holds no cores');
