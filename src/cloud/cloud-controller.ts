@@ -15,6 +15,7 @@ import { ensureAdminAccount, publishAdminCredentials, withdrawAdminCredentials, 
 import type { CloudSettings } from './context.ts';
 import { ComputeDirectory } from './compute-directory.ts';
 import { InstanceReconciler } from './instance-reconciler.ts';
+import { FirewallSync } from './network/firewall-sync.ts';
 import { seedVmTypes } from './vm-types.ts';
 import { ClusterConnections } from './clusters.ts';
 import { createClusterAdminApi } from './admin-clusters.ts';
@@ -110,6 +111,9 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     adminApis.all('/admin/*', adminNotFound);
     const reconciler = new InstanceReconciler({ store, directory, log: opts.log, intervalMs: opts.reconcileIntervalMs ?? 1000, imageUrl });
     reconciler.start();
+    // Security groups on the wire: each zone's document goes to its cluster on change and every 30 s.
+    const firewallSync = new FirewallSync({ store, directory, log: opts.log });
+    firewallSync.start();
     opts.log.info({ url, store: store.kind }, 'cloud controller listening');
     return {
       url, store, settings, admin, directory, clusters,
@@ -120,6 +124,7 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
       },
       async close() {
         await reconciler.stop();
+        await firewallSync.stop();
         await new Promise<void>((resolve) => server.close(() => resolve()));
         await store.close();
       },

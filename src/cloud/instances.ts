@@ -22,6 +22,7 @@ import { acknowledgeReboot } from './instance-reconciler.ts';
 import { ROOT_DEVICE_NAME } from './images.ts';
 import { checkShutdownBehavior, createLauncher, viewContext, type LaunchDeps } from './instance-launch.ts';
 import { assertWithinQuotas, STATES_HOLDING_RESOURCES, type QuotaDemand } from './quotas.ts';
+import { replaceInstanceGroups } from './network/instance-groups.ts';
 import { REASONS, STATE_CODES, groupsOf, instanceFilters, reservationsOf, stateOf, type InstanceItem, type InstanceState } from './instance-view.ts';
 
 const INSTANCE_ID = /^i-[0-9a-f]{8}([0-9a-f]{9})?$/;
@@ -380,6 +381,10 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
           await tx.updateTable('instances').set({ shutdown_behavior: behavior }).where('id', '=', row!.id).execute();
           return;
         }
+        case 'groupSet':
+          // Running or stopped: the nodes apply the new groups to new connections within seconds.
+          await replaceInstanceGroups(tx, ctx.caller.accountId, row!, value);
+          return;
         default:
           throw new Ec2Error('UnsupportedOperation', `The instance attribute '${attribute}' cannot be modified in this cloud.`);
       }

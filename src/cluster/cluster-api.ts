@@ -1,6 +1,7 @@
 // What the cloud controller asks of a cluster controller (one per availability zone). The cloud
 // never talks to nodes: the cluster places instances, relays commands and reports actual state.
 import type { InstanceSpec, InstanceUpdate, NodeInstanceStatus, NodeResources } from '../node/node-api.ts';
+import type { FirewallDocument, FirewallPushResult } from '../node/network/firewall-document.ts';
 
 export interface Placement { instanceId: string; nodeId: string }
 
@@ -39,4 +40,9 @@ export interface ClusterApi {
   consoleOutput(instanceId: string): Promise<string>;
   describeInstances(): Promise<ClusterInstanceStatus[]>;
   describeNodes(): Promise<ClusterNodeStatus[]>;
+  /**
+   * Passes the zone's firewall document (security groups, members, each instance's groups) on to
+   * the zone's nodes (firewall-relay.ts). Optional: a cluster without it enforces no groups.
+   */
+  applyFirewall?(doc: FirewallDocument): Promise<FirewallPushResult>;
 }

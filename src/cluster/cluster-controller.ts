@@ -13,6 +13,8 @@ import type { AllocationPolicy, PinoLikeLogger } from './policy.ts';
 import { Scheduler, type PlacementDecision } from './scheduler.ts';
 import { PowerManager, type PowerOptions } from './power.ts';
 import { PlacementIndex } from './placement-index.ts';
+import { relayFirewall } from './firewall-relay.ts';
+import type { FirewallDocument, FirewallPushResult } from '../node/network/firewall-document.ts';
 
 /** The operator's sleep and wake commands (see power.ts for their placeholders), or a power switch. */
 export interface ClusterPowerOptions extends Omit<PowerOptions, 'now' | 'log'> {
@@ -323,6 +325,11 @@ export class ClusterController implements ClusterApi {
         policy: this.policyName,
       };
     });
+  }
+
+  /** Passes the cloud's firewall document on to the nodes (each HTTP node gets its own part). */
+  applyFirewall(doc: FirewallDocument): Promise<FirewallPushResult> {
+    return relayFirewall(doc, { registry: this.registry, nodeOf: (id) => this.placements.get(id), log: this.log });
   }
 
   /** The node that runs an instance, as this controller knows it. */

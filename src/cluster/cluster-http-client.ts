@@ -3,6 +3,7 @@
 // Ec2Error with the cluster's code, and a cluster that does not answer fails with Unavailable.
 import type { ClusterApi, ClusterInstanceStatus, ClusterNodeStatus, Placement } from './cluster-api.ts';
 import type { InstanceSpec, InstanceUpdate } from '../node/node-api.ts';
+import type { FirewallDocument, FirewallPushResult } from '../node/network/firewall-document.ts';
 import type { JoinedNodeView } from './cluster-http-server.ts';
 import { PeerClient } from '../auth/peer-rpc.ts';
 
@@ -31,7 +32,7 @@ export class ClusterHttpClient implements ClusterApi {
       peerName: `cluster ${opts.zone}`,
       credentials: () => credentials,
       timeoutMs: opts.timeoutMs,
-      timeoutsMs: { runInstances: runTimeoutMs, startInstance: runTimeoutMs, stopInstance: 3 * 60_000, rebootInstance: 3 * 60_000, terminateInstance: 3 * 60_000 },
+      timeoutsMs: { runInstances: runTimeoutMs, startInstance: runTimeoutMs, stopInstance: 3 * 60_000, rebootInstance: 3 * 60_000, terminateInstance: 3 * 60_000, applyFirewall: 2 * 60_000 },
     });
   }
 
@@ -65,6 +66,10 @@ export class ClusterHttpClient implements ClusterApi {
 
   describeNodes(): Promise<ClusterNodeStatus[]> {
     return this.#peer.call('describeNodes');
+  }
+
+  applyFirewall(doc: FirewallDocument): Promise<FirewallPushResult> {
+    return this.#peer.call('applyFirewall', { doc });
   }
 
   /** The nodes that joined the zone (without their secrets). */

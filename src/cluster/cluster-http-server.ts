@@ -19,7 +19,8 @@ import type { NodeRegistration } from './node-registry.ts';
 import type { ImageRef, InstanceSpec, InstanceUpdate, NodeApi } from '../node/node-api.ts';
 import { NodeHttpClient } from '../node/node-http-client.ts';
 import { PeerVerifier, signPeerRequest } from '../auth/peer-auth.ts';
-import { createPeerRpcHandler, optionalBoolean, optionalObject, requiredString, type PeerMethods } from '../auth/peer-rpc.ts';
+import { createPeerRpcHandler, optionalBoolean, optionalObject, requiredObject, requiredString, type PeerMethods } from '../auth/peer-rpc.ts';
+import { validateFirewallDocument } from '../node/network/firewall-document.ts';
 import { Ec2Error } from '../protocol/errors.ts';
 import { JoinTokenError, verifyJoinToken } from './join-tokens.ts';
 import { JoinedNodes, TokenAlreadyUsedError, type JoinedNode } from './joined-nodes.ts';
@@ -159,6 +160,12 @@ export function createClusterHttpServer(opts: ClusterHttpServerOptions): Cluster
     consoleOutput: async (p) => ({ output: await cluster.consoleOutput(requiredString(p, 'instanceId')) }),
     describeInstances: () => cluster.describeInstances(),
     describeNodes: () => cluster.describeNodes(),
+    applyFirewall: async (p) => {
+      if (!cluster.applyFirewall) throw new Ec2Error('UnsupportedOperation', `The cluster of ${zone} does not run security groups.`);
+      const doc = validateFirewallDocument(requiredObject(p, 'doc'));
+      if (doc.zone !== zone) throw new Ec2Error('InvalidParameterValue', `The firewall document is for zone ${doc.zone}, not ${zone}.`);
+      return cluster.applyFirewall(doc);
+    },
     listJoinedNodes: async (): Promise<JoinedNodeView[]> => joined.list().map(({ id, name, url, mac, joinedAt }) => ({ id, name, url, ...(mac ? { mac } : {}), joinedAt })),
     revokeNode: async (p) => {
       const nodeId = requiredString(p, 'nodeId');

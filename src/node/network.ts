@@ -1,7 +1,9 @@
 // A node host's side of a zone's private network: one Linux bridge per zone network that carries
 // the zone gateway address and the metadata address, one tap per instance enslaved to it, DHCP
-// reservations served by dnsmasq, and per-port anti-spoofing rules. Every piece is named with
-// Ironbark's `ib` prefix, recorded in a state file, and rebuilt from that file after a crash.
+// reservations served by dnsmasq, per-port anti-spoofing rules, and the security groups and VPC
+// isolation of the instances' ports (network/nftables-firewall.ts, from the zone's firewall
+// document). Every piece is named with Ironbark's `ib` prefix, recorded in a state file, and
+// rebuilt from that file after a crash.
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Ec2Error } from '../protocol/errors.ts';
@@ -9,6 +11,10 @@ import { ipJson, runCommand } from './network-commands.ts';
 import { writeFileAtomic } from './network-files.ts';
 import { DhcpServer } from './dhcp.ts';
 import { applyAntiSpoofTable, removeAntiSpoofTable } from './network-antispoof.ts';
+import type { FirewallBackend } from './network/firewall-backend.ts';
+import type { FirewallDocument } from './network/firewall-document.ts';
+import { NftablesFirewall } from './network/nftables-firewall.ts';
+import { planBridgeFirewall, type FirewallPort } from './network/security-group-plan.ts';
 import {
   allocateMac,
   assertIbInterfaceName,
@@ -35,12 +41,22 @@ export interface NodeNetworkOptions {
   netns?: string;
   /** DNS servers handed to guests by DHCP; none when absent. */
   dnsServers?: string[];
+  /** Security groups and VPC isolation (network/nftables-firewall.ts); nftables in `netns` by default. */
+  firewall?: FirewallBackend;
+}
+
+/** What the firewall needs to know of a port: the instance's VPC and security groups (from its launch spec). */
+export interface PortFirewallContext {
+  vpcId: string;
+  groups: string[];
 }
 
 export interface InstancePort {
   mac: string;
   ip: string;
   tapName: string;
+  /** Present for filtered ports (every instance the node agent runs); a port without it is not filtered. */
+  firewall?: PortFirewallContext;
 }
 
 interface NetworkState {
@@ -72,6 +88,9 @@ export class NodeNetwork {
   readonly netns: string | undefined;
   readonly firewallTable: string;
   readonly dhcp: DhcpServer;
+  private readonly firewall: FirewallBackend;
+  /** The zone's firewall document as the cloud last sent it (the node agent keeps it on disk). */
+  private firewallDocument: FirewallDocument | undefined;
   private readonly stateDir: string;
   private readonly statePath: string;
   private state: NetworkState | undefined;
@@ -86,6 +105,7 @@ export class NodeNetwork {
     this.stateDir = opts.stateDir;
     this.statePath = join(opts.stateDir, `${this.bridgeName}.json`);
     this.firewallTable = firewallTableName(this.bridgeName);
+    this.firewall = opts.firewall ?? new NftablesFirewall(opts.netns);
     this.dhcp = new DhcpServer({
       bridgeName: this.bridgeName,
       range: this.range,
@@ -105,8 +125,11 @@ export class NodeNetwork {
     return this.serialized(() => this.converge());
   }
 
-  /** Attaches an instance: its tap on the bridge, its DHCP reservation and its anti-spoofing rules. */
-  addInstance(input: { instanceId: string; mac: string; ip: string }): Promise<{ tapName: string }> {
+  /**
+   * Attaches an instance: its tap on the bridge, its DHCP reservation, its anti-spoofing rules and,
+   * with a firewall context, its security groups and VPC isolation.
+   */
+  addInstance(input: { instanceId: string; mac: string; ip: string; firewall?: PortFirewallContext }): Promise<{ tapName: string }> {
     return this.serialized(async () => {
       const state = await this.readyState();
       const mac = input.mac.toLowerCase();
@@ -119,7 +142,10 @@ export class NodeNetwork {
         }
       }
       await this.ensurePort(tapName);
-      state.instances[input.instanceId] = { mac, ip: input.ip, tapName };
+      state.instances[input.instanceId] = {
+        mac, ip: input.ip, tapName,
+        ...(input.firewall ? { firewall: { vpcId: input.firewall.vpcId, groups: [...input.firewall.groups] } } : {}),
+      };
       await this.saveState(state);
       await this.applyFirewall(state);
       if (previous && (previous.mac !== mac || previous.ip !== input.ip)) await this.dhcp.release(previous);
@@ -146,6 +172,17 @@ export class NodeNetwork {
     });
   }
 
+  /**
+   * Takes the zone's firewall document (security groups, members, each instance's groups) and
+   * rebuilds the rules from it at once when the network is set up; otherwise at set-up.
+   */
+  setFirewallDocument(doc: FirewallDocument): Promise<void> {
+    this.firewallDocument = doc;
+    return this.serialized(async () => {
+      if (this.state && this.firewallDocument === doc) await this.applyFirewall(this.state);
+    });
+  }
+
   /** Removes everything this network made on the host: dnsmasq, taps, firewall table, bridge, state. */
   tearDown(): Promise<void> {
     return this.serialized(async () => {
@@ -153,6 +190,7 @@ export class NodeNetwork {
       await this.dhcp.stop();
       await this.dhcp.removeFiles();
       await removeAntiSpoofTable(this.firewallTable, this.netns);
+      await this.firewall.remove(this.bridgeName);
       const ports = new Set(Object.values(state?.instances ?? {}).map((p) => p.tapName));
       for (const link of await this.links(['master', this.bridgeName])) {
         if (link.ifname.startsWith('ibtap-')) ports.add(link.ifname);
@@ -248,8 +286,17 @@ export class NodeNetwork {
     return Object.values(state.instances).map(({ mac, ip }) => ({ mac, ip }));
   }
 
-  private applyFirewall(state: NetworkState): Promise<void> {
-    return applyAntiSpoofTable(this.firewallTable, Object.values(state.instances), this.netns);
+  private async applyFirewall(state: NetworkState): Promise<void> {
+    await applyAntiSpoofTable(this.firewallTable, Object.values(state.instances), this.netns);
+    // A port attached before it had a firewall context (an older node) is filtered once the document knows it.
+    const known = new Set(this.firewallDocument?.instances.map((i) => i.id));
+    const filtered: FirewallPort[] = [];
+    for (const [instanceId, port] of Object.entries(state.instances)) {
+      if (!port.firewall && !known.has(instanceId)) continue;
+      filtered.push({ instanceId, tapName: port.tapName, ip: port.ip, vpcId: port.firewall?.vpcId ?? '', groups: port.firewall?.groups ?? [] });
+    }
+    const bridge = { bridgeName: this.bridgeName, cidr: this.range.cidr, gateway: this.range.gateway };
+    await this.firewall.apply(planBridgeFirewall(bridge, this.firewallDocument, filtered));
   }
 
   private async ensureBridge(): Promise<void> {

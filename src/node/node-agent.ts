@@ -26,6 +26,8 @@ import { createInstanceDisk, deleteInstanceDisk, diskInfo } from './instance-dis
 import type { InstanceMetadata } from './metadata-service.ts';
 import { metadataFromSpec } from './metadata-from-spec.ts';
 import type { NodeNetwork } from './network.ts';
+import type { FirewallApplyResult, FirewallDocument } from './network/firewall-document.ts';
+import { NodeFirewallDocuments } from './network/firewall-documents.ts';
 import { GUEST_SHUTDOWN_REASON, type ImageRef, type InstanceSpec, type InstanceUpdate, type NodeApi, type NodeInstanceState, type NodeInstanceStatus, type NodeResources } from './node-api.ts';
 import { NodeStateStore, type InstanceRecord } from './node-state.ts';
 
@@ -89,6 +91,8 @@ export class NodeAgent implements NodeApi {
   private readonly log: AgentLogger;
   private readonly instances = new Map<string, Instance>();
   private readonly networks = new Map<string, { network: NodeNetwork; ready: Promise<void> }>();
+  /** The zones' firewall documents (security groups), on disk when this node has real networking. */
+  private readonly firewallDocs: NodeFirewallDocuments;
   private readonly metadataByIp = new Map<string, InstanceMetadata>();
   private readonly instanceDisks: boolean;
   private recovered: Promise<void> | undefined;
@@ -98,6 +102,7 @@ export class NodeAgent implements NodeApi {
     this.nodeId = opts.nodeId;
     this.driver = opts.driver;
     this.store = new NodeStateStore(opts.stateDir);
+    this.firewallDocs = new NodeFirewallDocuments(opts.network ? opts.stateDir : undefined);
     this.log = opts.log ?? noopLog;
     this.instanceDisks = opts.instanceDisks ?? opts.driver.name === 'qemu';
   }
@@ -282,6 +287,19 @@ export class NodeAgent implements NodeApi {
     return this.driver.consoleOutput(instanceId);
   }
 
+  /** Keeps the zone's firewall document and rebuilds the security-group rules of its networks here. */
+  async applyFirewall(raw: FirewallDocument): Promise<FirewallApplyResult> {
+    // Without real networking (the fake driver) there is nothing to filter: acknowledged, not kept.
+    if (!this.opts.network) return { version: String(raw?.version ?? '') };
+    await this.recover();
+    const doc = await this.firewallDocs.put(raw);
+    for (const entry of [...this.networks.values()]) {
+      if (entry.network.zone !== doc.zone) continue;
+      if (await entry.ready.then(() => true, () => false)) await entry.network.setFirewallDocument(doc);
+    }
+    return { version: doc.version };
+  }
+
   // --- launching, stopping, terminating ----------------------------------------------------------
 
   private async launch(inst: Instance): Promise<void> {
@@ -325,7 +343,8 @@ export class NodeAgent implements NodeApi {
     let network: VmNetwork = { kind: 'none' };
     const zoneNetwork = await this.networkFor(spec);
     if (zoneNetwork) {
-      const { tapName } = await zoneNetwork.addInstance({ instanceId: id, mac: spec.mac, ip: spec.privateIp });
+      const firewall = { vpcId: spec.vpcId, groups: spec.securityGroups.map((g) => g.id) };
+      const { tapName } = await zoneNetwork.addInstance({ instanceId: id, mac: spec.mac, ip: spec.privateIp, firewall });
       network = { kind: 'tap', tapName };
     }
     this.metadataByIp.set(spec.privateIp, metadataFromSpec(spec));
@@ -513,6 +532,8 @@ export class NodeAgent implements NodeApi {
     let entry = this.networks.get(key);
     if (!entry) {
       const network = factory(spec.zone, spec.subnetCidr);
+      const doc = this.firewallDocs.get(spec.zone);
+      if (doc) void network.setFirewallDocument(doc); // taken into the set-up that follows
       entry = { network, ready: network.setUp() };
       this.networks.set(key, entry);
       // A failed set-up is tried again by the next instance that needs this network.
@@ -535,6 +556,7 @@ export class NodeAgent implements NodeApi {
   private async reconcileOnStart(): Promise<void> {
     this.lastCapacity = await this.capacity();
     const records = await this.store.load();
+    await this.firewallDocs.load((file, err) => this.log.warn({ file, err: err.message }, 'ignoring a firewall document kept on disk'));
     const vms = new Map((await this.driver.list()).map((vm) => [vm.id, vm]));
     const finish: Promise<void>[] = [];
     for (const record of records) {

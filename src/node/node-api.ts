@@ -1,5 +1,6 @@
 // What a cluster controller asks of a node controller, and what the node reports back. The same
 // interface is served in-process (`ironbark up`) and over authenticated HTTP/JSON (separate hosts).
+import type { FirewallApplyResult, FirewallDocument } from './network/firewall-document.ts';
 
 /** A base image a node fetches once (through its cluster controller) and caches by checksum. */
 export interface ImageRef {
@@ -87,4 +88,9 @@ export interface NodeApi {
   /** Idempotent: terminating an unknown instance succeeds. Removes the VM, disk, tap and DHCP entry. */
   terminateInstance(instanceId: string): Promise<void>;
   consoleOutput(instanceId: string): Promise<string>;
+  /**
+   * Takes the zone's firewall document (security groups, their members, each instance's groups)
+   * and makes this node's rules follow it; idempotent. Optional: a node without it runs no groups.
+   */
+  applyFirewall?(doc: FirewallDocument): Promise<FirewallApplyResult>;
 }

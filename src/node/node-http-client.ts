@@ -1,6 +1,7 @@
 // NodeApi over HTTP: how a cluster controller on another host drives a node controller. Calls are
 // signed with the node's secret; a node that does not answer in time fails with Unavailable.
 import type { InstanceSpec, InstanceUpdate, NodeApi, NodeInstanceStatus, NodeResources } from './node-api.ts';
+import type { FirewallApplyResult, FirewallDocument } from './network/firewall-document.ts';
 import { PeerClient } from '../auth/peer-rpc.ts';
 
 export interface NodeHttpClientOptions {
@@ -67,5 +68,9 @@ export class NodeHttpClient implements NodeApi {
 
   async consoleOutput(instanceId: string): Promise<string> {
     return (await this.#peer.call<{ output: string }>('consoleOutput', { instanceId })).output;
+  }
+
+  applyFirewall(doc: FirewallDocument): Promise<FirewallApplyResult> {
+    return this.#peer.call('applyFirewall', { doc });
   }
 }

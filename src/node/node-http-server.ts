@@ -5,6 +5,7 @@ import { Hono } from 'hono';
 import type { Logger } from 'pino';
 import type { InstanceUpdate, NodeApi } from './node-api.ts';
 import { PeerVerifier } from '../auth/peer-auth.ts';
+import { Ec2Error } from '../protocol/errors.ts';
 import { DEFAULT_PEER_MAX_REQUEST_BYTES, honoListenerWithBodyLimit, peerTooLarge } from '../http/request-body.ts';
 import { createPeerRpcHandler, optionalBoolean, optionalObject, requiredObject, requiredString, type PeerMethods } from '../auth/peer-rpc.ts';
 
@@ -29,6 +30,11 @@ export function nodeApiMethods(agent: NodeApi): PeerMethods {
     rebootInstance: (p) => agent.rebootInstance(requiredString(p, 'instanceId')),
     terminateInstance: (p) => agent.terminateInstance(requiredString(p, 'instanceId')),
     consoleOutput: async (p) => ({ output: await agent.consoleOutput(requiredString(p, 'instanceId')) }),
+    // The agent checks the document value by value before any of it reaches nftables.
+    applyFirewall: async (p) => {
+      if (!agent.applyFirewall) throw new Ec2Error('UnsupportedOperation', 'This node does not run security groups.');
+      return agent.applyFirewall(requiredObject(p, 'doc'));
+    },
   };
 }
 

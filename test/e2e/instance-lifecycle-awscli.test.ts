@@ -88,6 +88,8 @@ describe('an instance on a real VM through the aws CLI', { skip, timeout: 20 * 6
     assert.match(amiId, /^ami-[0-9a-f]{17}$/);
     writeFileSync(join(work, 'user-data.sh'), '#!/bin/sh\necho "user-data-ran-$((6*7))"\n');
 
+    // Security groups are enforced: the default group lets in only its own members, so open ssh as a user would.
+    ok('ec2', 'authorize-security-group-ingress', '--group-name', 'default', '--protocol', 'tcp', '--port', '22', '--cidr', '0.0.0.0/0');
     const run = ok('ec2', 'run-instances', '--image-id', amiId, '--instance-type', 'm1.small', '--key-name', 'e2e',
       '--user-data', `file://${join(work, 'user-data.sh')}`, '--tag-specifications', 'ResourceType=instance,Tags=[{Key=Name,Value=e2e}]');
     const instance = run.json.Instances[0];

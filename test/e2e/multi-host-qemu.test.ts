@@ -18,7 +18,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  CreateKeyPairCommand, DescribeInstancesCommand, EC2Client, GetConsoleOutputCommand, RunInstancesCommand, TerminateInstancesCommand,
+  AuthorizeSecurityGroupIngressCommand, CreateKeyPairCommand, DescribeInstancesCommand, EC2Client, GetConsoleOutputCommand, RunInstancesCommand, TerminateInstancesCommand,
 } from '@aws-sdk/client-ec2';
 import { readCredentialsEnv } from '../../src/auth/credentials-file.ts';
 import { openStore } from '../../src/store/store.ts';
@@ -103,6 +103,8 @@ describe('a real VM on a node the cloud controller has no route to (network name
     const key = await ec2.send(new CreateKeyPairCommand({ KeyName: 'ibq' }));
     await writeFile(join(work, 'key.pem'), `${key.KeyMaterial!.trim()}\n`, { mode: 0o600 });
 
+    // Security groups are enforced on the node: the default group lets in only its own members.
+    await ec2.send(new AuthorizeSecurityGroupIngressCommand({ GroupName: 'default', IpPermissions: [{ IpProtocol: 'tcp', FromPort: 22, ToPort: 22, IpRanges: [{ CidrIp: '0.0.0.0/0' }] }] }));
     const ran = await ec2.send(new RunInstancesCommand({ ImageId: imageId, MinCount: 1, MaxCount: 1, InstanceType: 'm1.small', KeyName: 'ibq' }));
     instanceId = ran.Instances![0]!.InstanceId!;
     const id = instanceId;

@@ -20,6 +20,7 @@ import { allocateMac, METADATA_ADDRESS, NodeNetwork } from '../../src/node/netwo
 import { tapNameForInstance } from '../../src/node/network-addressing.ts';
 import { NodeAgent } from '../../src/node/node-agent.ts';
 import type { InstanceSpec } from '../../src/node/node-api.ts';
+import { makeFirewallDocument } from '../../src/node/network/firewall-document.ts';
 import { processAlive, QemuDriver } from '../../src/node/qemu-driver.ts';
 import { skipUnlessPresent } from '../helpers/prerequisites.ts';
 
@@ -172,6 +173,11 @@ describe('NodeAgent on QEMU in a network namespace', { skip: skipUnlessPresent(s
       launchIndex: 0,
       launchTime: new Date().toISOString(),
     };
+    // Security groups are enforced: the cloud would send this document; it lets ssh in from the host.
+    await agent.applyFirewall(makeFirewallDocument(zone, [{
+      id: 'sg-0e2e0000000000001', vpcId: 'vpc-0e2e0000000000001',
+      ingress: [{ protocol: 'tcp', fromPort: 22, toPort: 22, cidr: '0.0.0.0/0' }], egress: [{ protocol: '-1', cidr: '0.0.0.0/0' }],
+    }], []));
     assert.equal((await agent.runInstance(spec)).state, 'pending');
     const status = await agent.settled(instanceId);
     assert.equal(status?.state, 'running', status?.reason);

@@ -181,23 +181,28 @@ export class TestHosts {
 
   /**
    * An EC2 client in this process for the cloud listening on 127.0.0.1:`port` inside its namespace,
-   * reached through a unix socket served by a forwarder running in that namespace.
+   * reached through a unix socket served by a forwarder running in that namespace (one per port,
+   * shared by the clients). With the cloud admin's credentials unless `credentials` are given (another account's).
    */
-  async ec2Client(region: string, port: number): Promise<EC2Client> {
-    const socket = join(this.work, 'cloud-ec2.sock');
-    const forwarder = `require('net').createServer((c) => { const u = require('net').connect(${port}, '127.0.0.1'); c.pipe(u).pipe(c);`
-      + ` c.on('error', () => u.destroy()); u.on('error', () => c.destroy()); }).listen(process.env.SOCK)`;
-    const fwd = spawn('ip', ['netns', 'exec', this.cloudNs, process.execPath, '-e', forwarder], { stdio: 'ignore', env: { ...process.env, SOCK: socket } });
-    this.roles.push({ name: 'forwarder', child: fwd, output: () => '' });
-    await this.waitFor('the EC2 forwarder', async () => (existsSync(socket) ? true : undefined), 10_000);
+  async ec2Client(region: string, port: number, credentials?: { accessKeyId: string; secretAccessKey: string }): Promise<EC2Client> {
+    const socket = join(this.work, `cloud-ec2-${port}.sock`);
+    if (!existsSync(socket)) await this.forwardEc2(socket, port);
     const agent = new http.Agent({ keepAlive: false });
     (agent as unknown as { createConnection: () => net.Socket }).createConnection = () => net.connect(socket);
     const creds = readCredentialsEnv(this.cloudDir);
     return new EC2Client({
       endpoint: `http://127.0.0.1:${port}`, region, maxAttempts: 1,
-      credentials: { accessKeyId: creds.AWS_ACCESS_KEY_ID!, secretAccessKey: creds.AWS_SECRET_ACCESS_KEY! },
+      credentials: credentials ?? { accessKeyId: creds.AWS_ACCESS_KEY_ID!, secretAccessKey: creds.AWS_SECRET_ACCESS_KEY! },
       requestHandler: new NodeHttpHandler({ httpAgent: agent }),
     });
+  }
+
+  private async forwardEc2(socket: string, port: number): Promise<void> {
+    const forwarder = `require('net').createServer((c) => { const u = require('net').connect(${port}, '127.0.0.1'); c.pipe(u).pipe(c);`
+      + ` c.on('error', () => u.destroy()); u.on('error', () => c.destroy()); }).listen(process.env.SOCK)`;
+    const fwd = spawn('ip', ['netns', 'exec', this.cloudNs, process.execPath, '-e', forwarder], { stdio: 'ignore', env: { ...process.env, SOCK: socket } });
+    this.roles.push({ name: 'forwarder', child: fwd, output: () => '' });
+    await this.waitFor('the EC2 forwarder', async () => (existsSync(socket) ? true : undefined), 10_000);
   }
 
   /** The last lines each role wrote, for a failure message. */
