@@ -24,14 +24,15 @@ describe('aws CLI against ironbark up', () => {
     rmSync(work, { recursive: true, force: true });
   });
 
-  it('writes the credentials 0600 and prints them', () => {
+  it('writes the credentials 0600 and, its output not being a terminal, names the file instead of printing the secret', () => {
     const file = join(cloud.dataDir, 'credentials.env');
     assert.equal(statSync(file).mode & 0o777, 0o600);
     const text = readFileSync(file, 'utf8');
     for (const name of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_DEFAULT_REGION', 'AWS_ENDPOINT_URL_EC2']) {
       assert.match(text, new RegExp(`^export ${name}=\\S+$`, 'm'));
     }
-    assert.match(cloud.output(), new RegExp(`export AWS_ACCESS_KEY_ID=${cloud.accessKeyId}`));
+    assert.match(cloud.output(), new RegExp(`access key ${cloud.accessKeyId}\\) are in ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+    assert.ok(!cloud.output().includes(cloud.secretAccessKey), 'the secret stays in the 0600 file');
   });
 
   it('describes regions, zones, account attributes, the default VPC and subnets', async () => {
