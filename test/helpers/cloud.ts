@@ -74,6 +74,40 @@ export async function startCloudProcess(extraArgs: string[] = ['--driver', 'fake
   };
 }
 
+/**
+ * Runs `bin/ironbark up --driver fake` on a free loopback port with its output piped (not a
+ * terminal) until `ready` says so, then `body`, then stops it, whatever happened.
+ */
+export async function withUpProcess<T>(
+  dataDir: string,
+  ready: (output: string) => boolean,
+  body: (output: () => string) => Promise<T>,
+  opts: { logLevel?: string } = {},
+): Promise<T> {
+  const port = await freePort();
+  const child = spawn(join(REPO_ROOT, 'bin/ironbark'), ['up', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, '--driver', 'fake'], {
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, IRONBARK_LOG_LEVEL: opts.logLevel ?? 'warn' },
+  });
+  let output = '';
+  child.stdout!.on('data', (d) => { output += d; });
+  child.stderr!.on('data', (d) => { output += d; });
+  const exited = new Promise((r) => child.once('exit', r));
+  try {
+    const deadline = Date.now() + 10 * 60_000; // a first run builds the default guest image
+    while (!ready(output)) {
+      if (child.exitCode !== null) throw new Error(`ironbark up exited early with ${child.exitCode}:\n${output}`);
+      if (Date.now() > deadline) throw new Error(`ironbark up did not come up:\n${output}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return await body(() => output);
+  } finally {
+    if (child.exitCode === null) child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
 export function ec2Client(cloud: { url: string }, creds: { accessKeyId: string; secretAccessKey: string }): EC2Client {
   return new EC2Client({ endpoint: cloud.url, region: REGION, credentials: creds, maxAttempts: 1 });
 }

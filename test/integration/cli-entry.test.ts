@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DescribeImagesCommand, RunInstancesCommand, TerminateInstancesCommand } from '@aws-sdk/client-ec2';
-import { REPO_ROOT, ec2Client, freePort } from '../helpers/cloud.ts';
+import { REPO_ROOT, ec2Client, withUpProcess } from '../helpers/cloud.ts';
 import { readCredentialsEnv } from '../../src/auth/credentials-file.ts';
 
 process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
@@ -40,36 +40,19 @@ describe('bin/ironbark from anywhere', () => {
 describe('ironbark up: ready means ready', () => {
   it('writes credentials.env only once RunInstances can succeed', { timeout: 15 * 60_000 }, async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'ironbark-ready-'));
-    // A credentials file left by an earlier run must not be taken for this run's.
-    const port = await freePort();
-    const child = spawn(join(REPO_ROOT, 'bin/ironbark'), ['up', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, '--driver', 'fake'], {
-      stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, IRONBARK_LOG_LEVEL: 'warn' },
-    });
-    let output = '';
-    child.stdout.on('data', (d) => { output += d; });
-    child.stderr.on('data', (d) => { output += d; });
-    const exited = new Promise((r) => child.once('exit', r));
     try {
-      // Watch for the file as a script would, and use it the moment it appears.
-      const deadline = Date.now() + 10 * 60_000;
-      while (!existsSync(join(dataDir, 'credentials.env'))) {
-        assert.equal(child.exitCode, null, `ironbark up exited early:\n${output}`);
-        assert.ok(Date.now() < deadline, `no credentials.env after 10 minutes:\n${output}`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      const env = readCredentialsEnv(dataDir);
-      const ec2 = ec2Client({ url: env.AWS_ENDPOINT_URL_EC2! }, { accessKeyId: env.AWS_ACCESS_KEY_ID!, secretAccessKey: env.AWS_SECRET_ACCESS_KEY! });
-      const images = await ec2.send(new DescribeImagesCommand({}));
-      const imageId = images.Images?.find((i) => i.ImageId?.startsWith('ami-'))?.ImageId;
-      assert.ok(imageId, 'the default image is registered');
-      const run = await ec2.send(new RunInstancesCommand({ ImageId: imageId, MinCount: 1, MaxCount: 1, InstanceType: 'm1.small' }));
-      assert.equal(run.Instances?.length, 1);
-      await ec2.send(new TerminateInstancesCommand({ InstanceIds: [run.Instances![0]!.InstanceId!] }));
+      // Use the file the moment it appears, as a script waiting for it would.
+      await withUpProcess(dataDir, () => existsSync(join(dataDir, 'credentials.env')), async () => {
+        const env = readCredentialsEnv(dataDir);
+        const ec2 = ec2Client({ url: env.AWS_ENDPOINT_URL_EC2! }, { accessKeyId: env.AWS_ACCESS_KEY_ID!, secretAccessKey: env.AWS_SECRET_ACCESS_KEY! });
+        const images = await ec2.send(new DescribeImagesCommand({}));
+        const imageId = images.Images?.find((i) => i.ImageId?.startsWith('ami-'))?.ImageId;
+        assert.ok(imageId, 'the default image is registered');
+        const run = await ec2.send(new RunInstancesCommand({ ImageId: imageId, MinCount: 1, MaxCount: 1, InstanceType: 'm1.small' }));
+        assert.equal(run.Instances?.length, 1);
+        await ec2.send(new TerminateInstancesCommand({ InstanceIds: [run.Instances![0]!.InstanceId!] }));
+      });
     } finally {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-      await exited;
-      clearTimeout(timer);
       rmSync(dataDir, { recursive: true, force: true });
     }
   });

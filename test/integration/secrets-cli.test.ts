@@ -9,7 +9,7 @@ import { copyFileSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DescribeRegionsCommand } from '@aws-sdk/client-ec2';
-import { REPO_ROOT, ec2Client, freePort } from '../helpers/cloud.ts';
+import { REPO_ROOT, ec2Client, withUpProcess } from '../helpers/cloud.ts';
 import { readCredentialsEnv } from '../../src/auth/credentials-file.ts';
 import { readKeyRingFile } from '../../src/store/master-key-file.ts';
 
@@ -27,32 +27,13 @@ function run(args: string[]): Promise<{ code: number | null; stdout: string; std
 }
 
 /** `ironbark up` with stdout and stderr piped (not a terminal), until it says it is up; then stopped. */
-async function upOnce(dataDir: string): Promise<{ output: string; secret: string; url: string }> {
-  const port = await freePort();
-  const child = spawn(BIN, ['up', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, '--driver', 'fake'], {
-    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, IRONBARK_LOG_LEVEL: 'info' },
-  });
-  let output = '';
-  child.stdout.on('data', (d) => { output += d; });
-  child.stderr.on('data', (d) => { output += d; });
-  const exited = new Promise((r) => child.once('exit', r));
-  try {
-    const deadline = Date.now() + 10 * 60_000;
-    while (!output.includes('aws ec2 run-instances')) {
-      assert.equal(child.exitCode, null, `ironbark up exited early:\n${output}`);
-      assert.ok(Date.now() < deadline, `ironbark up did not come up:\n${output}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+function upOnce(dataDir: string): Promise<{ output: string; secret: string; url: string }> {
+  return withUpProcess(dataDir, (output) => output.includes('aws ec2 run-instances'), async (output) => {
     const env = readCredentialsEnv(dataDir);
     const ec2 = ec2Client({ url: env.AWS_ENDPOINT_URL_EC2! }, { accessKeyId: env.AWS_ACCESS_KEY_ID!, secretAccessKey: env.AWS_SECRET_ACCESS_KEY! });
     assert.ok((await ec2.send(new DescribeRegionsCommand({}))).Regions?.length, 'the admin key signs requests');
-    return { output, secret: env.AWS_SECRET_ACCESS_KEY!, url: env.AWS_ENDPOINT_URL_EC2! };
-  } finally {
-    if (child.exitCode === null) child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    await exited;
-    clearTimeout(timer);
-  }
+    return { output: output(), secret: env.AWS_SECRET_ACCESS_KEY!, url: env.AWS_ENDPOINT_URL_EC2! };
+  }, { logLevel: 'info' });
 }
 
 describe('secrets at rest, from the command line', () => {
