@@ -3,6 +3,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   api: async () => (await import('./api.ts')).benchApi(),
   launch: async () => (await import('./launch.ts')).benchLaunch(),
   placement: async () => (await import('./placement.ts')).benchPlacement(),
+  network: async () => (await import('./network.ts')).benchNetwork(),
 };
 
 const name = process.argv[2];

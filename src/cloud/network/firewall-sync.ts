@@ -3,9 +3,9 @@
 // cluster when it changed: an Authorize/Revoke, a new group membership (ModifyInstanceAttribute
 // GroupId), an instance that got or gave up its address. The same document goes out again every
 // `refreshMs` even when nothing changed, which corrects a node that missed a push (it was down,
-// restarted with its state lost, or just joined), and a push that failed is tried again at the
-// next tick. So a rule change reaches the nodes within a few seconds, and nothing depends on a
-// single message getting through. `poke()` runs a pass at once (after a change the caller made).
+// restarted with its state lost, or just joined); a push that failed (or that some node did not
+// take) is tried again after `retryMs`. So a rule change reaches the nodes within a few seconds,
+// and nothing depends on a single message getting through. `poke()` runs a pass at once.
 //
 // Each pass reads the zone's instances and their groups' rules: a few queries, well under 100 ms
 // for ten thousand instances, and nothing is sent when the version (a hash of the content) is
@@ -41,6 +41,8 @@ interface Delivered {
 export class FirewallSync {
   readonly #opts: FirewallSyncOptions;
   readonly #delivered = new Map<string, Delivered>();
+  /** Zones whose last push failed, and when to try again (a cluster that is down is not asked every pass). */
+  readonly #retryAt = new Map<string, number>();
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
   #again = false;
@@ -89,11 +91,13 @@ export class FirewallSync {
     for (const zone of directory.zones()) {
       const cluster = directory.forZone(zone);
       if (!cluster?.applyFirewall) continue;
+      if (now() < (this.#retryAt.get(zone) ?? 0)) continue;
       try {
         const doc = await buildFirewallDocument(store.db, zone);
         const last = this.#delivered.get(zone);
         if (last && last.version === doc.version && now() < last.dueAt) continue;
         const result = await cluster.applyFirewall(doc);
+        this.#retryAt.delete(zone);
         const changed = last?.version !== doc.version;
         const retry = result.failed.length > 0;
         this.#delivered.set(zone, { version: doc.version, dueAt: now() + (retry ? this.#opts.retryMs ?? 5000 : this.#opts.refreshMs ?? 30_000) });
@@ -102,6 +106,7 @@ export class FirewallSync {
             failed: result.failed.length, skipped: result.skipped }, 'security groups pushed to the zone');
         }
       } catch (err) {
+        this.#retryAt.set(zone, now() + (this.#opts.retryMs ?? 5000));
         log.warn({ zone, err: (err as Error)?.message ?? String(err) }, 'could not push security groups to the zone; will retry');
       }
     }
