@@ -5,6 +5,7 @@ import { registerAdminCommands } from './admin.ts';
 import { registerRoleCommands, STOP_TIMEOUT_HELP, stopTimeoutOption } from './roles.ts';
 import { registerClusterAdminCommands } from './admin-clusters-cli.ts';
 import { registerMasterKeyCommands } from './master-key-cli.ts';
+import { registerRateLimitAdminCommands } from './admin-rate-limits-cli.ts';
 import { addPowerFlags } from './power-options.ts';
 import { addRequestLimitFlag } from './request-limit-option.ts';
 import { registerImageCommands } from './image-cli.ts';
@@ -36,6 +37,7 @@ registerImageCommands(program);
 const admin = registerAdminCommands(program);
 registerClusterAdminCommands(admin);
 registerMasterKeyCommands(admin);
+registerRateLimitAdminCommands(admin);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`ironbark: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -19,7 +19,7 @@ import { discoverHostMac, isMacAddress, normalizeMac } from '../node/hardware-ad
 import { addPowerFlags, powerOptionsFrom, type PowerFlags } from './power-options.ts';
 import { prepareDefaultImage } from './prepare-default-image.ts';
 import { untilSignalled } from './foreground.ts';
-import { addRequestLimitFlag, type RequestLimitFlags } from './request-limit-option.ts';
+import { addRequestLimitFlag, endpointLimitsFrom, type RequestLimitFlags } from './request-limit-option.ts';
 import { applyServerTimeouts } from '../http/server-timeouts.ts';
 
 const DEFAULT_DATA_DIR = process.env.IRONBARK_DATA_DIR ?? '/var/lib/ironbark';
@@ -65,7 +65,7 @@ export async function runCloudRole(opts: CloudRoleOptions): Promise<void> {
   // Clusters on other hosts fetch image files from this process over HTTP (cluster-images.ts).
   const cloud = await startCloudController({
     dataDir, host, port, storeUrl: opts.store, region: opts.region, endpoint: opts.endpoint, log, clusterImagesBaseUrl: opts.imagesUrl ?? '',
-    maxRequestBytes: opts.maxRequestBytes, masterKeyFile: opts.masterKeyFile,
+    maxRequestBytes: opts.maxRequestBytes, masterKeyFile: opts.masterKeyFile, limits: endpointLimitsFrom(opts),
   });
   const out = process.stdout;
   if (opts.defaultImage) {

@@ -14,7 +14,7 @@ import { cpus } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterApi } from '../cluster/cluster-api.ts';
 import { powerOptionsFrom, type PowerFlags } from './power-options.ts';
-import type { RequestLimitFlags } from './request-limit-option.ts';
+import { endpointLimitsFrom, type RequestLimitFlags } from './request-limit-option.ts';
 
 export interface UpOptions extends PowerFlags, RequestLimitFlags {
   dataDir: string;
@@ -88,7 +88,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
   let relayBase: string | undefined;
   const cloud = await startCloudController({
     dataDir, host, port, storeUrl: opts.store, masterKeyFile: opts.masterKeyFile, region: opts.region, log, maxRequestBytes: opts.maxRequestBytes,
-    imageUrl: (imageId) => `${relayBase}/images/${imageId}`,
+    imageUrl: (imageId) => `${relayBase}/images/${imageId}`, limits: endpointLimitsFrom(opts),
     holdUntilReady: true,
   });
   let compute: Awaited<ReturnType<typeof startAllInOneCompute>> | undefined;

@@ -50,6 +50,7 @@ import {
 import { createAccountWithDefaults } from './provision.ts';
 import { DEFAULT_INSTANCE_TYPE, listVmTypes, setVmType } from './vm-types.ts';
 import { deleteQuotas, getQuotas, isQuotaName, QUOTA_NAMES, setQuota, STATES_HOLDING_RESOURCES, type QuotaName, type QuotaView } from './quotas.ts';
+import { deleteRateLimits } from './limits/rate-limit-settings.ts';
 import { cloudAdminAccountId, requireCloudAdmin, type AdminEnv } from './admin-auth.ts';
 
 export interface AdminApiDeps {
@@ -332,6 +333,7 @@ export function createAdminApi(deps: AdminApiDeps): Hono<AdminEnv> {
       await tx.deleteFrom('instances').where('account_id', '=', account.id).execute();
       await tx.deleteFrom('images').where('account_id', '=', account.id).execute();
       await deleteQuotas(tx, account.id);
+      await deleteRateLimits(tx, account.id);
       await tx.deleteFrom('access_keys').where('account_id', '=', account.id).execute();
       await tx.deleteFrom('users').where('account_id', '=', account.id).execute();
       await tx.deleteFrom('accounts').where('id', '=', account.id).execute();

@@ -24,6 +24,9 @@ import { clusterImageUrl, mountClusterImages } from './cluster-images.ts';
 import { mountConsole } from './console-routes.ts';
 import { DEFAULT_MAX_REQUEST_BYTES, honoListenerWithBodyLimit, tooLargeMessage, type RefusalAnswer } from '../http/request-body.ts';
 import { applyServerTimeouts } from '../http/server-timeouts.ts';
+import { RequestLimiter, type EndpointLimitOptions } from './limits/request-limiter.ts';
+import { createRateLimitAdminApi } from './limits/admin-rate-limits.ts';
+import { guardEndpointServer } from './limits/endpoint-server.ts';
 
 export interface CloudControllerOptions {
   dataDir: string;
@@ -47,6 +50,8 @@ export interface CloudControllerOptions {
   reconcileIntervalMs?: number;
   /** Largest request body (EC2 and admin API); larger ones are refused unread. Default 512 KiB. */
   maxRequestBytes?: number;
+  /** Parameters per request, header size, connections per address, in-flight requests per account (limits/request-limiter.ts). */
+  limits?: EndpointLimitOptions;
   /**
    * Keep the EC2 endpoint answering 503 and write no credentials files until `ready()`: `ironbark
    * up` opens both only once its zone can launch, so a script that waits for credentials.env
@@ -64,6 +69,8 @@ export interface RunningCloud {
   directory: ComputeDirectory;
   /** The remote cluster controllers of the clusters table, registered in `directory`. */
   clusters: ClusterConnections;
+  /** The EC2 endpoint's request limits (counts of admitted and refused calls). */
+  limiter: RequestLimiter;
   /** Opens the EC2 endpoint and writes the credentials files (with `holdUntilReady`; else a no-op). */
   ready(): Promise<void>;
   close(): Promise<void>;
@@ -89,7 +96,7 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     mountClusterImages(app, { store, log: opts.log });
     mountConsole(app, opts.region);
     const maxRequestBytes = opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
-    const server = await listen(app, serveEc2OnNode(serving, opts.log, { maxRequestBytes }), maxRequestBytes, opts.host, opts.port);
+    const server = await listen(app, serveEc2OnNode(serving, opts.log, { maxRequestBytes }), maxRequestBytes, opts.host, opts.port, opts.limits);
     const address = server.address();
     const port = typeof address === 'object' && address ? address.port : opts.port;
     const hostForUrl = opts.host.includes(':') ? `[${opts.host}]` : opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host;
@@ -102,12 +109,14 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     const operations = allOperations({ directory, log: opts.log, imageUrl });
     // One key cache for EC2 and the admin API, so a key the operator disables stops working at once.
     const keys = createKeyResolver(store);
-    ec2 = createEc2Handler({ store, settings, keys, operations, log: opts.log });
+    const limiter = new RequestLimiter({ ...opts.limits, store, log: opts.log });
+    ec2 = createEc2Handler({ store, settings, keys, operations, log: opts.log, limiter });
     const clusters = new ClusterConnections(directory);
     await clusters.load(store.db);
     adminApis = new Hono();
     adminApis.route('/admin', createAdminApi({ store, settings, log: opts.log, keys }));
     adminApis.route('/admin', createClusterAdminApi({ store, keys, log: opts.log, region: opts.region, connections: clusters }));
+    adminApis.route('/admin', createRateLimitAdminApi({ store, keys, log: opts.log, limiter }));
     adminApis.all('/admin/*', adminNotFound);
     const reconciler = new InstanceReconciler({ store, directory, log: opts.log, intervalMs: opts.reconcileIntervalMs ?? 1000, imageUrl });
     reconciler.start();
@@ -116,7 +125,7 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     firewallSync.start();
     opts.log.info({ url, store: store.kind }, 'cloud controller listening');
     return {
-      url, store, settings, admin, directory, clusters,
+      url, store, settings, admin, directory, clusters, limiter,
       async ready() {
         if (open) return;
         await publishAdminCredentials(opts.dataDir, admin, settings);
@@ -136,13 +145,13 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
 }
 
 /** EC2 requests (`/`) go straight to the endpoint; everything else (admin API, health) to Hono. */
-function listen(app: Hono, ec2: RequestListener, maxRequestBytes: number, host: string, port: number): Promise<Server> {
+function listen(app: Hono, ec2: RequestListener, maxRequestBytes: number, host: string, port: number, limits: EndpointLimitOptions = {}): Promise<Server> {
   const rest = honoListenerWithBodyLimit(app.fetch, { maxBytes: maxRequestBytes, tooLarge: adminTooLarge });
-  const server = applyServerTimeouts(createServer((req, res) => {
+  const server = guardEndpointServer(applyServerTimeouts(createServer((req, res) => {
     const url = req.url ?? '/';
     if (url === '/' || url.startsWith('/?')) ec2(req, res);
     else rest(req, res);
-  }));
+  })), limits);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => resolve(server));

@@ -16,6 +16,7 @@ import { createServiceRouter } from './identity/service-router.ts';
 import {
   DEFAULT_MAX_REQUEST_BYTES, TOO_LARGE, readWebBodyWithin, tooLargeMessage, withBodyLimit, type RefusalAnswer,
 } from '../http/request-body.ts';
+import type { RequestLimiter } from './limits/request-limiter.ts';
 
 export interface Ec2EndpointDeps {
   store: Store;
@@ -25,6 +26,8 @@ export interface Ec2EndpointDeps {
   log: Logger;
   /** Size in characters of the pieces a large answer is streamed in (1 Mi by default). */
   answerChunkChars?: number;
+  /** Parameter count, per-address and per-account rate limits, fair scheduling (limits/request-limiter.ts). */
+  limiter?: RequestLimiter;
 }
 
 // A fresh object per response: the node adapter adds content-length to the object it is given.
@@ -49,6 +52,8 @@ export interface Ec2HttpRequest {
   /** Lower-case names. */
   headers: Record<string, string>;
   body: Buffer;
+  /** The client's address, for the limits per client (absent when the server does not know it). */
+  remoteAddress?: string;
 }
 
 export interface Ec2HttpResponse {
@@ -63,7 +68,7 @@ export interface Ec2HttpResponse {
 export type Ec2Handler = (req: Ec2HttpRequest) => Promise<Ec2HttpResponse>;
 
 export function createEc2Handler(deps: Ec2EndpointDeps): Ec2Handler {
-  const { store, settings, keys, operations, log } = deps;
+  const { store, settings, keys, operations, log, limiter } = deps;
   // Requests signed for STS or IAM (or a service or region not served here) are answered there.
   const otherServices = createServiceRouter({ store, settings, keys, log });
 
@@ -72,24 +77,33 @@ export function createEc2Handler(deps: Ec2EndpointDeps): Ec2Handler {
     if (routed) return routed;
     const requestId = newRequestId();
     let action = '';
+    let release: (() => void) | undefined;
     try {
       const q = req.rawUrl.indexOf('?');
       const path = q < 0 ? req.rawUrl : req.rawUrl.slice(0, q);
       const rawQuery = q < 0 ? '' : req.rawUrl.slice(q + 1);
       const bodyBuffer = req.method === 'GET' || req.method === 'HEAD' ? Buffer.alloc(0) : req.body;
       const headers = req.headers;
-      const params = collectParams(rawQuery, bodyBuffer.length ? bodyBuffer.toString('utf8') : '', headers['content-type'] ?? '');
+      const bodyText = bodyBuffer.length ? bodyBuffer.toString('utf8') : '';
+      limiter?.checkParameterCount(rawQuery, bodyText);
+      const params = collectParams(rawQuery, bodyText, headers['content-type'] ?? '');
       action = params.Action ?? '';
 
+      limiter?.checkAddress(req.remoteAddress);
       const caller = await authenticate({
         method: req.method, host: headers.host ?? '', path, rawQuery, headers, body: bodyBuffer, params,
-      }, keys);
+      }, keys).catch((err: unknown) => {
+        if (err instanceof Ec2Error) limiter?.authenticationFailed(req.remoteAddress);
+        throw err;
+      });
 
       if (!action) throw new Ec2Error('MissingAction', 'The request must contain the parameter Action');
       const operation = getOperation(action);
       if (!operation) throw new Ec2Error('InvalidAction', `The action ${excerpt(action)} is not valid for this web service.`);
       const handler = operations[action];
       if (!handler) throw new Ec2Error('UnsupportedOperation', `The operation ${action} is not supported by this cloud yet.`);
+      // Throttled before anything else is done for the call; DryRun calls count, as in EC2.
+      release = await limiter?.admit(caller.accountId, action, params);
 
       const input = parseInput(action, params);
       const allowed = caller.policy === undefined || isActionAllowed(caller.policy, `ec2:${action}`);
@@ -113,8 +127,11 @@ export function createEc2Handler(deps: Ec2EndpointDeps): Ec2Handler {
     } catch (err) {
       const ec2 = err instanceof Ec2Error ? err : new Ec2Error('InternalError', 'An internal error has occurred.');
       if (!(err instanceof Ec2Error)) log.error({ err, action, requestId }, 'operation failed with an unexpected error');
-      else if (ec2.status >= 500) log.warn({ code: ec2.code, action, requestId }, ec2.message);
+      // Refusals under load are counted and logged by the limiter, not one line each.
+      else if (ec2.status >= 500 && ec2.code !== 'RequestLimitExceeded') log.warn({ code: ec2.code, action, requestId }, ec2.message);
       return { status: ec2.status, headers: xmlHeaders(requestId), body: serializeError(ec2, requestId) };
+    } finally {
+      release?.();
     }
   };
 }
@@ -143,7 +160,7 @@ export function serveEc2OnNode(handler: () => Ec2Handler | undefined, log?: Pick
     }
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(',') : v;
-    ec2({ method: req.method ?? 'GET', rawUrl: req.url ?? '/', headers, body })
+    ec2({ method: req.method ?? 'GET', rawUrl: req.url ?? '/', headers, body, remoteAddress: req.socket.remoteAddress })
       .then((r) => {
         if (!r.tail) {
           res.writeHead(r.status, { ...r.headers, 'Content-Length': Buffer.byteLength(r.body) });
