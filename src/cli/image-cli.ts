@@ -1,20 +1,27 @@
-// `ironbark image build`: builds the default guest image (or finds it cached) without starting a
+// `ironbark image build [RECIPE]`: builds a guest image (or finds it cached) without starting a
 // cloud, with its progress, so an operator or the test command can prepare it ahead of time.
-import type { Command } from 'commander';
-import { ensureDefaultGuestImage } from '../node/guest-image.ts';
+import { InvalidArgumentError, type Command } from 'commander';
+import { ensureGuestImage, GUEST_IMAGE_RECIPES, isGuestImageRecipe, type GuestImageRecipe } from '../node/guest-image.ts';
+
+export function parseRecipe(value: string): GuestImageRecipe {
+  if (!isGuestImageRecipe(value)) throw new InvalidArgumentError(`no guest image recipe ${value} (recipes: ${GUEST_IMAGE_RECIPES.join(', ')})`);
+  return value;
+}
 
 export function registerImageCommands(program: Command): void {
   const image = program.command('image').description('the guest images this host builds from Debian packages');
   image.command('build')
-    .description('build the default guest image (cached by the fingerprint of its inputs) and print its directory')
+    .description(`build a guest image (cached by the fingerprint of its inputs) and print its directory; recipes: ${GUEST_IMAGE_RECIPES.join(', ')}`)
+    .argument('[recipe]', 'which image: default (busybox guest) or debian-12 (Debian 12 with cloud-init)', parseRecipe, 'default')
     .option('--image-cache <dir>', 'where built guest images are cached (default ~/.cache/ironbark/images)')
-    .action(async (opts: { imageCache?: string }) => {
+    .action(async (recipe: GuestImageRecipe, opts: { imageCache?: string }) => {
       const out = process.stderr;
-      const built = await ensureDefaultGuestImage({
+      const built = await ensureGuestImage(recipe, {
         cacheDir: opts.imageCache,
         onProgress: (p) => out.write(p.total ? `  [${p.step}/${p.total}] ${p.message}\n` : `  ${p.message}\n`),
       });
-      out.write(`default guest image: kernel ${built.manifest.kernel.package} ${built.manifest.kernel.version}, fingerprint ${built.manifest.fingerprint.slice(0, 16)}\n`);
+      const os = built.manifest.os ? `${built.manifest.os.name} ${built.manifest.os.version}, ` : '';
+      out.write(`${recipe} guest image: ${os}kernel ${built.manifest.kernel.package} ${built.manifest.kernel.version}, fingerprint ${built.manifest.fingerprint.slice(0, 16)}\n`);
       process.stdout.write(`${built.dir}\n`);
     });
 }

@@ -9,6 +9,7 @@ import { registerRateLimitAdminCommands } from './admin-rate-limits-cli.ts';
 import { addPowerFlags } from './power-options.ts';
 import { addRequestLimitFlag } from './request-limit-option.ts';
 import { registerImageCommands } from './image-cli.ts';
+import { addGuestImageOption } from './guest-image-option.ts';
 
 const program = new Command();
 program.name('ironbark').description('An open-source private cloud that speaks the Amazon EC2 API');
@@ -30,7 +31,7 @@ const up = program.command('up')
   .option('--stop-timeout <seconds>', STOP_TIMEOUT_HELP, stopTimeoutOption)
   .option('--image-cache <dir>', 'where built guest images are cached (default ~/.cache/ironbark/images)')
   .option('--master-key-file <path>', 'key file that encrypts the secrets in the store (default: $IRONBARK_MASTER_KEY_FILE, else master.key in the data directory, made at first start)');
-addRequestLimitFlag(addPowerFlags(up)).action(async (opts) => { await runUp(opts); });
+addGuestImageOption(addRequestLimitFlag(addPowerFlags(up))).action(async (opts) => { await runUp(opts); });
 
 registerRoleCommands(program);
 registerImageCommands(program);

@@ -6,7 +6,8 @@ import { parseListenAddress } from './listen-address.ts';
 import { startCloudController } from '../cloud/cloud-controller.ts';
 import { ensureZone } from '../cloud/provision.ts';
 import { imageFileFor } from '../cloud/default-image.ts';
-import { prepareDefaultImage } from './prepare-default-image.ts';
+import { prepareDefaultImage, prepareGuestImage } from './prepare-default-image.ts';
+import type { GuestImageFlags } from './guest-image-option.ts';
 import { untilSignalled } from './foreground.ts';
 import { startAllInOneCompute } from '../cluster/all-in-one.ts';
 import type { Capacity } from '../node/node-agent.ts';
@@ -16,7 +17,7 @@ import type { ClusterApi } from '../cluster/cluster-api.ts';
 import { powerOptionsFrom, type PowerFlags } from './power-options.ts';
 import { endpointLimitsFrom, type RequestLimitFlags } from './request-limit-option.ts';
 
-export interface UpOptions extends PowerFlags, RequestLimitFlags {
+export interface UpOptions extends PowerFlags, RequestLimitFlags, GuestImageFlags {
   dataDir: string;
   listen: string;
   store?: string;
@@ -96,7 +97,9 @@ export async function runUp(opts: UpOptions): Promise<void> {
     const zone = opts.zone ?? `${opts.region}a`;
     await ensureZone(cloud.store, { name: zone, cidr: opts.zoneCidr, region: opts.region });
 
-    const image = await prepareDefaultImage(cloud.store, cloud.admin.accountId, opts.imageCache);
+    let image = await prepareDefaultImage(cloud.store, cloud.admin.accountId, opts.imageCache);
+    // `--image debian-12`: built (once) and registered too, and the one the example below runs.
+    for (const recipe of opts.image ?? []) image = await prepareGuestImage(cloud.store, cloud.admin.accountId, recipe, opts.imageCache);
 
     compute = await startAllInOneCompute({
       dataDir, zone, cidr: opts.zoneCidr, region: opts.region, driver: opts.driver, policy: opts.policy, log, capacity, nodes, power,

@@ -1,7 +1,9 @@
-// The default guest image (kernel, initramfs, raw ext4 root disk) is built on this host from
-// Debian packages by images/default/build.sh and cached; this module runs that recipe with
-// visible progress, installs the Debian tools it needs, and rebuilds only when the recipe or
-// one of its inputs (kernel package, busybox, dropbear, shared libraries) changed.
+// Guest images (kernel, initramfs, ext4 root disk) are built on this host from Debian packages by
+// a recipe, images/<recipe>/build.sh, and cached; this module runs a recipe with visible progress,
+// installs the Debian tools it needs, and rebuilds only when the recipe or one of its inputs
+// changed. Recipes: `default` (busybox and dropbear, images/default/) and `debian-12` (Debian 12
+// with cloud-init, images/debian-12/). Every recipe answers the same three calls: `build.sh
+// OUTDIR`, `build.sh --fingerprint` and `build.sh --required-packages`.
 import { spawn } from 'node:child_process';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
@@ -10,7 +12,22 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describeCommandFailure } from './command-failure.ts';
 
-export const DEFAULT_RECIPE_SCRIPT = resolve(dirname(fileURLToPath(import.meta.url)), '../../images/default/build.sh');
+const IMAGES_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../images');
+
+/** The guest image recipes this checkout has, each a directory under images/. */
+export const GUEST_IMAGE_RECIPES = ['default', 'debian-12'] as const;
+export type GuestImageRecipe = (typeof GUEST_IMAGE_RECIPES)[number];
+
+export function isGuestImageRecipe(name: string): name is GuestImageRecipe {
+  return (GUEST_IMAGE_RECIPES as readonly string[]).includes(name);
+}
+
+/** The build script of a recipe. */
+export function recipeScriptFor(recipe: GuestImageRecipe): string {
+  return join(IMAGES_DIR, recipe, 'build.sh');
+}
+
+export const DEFAULT_RECIPE_SCRIPT = recipeScriptFor('default');
 
 export interface GuestImageFileInfo {
   sha256: string;
@@ -23,15 +40,19 @@ export interface GuestImageManifest {
   fingerprint: string;
   kernel: { package: string; version: string; release: string };
   cmdline: string;
-  rootfsFormat: 'raw';
+  rootfsFormat: 'raw' | 'qcow2';
+  /** What the root disk holds, for recipes that make a distribution image. */
+  os?: { name: string; version: string; codename?: string; cloudInit?: string; defaultUser?: string };
   files: Record<string, GuestImageFileInfo>;
 }
 
 export interface GuestImage {
+  recipe: GuestImageRecipe;
   dir: string;
   kernel: string;
   initrd?: string;
   rootfs: string;
+  rootfsFormat: 'raw' | 'qcow2';
   cmdline: string;
   manifest: GuestImageManifest;
 }
@@ -44,7 +65,7 @@ export interface GuestImageProgress {
 }
 
 export interface EnsureGuestImageOptions {
-  /** Root of the image cache; the default image lives in `<cacheDir>/default`. */
+  /** Root of the image cache; a recipe's builds live in `<cacheDir>/<recipe>`. */
   cacheDir?: string;
   onProgress?: (progress: GuestImageProgress) => void;
   /** The recipe to run (tests may point at a copy). */
@@ -158,12 +179,14 @@ async function isCurrent(dir: string, manifest: GuestImageManifest | undefined, 
   return true;
 }
 
-function describe(dir: string, manifest: GuestImageManifest): GuestImage {
+function describe(recipe: GuestImageRecipe, dir: string, manifest: GuestImageManifest): GuestImage {
   return {
+    recipe,
     dir,
     kernel: join(dir, 'vmlinuz'),
     initrd: manifest.files['initrd.img'] ? join(dir, 'initrd.img') : undefined,
     rootfs: join(dir, 'rootfs.img'),
+    rootfsFormat: manifest.rootfsFormat === 'qcow2' ? 'qcow2' : 'raw',
     cmdline: manifest.cmdline,
     manifest,
   };
@@ -210,23 +233,31 @@ async function withBuildLock<T>(dir: string, progress: (message: string) => void
 const inFlight = new Map<string, Promise<GuestImage>>();
 
 /**
- * Returns the default guest image, building it first when the cache is missing or stale.
- * Each build lives in its own directory, `<cacheDir>/default/<fingerprint prefix>/`, and is
+ * Returns the guest image a recipe makes, building it first when the cache is missing or stale.
+ * Each build lives in its own directory, `<cacheDir>/<recipe>/<fingerprint prefix>/`, and is
  * never modified afterwards, so copy-on-write disks that name its rootfs.img as their backing
  * file stay valid when a newer recipe or kernel produces a new build beside it.
  * Building needs root (device nodes and root-owned files inside the images).
  */
-export function ensureDefaultGuestImage(options: EnsureGuestImageOptions = {}): Promise<GuestImage> {
-  const root = join(resolve(options.cacheDir ?? defaultImageCacheDir()), 'default');
+export function ensureGuestImage(recipe: GuestImageRecipe, options: EnsureGuestImageOptions = {}): Promise<GuestImage> {
+  if (!isGuestImageRecipe(recipe)) {
+    return Promise.reject(new GuestImageBuildError(`no guest image recipe ${JSON.stringify(recipe)} (recipes: ${GUEST_IMAGE_RECIPES.join(', ')})`));
+  }
+  const root = join(resolve(options.cacheDir ?? defaultImageCacheDir()), recipe);
   const existing = inFlight.get(root);
   if (existing) return existing;
-  const promise = ensureImage(root, options).finally(() => inFlight.delete(root));
+  const promise = ensureImage(recipe, root, options).finally(() => inFlight.delete(root));
   inFlight.set(root, promise);
   return promise;
 }
 
-async function ensureImage(root: string, options: EnsureGuestImageOptions): Promise<GuestImage> {
-  const script = options.recipeScript ?? DEFAULT_RECIPE_SCRIPT;
+/** The default guest image (busybox, dropbear), as ensureGuestImage('default') makes it. */
+export function ensureDefaultGuestImage(options: EnsureGuestImageOptions = {}): Promise<GuestImage> {
+  return ensureGuestImage('default', options);
+}
+
+async function ensureImage(recipe: GuestImageRecipe, root: string, options: EnsureGuestImageOptions): Promise<GuestImage> {
+  const script = options.recipeScript ?? recipeScriptFor(recipe);
   const onProgress = options.onProgress ?? (() => {});
   let total = 0;
   let step = 0;
@@ -250,18 +281,18 @@ async function ensureImage(root: string, options: EnsureGuestImageOptions): Prom
   const dir = join(root, fingerprint.slice(0, 16));
 
   const cached = await readManifest(dir);
-  if (cached && (await isCurrent(dir, cached, fingerprint))) return describe(dir, cached);
+  if (cached && (await isCurrent(dir, cached, fingerprint))) return describe(recipe, dir, cached);
 
   return withBuildLock(dir, prepare, async () => {
     // Another process may have finished the same build while this one waited for the lock.
     const built = await readManifest(dir);
-    if (built && (await isCurrent(dir, built, fingerprint))) return describe(dir, built);
+    if (built && (await isCurrent(dir, built, fingerprint))) return describe(recipe, dir, built);
 
     // Build beside the final place and rename, so `dir` only ever holds a whole image.
     const partial = `${dir}.partial`;
     await rm(partial, { recursive: true, force: true });
     await rm(dir, { recursive: true, force: true });
-    prepare(`building the default guest image in ${dir}`);
+    prepare(`building the ${recipe} guest image in ${dir}`);
     const result = await run('bash', [script, partial], (line) => {
       const match = /^step (\d+)\/(\d+) (.*)$/.exec(line);
       if (match) {
@@ -274,13 +305,13 @@ async function ensureImage(root: string, options: EnsureGuestImageOptions): Prom
     });
     if (result.code !== 0) {
       await rm(partial, { recursive: true, force: true });
-      throw new GuestImageBuildError(`building the default guest image failed: ${failure(result)}`);
+      throw new GuestImageBuildError(`building the ${recipe} guest image failed: ${failure(result)}`);
     }
     const manifest = await readManifest(partial);
     if (!manifest || !(await isCurrent(partial, manifest, fingerprint))) {
       throw new GuestImageBuildError(`the guest image build in ${partial} left no complete manifest (its inputs changed during the build?)`);
     }
     await rename(partial, dir);
-    return describe(dir, manifest);
+    return describe(recipe, dir, manifest);
   });
 }

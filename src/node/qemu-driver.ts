@@ -13,6 +13,7 @@ import {
 import { QmpClient, type QmpEvent } from './qmp-client.ts';
 import { ensurePrivateDir, ensurePrivateFile, PRIVATE_FILE_MODE, restrictFile } from '../store/private-files.ts';
 import { describeExit, lastLines } from './command-failure.ts';
+import { smbiosType1Arg } from './smbios-identity.ts';
 
 export interface QemuDriverOptions {
   /** Directory indexing every VM this driver manages (entries are work dirs or links to them). */
@@ -493,6 +494,9 @@ export function buildQemuArgs(spec: VmSpec, run: {
     '-no-shutdown',
     '-kernel', spec.kernelPath,
     '-append', spec.kernelCmdline,
+    // The instance's identity as EC2 presents it (system UUID and serial "ec2…"): cloud-init knows
+    // its platform by it and speaks IMDSv2.
+    '-smbios', smbiosType1Arg(spec.id),
   ];
   if (spec.initrdPath) args.push('-initrd', spec.initrdPath);
   args.push('-drive', `file=${optValue(spec.diskPath)},if=virtio,format=qcow2`);
