@@ -4,6 +4,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   launch: async () => (await import('./launch.ts')).benchLaunch(),
   placement: async () => (await import('./placement.ts')).benchPlacement(),
   network: async () => (await import('./network.ts')).benchNetwork(),
+  limits: async () => (await import('./limits.ts')).benchLimits(),
 };
 
 const name = process.argv[2];

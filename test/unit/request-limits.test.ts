@@ -73,7 +73,7 @@ test('changing a bucket\'s limit: room added is usable at once, room taken away 
 // ---- fair scheduler ---------------------------------------------------------------------------
 
 test('the scheduler runs at most perKey requests of a key, queues the rest and refuses past the queue', async () => {
-  const s = new FairScheduler({ perKey: 2, total: 10, queuePerKey: 3 });
+  const s = new FairScheduler({ perKey: 2, total: 10, queuePerKey: 3, perTurn: 100 });
   const a1 = s.acquire('a');
   const a2 = s.acquire('a');
   assert.equal(typeof a1, 'function');
@@ -93,6 +93,25 @@ test('the scheduler runs at most perKey requests of a key, queues the rest and r
   await waiting[1];
   await waiting[2];
   assert.deepEqual(s.stats('a'), { running: 2, waiting: 0 });
+});
+
+test('one request of a key starts per turn of the event loop: a key\'s ready requests cannot all run before another key\'s', async () => {
+  const s = new FairScheduler({ perKey: 8, total: 64, queuePerKey: 100 });
+  const started: string[] = [];
+  // Handlers that finish at once (as store calls on SQLite do): concurrency alone would never queue them.
+  const run = (key: string) => {
+    const slot = s.acquire(key);
+    if (typeof slot === 'function') { started.push(`${key} now`); slot(); return Promise.resolve(); }
+    return (slot as Promise<Release>).then((release) => { started.push(key); release(); });
+  };
+  const all = [run('a'), run('a'), run('a'), run('b'), run('a'), run('b')];
+  assert.deepEqual(started, ['a now', 'b now'], 'the first request of each key starts at once, the others wait for a turn');
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(started, ['a now', 'b now', 'a', 'b']);
+  await Promise.all(all);
+  assert.deepEqual(started, ['a now', 'b now', 'a', 'b', 'a', 'a']);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(s.stats(), { running: 0, waiting: 0 });
 });
 
 test('free slots go to the keys in turn: a long queue delays another key by one request at most', async () => {

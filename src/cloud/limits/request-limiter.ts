@@ -26,7 +26,7 @@ import { CLOUD_SCOPE, readRateLimits, resolveLimit, type FamilyLimit } from './r
  */
 export const DEFAULT_MAX_REQUEST_PARAMS = 16_384;
 /** Requests of one account running at once, by default. */
-export const DEFAULT_IN_FLIGHT_PER_ACCOUNT = 8;
+export const DEFAULT_IN_FLIGHT_PER_ACCOUNT = 4;
 /** Requests of all accounts running at once, by default. */
 export const DEFAULT_IN_FLIGHT_TOTAL = 64;
 /** Requests of one account waiting for a slot, by default; one more is refused. */
