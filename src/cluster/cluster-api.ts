@@ -1,6 +1,6 @@
 // What the cloud controller asks of a cluster controller (one per availability zone). The cloud
 // never talks to nodes: the cluster places instances, relays commands and reports actual state.
-import type { InstanceSpec, InstanceUpdate, NodeInstanceStatus, NodeResources } from '../node/node-api.ts';
+import type { InstanceMetadataOptions, InstanceSpec, InstanceUpdate, NodeInstanceStatus, NodeResources } from '../node/node-api.ts';
 import type { FirewallDocument, FirewallPushResult } from '../node/network/firewall-document.ts';
 
 export interface Placement { instanceId: string; nodeId: string }
@@ -45,4 +45,9 @@ export interface ClusterApi {
    * the zone's nodes (firewall-relay.ts). Optional: a cluster without it enforces no groups.
    */
   applyFirewall?(doc: FirewallDocument): Promise<FirewallPushResult>;
+  /**
+   * Passes new metadata options (ModifyInstanceMetadataOptions) to the instance's node, which
+   * honours them at once. Optional: without it, options change only with the next launch.
+   */
+  setMetadataOptions?(instanceId: string, options: InstanceMetadataOptions): Promise<void>;
 }

@@ -5,7 +5,7 @@
 // from one round of polling, and a node that comes back after being down is believed as it is.
 // With power-save it also puts idle nodes to sleep and wakes them before they are used (power.ts).
 import { Ec2Error, insufficientCapacity } from '../protocol/errors.ts';
-import type { InstanceSpec, InstanceUpdate, NodeInstanceStatus } from '../node/node-api.ts';
+import type { InstanceMetadataOptions, InstanceSpec, InstanceUpdate, NodeInstanceStatus } from '../node/node-api.ts';
 import type { ClusterApi, ClusterInstanceStatus, ClusterNodeStatus, Placement } from './cluster-api.ts';
 import { NodeRegistry, type NodeEntry, type NodeRegistration } from './node-registry.ts';
 import { createPolicy } from './policies/index.ts';
@@ -254,6 +254,13 @@ export class ClusterController implements ClusterApi {
 
   async rebootInstance(instanceId: string): Promise<void> {
     await this.command(instanceId, 'rebootInstance', (c) => c.rebootInstance(instanceId));
+  }
+
+  async setMetadataOptions(instanceId: string, options: InstanceMetadataOptions): Promise<void> {
+    await this.command(instanceId, 'setMetadataOptions', async (c) => {
+      if (!c.setMetadataOptions) throw new Ec2Error('UnsupportedOperation', `The node of ${instanceId} cannot change metadata options.`);
+      await c.setMetadataOptions(instanceId, options);
+    });
   }
 
   async terminateInstance(instanceId: string): Promise<void> {

@@ -2,7 +2,7 @@
 // host. Calls are signed with the zone's shared secret (key id = the zone); errors come back as
 // Ec2Error with the cluster's code, and a cluster that does not answer fails with Unavailable.
 import type { ClusterApi, ClusterInstanceStatus, ClusterNodeStatus, Placement } from './cluster-api.ts';
-import type { InstanceSpec, InstanceUpdate } from '../node/node-api.ts';
+import type { InstanceMetadataOptions, InstanceSpec, InstanceUpdate } from '../node/node-api.ts';
 import type { FirewallDocument, FirewallPushResult } from '../node/network/firewall-document.ts';
 import type { JoinedNodeView } from './cluster-http-server.ts';
 import { PeerClient } from '../auth/peer-rpc.ts';
@@ -50,6 +50,10 @@ export class ClusterHttpClient implements ClusterApi {
 
   async rebootInstance(instanceId: string): Promise<void> {
     await this.#peer.call('rebootInstance', { instanceId });
+  }
+
+  async setMetadataOptions(instanceId: string, options: InstanceMetadataOptions): Promise<void> {
+    await this.#peer.call('setMetadataOptions', { instanceId, options });
   }
 
   async terminateInstance(instanceId: string): Promise<void> {

@@ -16,7 +16,7 @@ import { Hono } from 'hono';
 import type { Logger } from 'pino';
 import type { ClusterApi } from './cluster-api.ts';
 import type { NodeRegistration } from './node-registry.ts';
-import type { ImageRef, InstanceSpec, InstanceUpdate, NodeApi } from '../node/node-api.ts';
+import type { ImageRef, InstanceMetadataOptions, InstanceSpec, InstanceUpdate, NodeApi } from '../node/node-api.ts';
 import { NodeHttpClient } from '../node/node-http-client.ts';
 import { PeerVerifier, signPeerRequest } from '../auth/peer-auth.ts';
 import { createPeerRpcHandler, optionalBoolean, optionalObject, requiredObject, requiredString, type PeerMethods } from '../auth/peer-rpc.ts';
@@ -156,6 +156,11 @@ export function createClusterHttpServer(opts: ClusterHttpServerOptions): Cluster
     startInstance: (p) => cluster.startInstance(requiredString(p, 'instanceId'), optionalObject<InstanceUpdate>(p, 'update')),
     stopInstance: (p) => cluster.stopInstance(requiredString(p, 'instanceId'), optionalBoolean(p, 'force')),
     rebootInstance: (p) => cluster.rebootInstance(requiredString(p, 'instanceId')),
+    setMetadataOptions: async (p) => {
+      if (!cluster.setMetadataOptions) throw new Ec2Error('UnsupportedOperation', `The cluster of ${zone} cannot change metadata options.`);
+      await cluster.setMetadataOptions(requiredString(p, 'instanceId'), requiredObject<InstanceMetadataOptions>(p, 'options'));
+      return {};
+    },
     terminateInstance: (p) => cluster.terminateInstance(requiredString(p, 'instanceId')),
     consoleOutput: async (p) => ({ output: await cluster.consoleOutput(requiredString(p, 'instanceId')) }),
     describeInstances: () => cluster.describeInstances(),

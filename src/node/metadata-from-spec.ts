@@ -30,5 +30,15 @@ export function metadataFromSpec(spec: InstanceSpec): InstanceMetadata {
     vpcId: spec.vpcId,
     subnetId: spec.subnetId,
     subnetIpv4CidrBlock: spec.subnetCidr,
+    // EC2's defaults when the launch gave none: tokens optional, hop limit 1, endpoint enabled.
+    httpTokens: spec.metadataOptions?.httpTokens === 'required' ? 'required' : 'optional',
+    httpEndpoint: spec.metadataOptions?.httpEndpoint === 'disabled' ? 'disabled' : 'enabled',
+    httpPutResponseHopLimit: hopLimitOf(spec),
+    rootDeviceName: '/dev/vda',
   };
+}
+
+function hopLimitOf(spec: InstanceSpec): number {
+  const hops = spec.metadataOptions?.httpPutResponseHopLimit;
+  return typeof hops === 'number' && Number.isInteger(hops) && hops >= 1 && hops <= 64 ? hops : 1;
 }

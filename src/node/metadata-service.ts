@@ -1,11 +1,17 @@
 // EC2's instance metadata service for the instances on this node. A guest is recognised by the
 // source address of its TCP connection (the bridge's anti-spoofing rules keep that honest), and
-// sees only its own data. Both IMDSv1 (plain GETs) and IMDSv2 (session tokens from PUT) work.
+// sees only its own data. Both IMDSv1 (plain GETs) and IMDSv2 (session tokens from PUT) work, and
+// each instance's metadata options are honoured as EC2 does: HttpTokens=required refuses IMDSv1
+// (401), HttpEndpoint=disabled refuses everything (403), and HttpPutResponseHopLimit is the IP TTL
+// token answers leave with (metadata-hop-limit.ts). What cloud-init's Ec2 datasource reads is here:
+// the dated versions it probes, meta-data/ with network/interfaces/macs/…, block-device-mapping/,
+// user-data as raw bytes, and dynamic/instance-identity/document (unsigned: its signature paths 404).
 import http from 'node:http';
 import type { AddressInfo, Server as NetServer } from 'node:net';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { listenInNamespace } from './network-netns-socket.ts';
 import { applyServerTimeouts } from '../http/server-timeouts.ts';
+import { NftHopLimiter, type HopLimiter } from './metadata-hop-limit.ts';
 
 export interface InstanceMetadata {
   instanceId: string;
@@ -35,12 +41,26 @@ export interface InstanceMetadata {
   subnetIpv4CidrBlock?: string;
   /** 'required' refuses IMDSv1 requests, as the instance's HttpTokens metadata option does on EC2. */
   httpTokens?: 'optional' | 'required';
+  /** 'disabled' turns the service off for the instance (HttpEndpoint): every request gets 403. */
+  httpEndpoint?: 'enabled' | 'disabled';
+  /** HttpPutResponseHopLimit: the IP TTL of token answers (1 when absent, as on EC2). */
+  httpPutResponseHopLimit?: number;
+  /** The root device, as block-device-mapping/ami and /root show it. */
+  rootDeviceName?: string;
 }
 
 export interface MetadataServiceOptions {
   lookupByIp: (ip: string) => InstanceMetadata | undefined;
   /** Milliseconds since the epoch; injectable so token expiry can be tested without waiting. */
   now?: () => number;
+  /**
+   * Enforce HttpPutResponseHopLimit: true makes nftables rules (metadata-hop-limit.ts) in the
+   * namespace the service listens in, once it listens; or a limiter of the caller's. Off by default,
+   * so a service on a test's loopback never touches the host's firewall.
+   */
+  hopLimit?: boolean | HopLimiter;
+  /** Told when the hop limit could not be applied (the token is still given: the guest keeps working). */
+  onError?: (err: Error, what: string) => void;
 }
 
 /** The API versions EC2 lists at `/`; every one of them is served with the current layout. */
@@ -121,6 +141,7 @@ function metaDataTree(m: InstanceMetadata): MetadataDirectory {
   return dir([
     ['ami-id', m.amiId],
     ['ami-launch-index', String(m.amiLaunchIndex)],
+    ['block-device-mapping', dir([['ami', m.rootDeviceName ?? '/dev/vda'], ['root', m.rootDeviceName ?? '/dev/vda']])],
     ['hostname', m.localHostname],
     ['instance-action', 'none'],
     ['instance-id', m.instanceId],
@@ -175,10 +196,14 @@ export class MetadataService {
   /** Tokens are HMACs under a key that lives only in this process, so they need no table and die with it. */
   private readonly tokenKey = randomBytes(32);
   private server: http.Server | undefined;
+  private hopLimiter: HopLimiter | undefined;
+  private readonly opts: MetadataServiceOptions;
 
   constructor(opts: MetadataServiceOptions) {
+    this.opts = opts;
     this.lookupByIp = opts.lookupByIp;
     this.now = opts.now ?? Date.now;
+    if (opts.hopLimit && opts.hopLimit !== true) this.hopLimiter = opts.hopLimit;
   }
 
   /**
@@ -204,12 +229,20 @@ export class MetadataService {
       this.server = undefined;
       throw e;
     }
-    return server.address() as AddressInfo;
+    const address = server.address() as AddressInfo;
+    if (this.opts.hopLimit === true) {
+      this.hopLimiter = new NftHopLimiter({ netns: opts.netns, serviceAddress: address.address, servicePort: address.port });
+    }
+    return address;
   }
 
   async close(): Promise<void> {
     const server = this.server;
     this.server = undefined;
+    if (this.opts.hopLimit === true) {
+      await this.hopLimiter?.close().catch(() => undefined);
+      this.hopLimiter = undefined;
+    }
     if (!server) return;
     await new Promise<void>((resolve) => {
       server.close(() => resolve());
@@ -227,9 +260,12 @@ export class MetadataService {
     }
     const instance = this.lookupByIp(clientIp);
     if (!instance) return this.fail(res, 404);
+    if (instance.httpEndpoint === 'disabled') return this.fail(res, 403);
     const token = req.headers[TOKEN_HEADER];
+    let ttlLeft: number | undefined;
     if (token !== undefined) {
-      if (typeof token !== 'string' || !this.tokenIsValid(token, clientIp, instance.instanceId)) return this.fail(res, 401);
+      ttlLeft = typeof token === 'string' ? this.tokenSecondsLeft(token, clientIp, instance.instanceId) : undefined;
+      if (ttlLeft === undefined) return this.fail(res, 401);
     } else if (instance.httpTokens === 'required') {
       return this.fail(res, 401);
     }
@@ -237,7 +273,9 @@ export class MetadataService {
     if (node === undefined) return this.fail(res, 404);
     const body = isDirectory(node) ? listing(node) : node;
     const type = Buffer.isBuffer(node) ? 'application/octet-stream' : 'text/plain';
-    this.send(res, 200, body, { 'Content-Type': type }, req.method === 'HEAD');
+    // With a token, EC2 says how long it has left.
+    const ttlHeader: Record<string, string> = ttlLeft !== undefined ? { 'X-Aws-Ec2-Metadata-Token-Ttl-Seconds': String(ttlLeft) } : {};
+    this.send(res, 200, body, { 'Content-Type': type, ...ttlHeader }, req.method === 'HEAD');
   }
 
   private resolve(instance: InstanceMetadata, path: string): MetadataNode | undefined {
@@ -261,11 +299,20 @@ export class MetadataService {
     if (!/^\/latest\/api\/token\/?$/.test(path)) return this.fail(res, 405, { Allow: 'OPTIONS, GET, HEAD' });
     const instance = this.lookupByIp(clientIp);
     if (!instance) return this.fail(res, 404);
+    if (instance.httpEndpoint === 'disabled') return this.fail(res, 403);
     const ttlHeader = req.headers[TOKEN_TTL_HEADER];
     const ttl = typeof ttlHeader === 'string' && /^\d+$/.test(ttlHeader.trim()) ? Number(ttlHeader.trim()) : NaN;
     if (!(ttl >= 1 && ttl <= MAX_TOKEN_TTL_SECONDS)) return this.fail(res, 400);
     const token = this.makeToken(clientIp, instance.instanceId, this.now() + ttl * 1000);
-    this.send(res, 200, token, { 'Content-Type': 'text/plain', 'X-Aws-Ec2-Metadata-Token-Ttl-Seconds': String(ttl) });
+    const answer = () => this.send(res, 200, token, { 'Content-Type': 'text/plain', 'X-Aws-Ec2-Metadata-Token-Ttl-Seconds': String(ttl) });
+    const limiter = this.hopLimiter;
+    const port = req.socket.remotePort;
+    if (!limiter || port === undefined) return answer();
+    // The answer leaves only once its TTL rule is in place, so it never slips past the hop limit.
+    limiter.limit(clientIp, port, instance.httpPutResponseHopLimit ?? 1).then(answer, (err: Error) => {
+      this.opts.onError?.(err, `cannot apply the metadata hop limit for ${instance.instanceId}`);
+      answer();
+    });
   }
 
   private makeToken(ip: string, instanceId: string, expiresAt: number): string {
@@ -273,17 +320,20 @@ export class MetadataService {
     return `${payload}.${this.sign(payload)}`;
   }
 
-  private tokenIsValid(token: string, ip: string, instanceId: string): boolean {
+  /** Whole seconds the token has left, or undefined when it is not a valid token of this instance. */
+  private tokenSecondsLeft(token: string, ip: string, instanceId: string): number | undefined {
     const [payload, signature, extra] = token.split('.');
-    if (!payload || !signature || extra !== undefined) return false;
+    if (!payload || !signature || extra !== undefined) return undefined;
     const expected = Buffer.from(this.sign(payload));
     const given = Buffer.from(signature);
-    if (expected.length !== given.length || !timingSafeEqual(expected, given)) return false;
+    if (expected.length !== given.length || !timingSafeEqual(expected, given)) return undefined;
     try {
       const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { ip: string; id: string; exp: number };
-      return claims.ip === ip && claims.id === instanceId && this.now() < claims.exp;
+      const now = this.now();
+      if (claims.ip !== ip || claims.id !== instanceId || !(now < claims.exp)) return undefined;
+      return Math.max(1, Math.ceil((claims.exp - now) / 1000));
     } catch {
-      return false;
+      return undefined;
     }
   }
 

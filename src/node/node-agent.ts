@@ -25,10 +25,11 @@ import type { ImageCache } from './image-cache.ts';
 import { createInstanceDisk, deleteInstanceDisk, diskInfo } from './instance-disk.ts';
 import type { InstanceMetadata } from './metadata-service.ts';
 import { metadataFromSpec } from './metadata-from-spec.ts';
+import { checkMetadataOptions } from './metadata-options.ts';
 import type { NodeNetwork } from './network.ts';
 import type { FirewallApplyResult, FirewallDocument } from './network/firewall-document.ts';
 import { NodeFirewallDocuments } from './network/firewall-documents.ts';
-import { GUEST_SHUTDOWN_REASON, type ImageRef, type InstanceSpec, type InstanceUpdate, type NodeApi, type NodeInstanceState, type NodeInstanceStatus, type NodeResources } from './node-api.ts';
+import { GUEST_SHUTDOWN_REASON, type ImageRef, type InstanceMetadataOptions, type InstanceSpec, type InstanceUpdate, type NodeApi, type NodeInstanceState, type NodeInstanceStatus, type NodeResources } from './node-api.ts';
 import { NodeStateStore, type InstanceRecord } from './node-state.ts';
 
 export interface AgentLogger {
@@ -287,6 +288,17 @@ export class NodeAgent implements NodeApi {
     return this.driver.consoleOutput(instanceId);
   }
 
+  /** ModifyInstanceMetadataOptions: kept with the instance, honoured by its metadata service from the next request. */
+  async setMetadataOptions(instanceId: string, options: InstanceMetadataOptions): Promise<void> {
+    await this.recover();
+    const inst = this.get(instanceId);
+    const checked = checkMetadataOptions(options);
+    inst.record.spec = { ...inst.record.spec, metadataOptions: checked };
+    await this.store.save(inst.record);
+    const ip = inst.record.spec.privateIp;
+    if (this.metadataByIp.get(ip)?.instanceId === instanceId) this.metadataByIp.set(ip, metadataFromSpec(inst.record.spec));
+  }
+
   /** Keeps the zone's firewall document and rebuilds the security-group rules of its networks here. */
   async applyFirewall(raw: FirewallDocument): Promise<FirewallApplyResult> {
     // Without real networking (the fake driver) there is nothing to filter: acknowledged, not kept.
@@ -430,6 +442,7 @@ export class NodeAgent implements NodeApi {
     const next = { ...spec };
     if (update.vmType) next.vmType = update.vmType;
     if (update.userData !== undefined) next.userData = update.userData ?? undefined;
+    if (update.metadataOptions) next.metadataOptions = checkMetadataOptions(update.metadataOptions);
     if (JSON.stringify(next) === JSON.stringify(spec)) return;
     if (JSON.stringify(next.vmType) !== JSON.stringify(spec.vmType)) {
       // The VM's cores and memory are fixed when it is defined: define it anew (the disk stays).

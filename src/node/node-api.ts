@@ -15,6 +15,19 @@ export interface ImageRef {
 
 export interface VmTypeSpec { name: string; cores: number; memoryMiB: number; diskGiB: number }
 
+/**
+ * How the instance's metadata service answers it: RunInstances' MetadataOptions, changed by
+ * ModifyInstanceMetadataOptions at any time (the node applies a change at once).
+ */
+export interface InstanceMetadataOptions {
+  /** 'required': IMDSv1 requests (without a session token) are refused. */
+  httpTokens: 'optional' | 'required';
+  /** The IP TTL token answers leave with, 1 to 64. */
+  httpPutResponseHopLimit: number;
+  /** 'disabled': the service refuses the instance altogether. */
+  httpEndpoint: 'enabled' | 'disabled';
+}
+
 /** Everything a node needs to run one instance, including what its metadata service serves. */
 export interface InstanceSpec {
   instanceId: string;
@@ -42,6 +55,8 @@ export interface InstanceSpec {
   securityGroups: { id: string; name: string }[];
   launchIndex: number;
   launchTime: string;
+  /** Absent: EC2's defaults (tokens optional, hop limit 1, endpoint enabled). */
+  metadataOptions?: InstanceMetadataOptions;
 }
 
 /** Actual state of an instance on a node, as EC2 names states. */
@@ -74,6 +89,7 @@ export interface InstanceUpdate {
   vmType?: VmTypeSpec;
   /** base64; null removes the user data. */
   userData?: string | null;
+  metadataOptions?: InstanceMetadataOptions;
 }
 
 export interface NodeApi {
@@ -93,4 +109,9 @@ export interface NodeApi {
    * and makes this node's rules follow it; idempotent. Optional: a node without it runs no groups.
    */
   applyFirewall?(doc: FirewallDocument): Promise<FirewallApplyResult>;
+  /**
+   * New metadata options for an instance in any state (ModifyInstanceMetadataOptions): its metadata
+   * service honours them from the next request. Optional: a node without it keeps launch-time options.
+   */
+  setMetadataOptions?(instanceId: string, options: InstanceMetadataOptions): Promise<void>;
 }

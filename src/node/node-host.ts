@@ -105,7 +105,11 @@ export async function startNodeHost(opts: NodeHostOptions): Promise<NodeHost> {
     if (opts.driver === 'qemu') {
       await mkdir(networkDir, { recursive: true });
       await networkFor(opts.zone, opts.cidr).setUp(); // the metadata address lives on the zone's bridge
-      const metadata = new MetadataService({ lookupByIp: agent.lookupMetadata });
+      // Token answers leave with each instance's HttpPutResponseHopLimit as their IP TTL (nftables).
+      const metadata = new MetadataService({
+        lookupByIp: agent.lookupMetadata, hopLimit: true,
+        onError: (err, what) => log.warn({ err: err.message }, what),
+      });
       await metadata.listen(METADATA_ADDRESS, 80, { netns: opts.netns });
       closers.push(() => metadata.close());
       closers.push(async () => {

@@ -1,6 +1,6 @@
 // NodeApi over HTTP: how a cluster controller on another host drives a node controller. Calls are
 // signed with the node's secret; a node that does not answer in time fails with Unavailable.
-import type { InstanceSpec, InstanceUpdate, NodeApi, NodeInstanceStatus, NodeResources } from './node-api.ts';
+import type { InstanceMetadataOptions, InstanceSpec, InstanceUpdate, NodeApi, NodeInstanceStatus, NodeResources } from './node-api.ts';
 import type { FirewallApplyResult, FirewallDocument } from './network/firewall-document.ts';
 import { PeerClient } from '../auth/peer-rpc.ts';
 
@@ -68,6 +68,10 @@ export class NodeHttpClient implements NodeApi {
 
   async consoleOutput(instanceId: string): Promise<string> {
     return (await this.#peer.call<{ output: string }>('consoleOutput', { instanceId })).output;
+  }
+
+  async setMetadataOptions(instanceId: string, options: InstanceMetadataOptions): Promise<void> {
+    await this.#peer.call('setMetadataOptions', { instanceId, options });
   }
 
   applyFirewall(doc: FirewallDocument): Promise<FirewallApplyResult> {

@@ -3,7 +3,7 @@
 import type { RequestListener } from 'node:http';
 import { Hono } from 'hono';
 import type { Logger } from 'pino';
-import type { InstanceUpdate, NodeApi } from './node-api.ts';
+import type { InstanceMetadataOptions, InstanceUpdate, NodeApi } from './node-api.ts';
 import { PeerVerifier } from '../auth/peer-auth.ts';
 import { Ec2Error } from '../protocol/errors.ts';
 import { DEFAULT_PEER_MAX_REQUEST_BYTES, honoListenerWithBodyLimit, peerTooLarge } from '../http/request-body.ts';
@@ -30,6 +30,12 @@ export function nodeApiMethods(agent: NodeApi): PeerMethods {
     rebootInstance: (p) => agent.rebootInstance(requiredString(p, 'instanceId')),
     terminateInstance: (p) => agent.terminateInstance(requiredString(p, 'instanceId')),
     consoleOutput: async (p) => ({ output: await agent.consoleOutput(requiredString(p, 'instanceId')) }),
+    // The agent checks the options value by value (metadata-options.ts).
+    setMetadataOptions: async (p) => {
+      if (!agent.setMetadataOptions) throw new Ec2Error('UnsupportedOperation', 'This node cannot change metadata options.');
+      await agent.setMetadataOptions(requiredString(p, 'instanceId'), requiredObject<InstanceMetadataOptions>(p, 'options'));
+      return {};
+    },
     // The agent checks the document value by value before any of it reaches nftables.
     applyFirewall: async (p) => {
       if (!agent.applyFirewall) throw new Ec2Error('UnsupportedOperation', 'This node does not run security groups.');
