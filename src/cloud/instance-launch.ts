@@ -22,6 +22,7 @@ import { isUsableAddress, macForInstance, pickFreeAddresses, privateDnsName } fr
 import { parseIpv4Address } from './cidr.ts';
 import { reservationsOf, type SecurityGroupRef } from './instance-view.ts';
 import { isUnplaced, placeStoredInstances, recordPlacements } from './instance-placement.ts';
+import { metadataOptionsColumn, metadataOptionsFrom, metadataOptionsSpec, type MetadataOptionsInput, type StoredMetadataOptions } from './instance-metadata-options.ts';
 
 const MAX_USER_DATA_BYTES = 16 * 1024;
 const MAX_CLIENT_TOKEN_LENGTH = 64;
@@ -51,6 +52,7 @@ export interface RunInstancesInput {
   Placement?: { AvailabilityZone?: string };
   SubnetId?: string; PrivateIpAddress?: string; ClientToken?: string; TagSpecifications?: TagSpecification[];
   KernelId?: string; RamdiskId?: string; DisableApiTermination?: boolean; InstanceInitiatedShutdownBehavior?: string;
+  MetadataOptions?: MetadataOptionsInput;
   [other: string]: unknown;
 }
 
@@ -68,6 +70,7 @@ interface LaunchPlan {
   userData?: string;
   groups: SecurityGroupRef[];
   vpcId: string;
+  metadataOptions: StoredMetadataOptions;
   privateIp?: string;
   tags: Tag[];
   clientToken?: string;
@@ -211,6 +214,7 @@ export function createLauncher(deps: LaunchDeps) {
     const vmType = await requireVmType(db, input.InstanceType || DEFAULT_INSTANCE_TYPE);
     const key = await keyPair(db, accountId, input.KeyName);
     const userData = checkUserData(input.UserData);
+    const metadataOptions = metadataOptionsFrom(input.MetadataOptions);
     // Tools send volume (Ansible always) and network-interface tags along: there are no EBS volumes
     // and the one interface has no row of its own, so those are checked and left unused.
     const tags = tagsFromSpecifications(input.TagSpecifications, ['instance', 'volume', 'network-interface']).get('instance') ?? [];
@@ -266,6 +270,7 @@ export function createLauncher(deps: LaunchDeps) {
         accountId, region: ctx.settings.region, min, max, image, kernel, ramdisk, vmType, key, userData,
         groups: groups.map((g) => ({ id: g.id, name: g.name })), vpcId, privateIp, tags, clientToken,
         requestHash: requestHash(input), disableApiTermination: input.DisableApiTermination === true, shutdownBehavior,
+        metadataOptions,
       },
     };
   }
@@ -325,7 +330,7 @@ export function createLauncher(deps: LaunchDeps) {
               security_groups: JSON.stringify(plan.groups), launch_index: i, launch_time: now,
               state: 'pending', state_reason: null, state_changed_at: now, node_id: null,
               disable_api_termination: plan.disableApiTermination ? 1 : 0, status_impaired: 0, accelerator: null,
-              shutdown_behavior: plan.shutdownBehavior,
+              shutdown_behavior: plan.shutdownBehavior, metadata_options: metadataOptionsColumn(plan.metadataOptions),
             });
           }
           for (let i = 0; i < rows.length; i += 200) await tx.insertInto('instances').values(rows.slice(i, i + 200)).execute();
@@ -368,6 +373,7 @@ export function createLauncher(deps: LaunchDeps) {
       ...(row.user_data ? { userData: row.user_data } : {}),
       publicKeys: plan.key ? [plan.key] : [],
       securityGroups: plan.groups, launchIndex: row.launch_index, launchTime: row.launch_time,
+      ...metadataOptionsSpec(row),
     };
   }
 

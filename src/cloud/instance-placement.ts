@@ -11,6 +11,7 @@ import type { ClusterApi, Placement } from '../cluster/cluster-api.ts';
 import { imageRefFor } from './images.ts';
 import { findVmType } from './vm-types.ts';
 import { privateDnsName } from './ip-allocation.ts';
+import { metadataOptionsSpec } from './instance-metadata-options.ts';
 
 /** A pending instance no node has taken yet: its placement was asked for and not (yet) answered. */
 export function isUnplaced(row: Pick<InstancesTable, 'state' | 'node_id'>): boolean {
@@ -49,6 +50,7 @@ export async function specFromRow(db: Db | Tx, row: InstancesTable, imageUrl?: (
     publicKeys: key ? [{ name: key.name, openssh: key.public_key }] : [],
     securityGroups: JSON.parse(row.security_groups) as { id: string; name: string }[],
     launchIndex: row.launch_index, launchTime: row.launch_time,
+    ...metadataOptionsSpec(row),
   };
 }
 

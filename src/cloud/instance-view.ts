@@ -8,6 +8,7 @@ import { noValueFilters, viewFilters } from './view-filters.ts';
 import type { Tag } from './tags.ts';
 import { ARCHITECTURE, HYPERVISOR, ROOT_DEVICE_NAME, VIRTUALIZATION_TYPE } from './images.ts';
 import { privateDnsName } from './ip-allocation.ts';
+import { metadataOptionsOf, metadataOptionsView } from './instance-metadata-options.ts';
 
 export type InstanceState = 'pending' | 'running' | 'shutting-down' | 'terminated' | 'stopping' | 'stopped';
 
@@ -128,10 +129,7 @@ export function instanceView(row: InstancesTable, tags: Tag[], view: ViewContext
     VirtualizationType: VIRTUALIZATION_TYPE,
     CpuOptions: { CoreCount: vmType?.cores ?? 1, ThreadsPerCore: 1 },
     HibernationOptions: { Configured: false },
-    MetadataOptions: {
-      State: 'applied', HttpTokens: 'optional', HttpPutResponseHopLimit: 1, HttpEndpoint: 'enabled',
-      HttpProtocolIpv6: 'disabled', InstanceMetadataTags: 'disabled',
-    },
+    MetadataOptions: metadataOptionsView(metadataOptionsOf(row)),
     EnclaveOptions: { Enabled: false },
     PlatformDetails: 'Linux/UNIX',
     UsageOperation: 'RunInstances',

@@ -10,6 +10,7 @@ import { securityGroupOperations } from './security-groups.ts';
 import { vmTypeOperations } from './vm-types.ts';
 import { imageOperations } from './images.ts';
 import { instanceOperations, type InstanceOperationDeps } from './instances.ts';
+import { instanceMetadataOptionOperations } from './instance-metadata-options.ts';
 
 export function allOperations(compute: InstanceOperationDeps): OperationTable {
   return {
@@ -22,5 +23,6 @@ export function allOperations(compute: InstanceOperationDeps): OperationTable {
     ...vmTypeOperations,
     ...imageOperations,
     ...instanceOperations(compute),
+    ...instanceMetadataOptionOperations(compute),
   };
 }

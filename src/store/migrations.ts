@@ -206,4 +206,10 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('instances').addColumn('reboot_requested_at', text).execute();
     },
   },
+  '0007-instance-metadata-options': {
+    async up(db: Kysely<any>) {
+      // RunInstances' MetadataOptions and ModifyInstanceMetadataOptions, as JSON; NULL means EC2's defaults.
+      await db.schema.alterTable('instances').addColumn('metadata_options', text).execute();
+    },
+  },
 };

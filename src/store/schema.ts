@@ -184,6 +184,8 @@ export interface InstancesTable {
   shutdown_behavior: string;    // stop | terminate: what a guest powering itself off leads to
   /** When a RebootInstances was asked that no cluster has acknowledged yet (optional: NULL by default). */
   reboot_requested_at?: string | null;
+  /** MetadataOptions as JSON (instance-metadata-options.ts); NULL: EC2's defaults. */
+  metadata_options?: string | null;
 }
 
 export interface ClustersTable {
