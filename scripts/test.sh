@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what is missing (Debian and npm packages), builds the default
-# guest image, starts a private PostgreSQL server for the store tests, then runs every test file
-# (unit, integration, e2e with real VMs) with node's test runner. `npm test -- FILES` runs some.
+# The whole test suite: installs what is missing (Debian and npm packages), builds the guest
+# images (default and Debian 12; cached), starts a private PostgreSQL server for the store tests,
+# then runs every test file (unit, integration, e2e with real VMs) with node's test runner.
+# `npm test -- FILES` runs some.
 set -Eeuo pipefail
 trap 'status=$?; echo "ironbark test: line $LINENO: \"$BASH_COMMAND\" failed (exit $status)" >&2' ERR
 cd "$(dirname "$0")/.."
@@ -10,6 +11,10 @@ scripts/ensure-deps.sh test
 # The guest image (and the Debian cloud kernel inside it) that the QEMU tests boot.
 echo "==> default guest image"
 bin/ironbark image build >/dev/null
+# Debian 12 with cloud-init (test/e2e/debian-cloud-init.test.ts): a few minutes the first time,
+# then found by the fingerprint of its inputs.
+echo "==> Debian 12 guest image"
+bin/ironbark image build debian-12 >/dev/null
 
 pg_dir=""
 stop_postgres() { if [ -n "$pg_dir" ]; then scripts/test-postgres.sh stop "$pg_dir" || true; pg_dir=""; fi; }

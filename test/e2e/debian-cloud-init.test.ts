@@ -1,0 +1,253 @@
+// Issue 12 end to end on a real VM: `ironbark up --image debian-12` (qemu driver) inside a network
+// namespace of the test's own, driven by the real aws CLI and ssh from inside that namespace. A
+// Debian 12 instance launched with a key pair, HttpTokens=required and MIME user data (a
+// #cloud-config with write_files, users and runcmd, and a #! script) is configured by cloud-init
+// through IMDSv2 alone: ssh as `admin` works, the files and the command's output are there,
+// `cloud-init status --long` says done with no errors, an IMDSv1 request from inside is refused,
+// the metadata the instance reads matches DescribeInstances, and the console shows cloud-init's
+// host key fingerprints. After ModifyInstanceMetadataOptions and a stop and start, the configured
+// state is kept, the script has run once, and the new options are in force.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { canUseNetns, TestNetns } from '../helpers/netns.ts';
+import { REPO_ROOT } from '../helpers/cloud.ts';
+import { readCredentialsEnv } from '../../src/auth/credentials-file.ts';
+import { skipUnlessPresent } from '../helpers/prerequisites.ts';
+
+const awsCli = process.env.IRONBARK_AWS_CLI ?? 'aws';
+const skip = skipUnlessPresent(canUseNetns()
+  ?? (spawnSync('qemu-system-x86_64', ['--version']).status !== 0 ? 'qemu-system-x86_64 (Debian qemu-system-x86)' : undefined)
+  ?? (spawnSync(awsCli, ['--version']).status !== 0 ? 'the aws CLI (Debian awscli)' : undefined)
+  ?? (spawnSync('sh', ['-c', 'command -v mmdebstrap']).status !== 0 ? 'mmdebstrap (builds the Debian 12 image)' : undefined));
+
+/** Generous bounds: a first boot under TCG on a busy machine takes a few minutes. */
+const BOOT_MS = 12 * 60_000;
+const ENDPOINT = 'http://127.0.0.1:8773';
+
+describe('a Debian 12 instance configured by cloud-init through the EC2 metadata service', { skip, timeout: 45 * 60_000 }, () => {
+  let ns: TestNetns;
+  let dataDir = '';
+  let work = '';
+  let up: ChildProcess | undefined;
+  let upLog = '';
+  let env: Record<string, string> = {};
+  let id = '';
+  let ip = '';
+
+  function aws(...args: string[]): { code: number; out: string; err: string; json: any } {
+    const r = spawnSync('ip', ['netns', 'exec', ns.name, awsCli, '--endpoint-url', ENDPOINT, '--output', 'json', ...args], {
+      encoding: 'utf8', timeout: 120_000,
+      env: { PATH: process.env.PATH, HOME: work, AWS_PAGER: '', AWS_MAX_ATTEMPTS: '1', AWS_EC2_METADATA_DISABLED: 'true', ...env },
+    });
+    let json: any;
+    try { json = r.stdout.trim() ? JSON.parse(r.stdout) : undefined; } catch { /* text output */ }
+    return { code: r.status ?? 1, out: r.stdout, err: r.stderr, json };
+  }
+  function ok(...args: string[]) {
+    const r = aws(...args);
+    assert.equal(r.code, 0, `aws ${args.join(' ')} failed: ${r.err}`);
+    return r;
+  }
+  function ssh(user: string, command: string, timeoutMs = 60_000): { code: number; out: string; err: string } {
+    const r = spawnSync('ip', ['netns', 'exec', ns.name, 'ssh', '-i', join(work, 'key.pem'), '-o', 'StrictHostKeyChecking=no',
+      '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'ConnectTimeout=5', '-o', 'BatchMode=yes',
+      `${user}@${ip}`, command], { encoding: 'utf8', timeout: timeoutMs });
+    return { code: r.status ?? 1, out: r.stdout ?? '', err: r.stderr ?? '' };
+  }
+  function must(user: string, command: string): string {
+    const r = ssh(user, command);
+    assert.equal(r.code, 0, `ssh ${user}: ${command}\n${r.out}${r.err}`);
+    return r.out;
+  }
+  const consoleText = () => aws('ec2', 'get-console-output', '--instance-id', id).json?.Output ?? '';
+  async function waitFor<T>(what: string, fn: () => T | undefined | false, timeoutMs: number): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const v = fn();
+      if (v !== undefined && v !== false) return v;
+      if (Date.now() > deadline) {
+        const tail = id ? `\n--- console ---\n${String(consoleText()).slice(-4000)}` : '';
+        throw new Error(`timed out waiting for ${what}\n--- ironbark up output ---\n${upLog.slice(-3000)}${tail}`);
+      }
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  }
+  const describeInstance = () => ok('ec2', 'describe-instances', '--instance-ids', id).json.Reservations[0];
+  const state = () => aws('ec2', 'describe-instances', '--instance-ids', id).json?.Reservations?.[0]?.Instances?.[0]?.State?.Name;
+  /** cloud-init's own verdict once it has finished this boot (status done or error). */
+  async function cloudInitFinished(): Promise<string> {
+    return waitFor('cloud-init to finish', () => {
+      const r = ssh('admin', 'cloud-init status --long');
+      return /status: (done|error|disabled)/.test(r.out) ? r.out : undefined;
+    }, BOOT_MS);
+  }
+
+  before(async () => {
+    ns = new TestNetns('ibt-deb');
+    dataDir = mkdtempSync(join(tmpdir(), 'ironbark-deb-'));
+    work = mkdtempSync(join(tmpdir(), 'ironbark-deb-work-'));
+    up = spawn('ip', ['netns', 'exec', ns.name, join(REPO_ROOT, 'bin/ironbark'), 'up', '--data-dir', dataDir,
+      '--listen', '127.0.0.1:8773', '--driver', 'qemu', '--image', 'debian-12'], {
+      stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, IRONBARK_LOG_LEVEL: 'info' },
+    });
+    up.stdout!.on('data', (d) => { upLog += d; });
+    up.stderr!.on('data', (d) => { upLog += d; });
+    // npm test builds the image first; run alone, `up` builds it here (a few minutes).
+    await waitFor('ironbark up', () => {
+      if (up!.exitCode !== null) throw new Error(`ironbark up exited:\n${upLog}`);
+      return upLog.includes('Ironbark is up');
+    }, 25 * 60_000);
+    const creds = readCredentialsEnv(dataDir);
+    env = { AWS_ACCESS_KEY_ID: creds.AWS_ACCESS_KEY_ID!, AWS_SECRET_ACCESS_KEY: creds.AWS_SECRET_ACCESS_KEY!, AWS_DEFAULT_REGION: creds.AWS_DEFAULT_REGION! };
+  });
+
+  after(async () => {
+    if (up && up.exitCode === null) {
+      up.kill('SIGTERM');
+      await Promise.race([new Promise((r) => up!.once('exit', r)), new Promise((r) => setTimeout(r, 30_000))]);
+    }
+    ns?.dispose();
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it('boots with the key pair for admin, runs the #cloud-config and the script, over IMDSv2 only', async () => {
+    const key = ok('ec2', 'create-key-pair', '--key-name', 'deb', '--query', 'KeyMaterial', '--output', 'text');
+    writeFileSync(join(work, 'key.pem'), key.out.trim() + '\n', { mode: 0o600 });
+    const pub = spawnSync('ssh-keygen', ['-y', '-f', join(work, 'key.pem')], { encoding: 'utf8' }).stdout.trim();
+    assert.match(pub, /^ssh-/);
+    ok('ec2', 'authorize-security-group-ingress', '--group-name', 'default', '--protocol', 'tcp', '--port', '22', '--cidr', '0.0.0.0/0');
+    const images = ok('ec2', 'describe-images', '--filters', 'Name=name,Values=debian-12-*', 'Name=image-type,Values=machine').json.Images;
+    assert.equal(images.length, 1, JSON.stringify(images));
+    assert.equal(images[0].Public, true);
+    const amiId: string = images[0].ImageId;
+
+    // MIME multipart, as cloud-init reads it: a #cloud-config part and a #! script part.
+    const userData = [
+      'Content-Type: multipart/mixed; boundary="==IRONBARK-E2E=="',
+      'MIME-Version: 1.0',
+      '',
+      '--==IRONBARK-E2E==',
+      'Content-Type: text/cloud-config; charset="us-ascii"',
+      '',
+      '#cloud-config',
+      'write_files:',
+      '  - path: /etc/ironbark-e2e.txt',
+      '    content: |',
+      '      written by cloud-init',
+      'users:',
+      '  - default',
+      '  - name: deploy',
+      '    shell: /bin/bash',
+      '    ssh_authorized_keys:',
+      `      - ${pub}`,
+      'runcmd:',
+      '  - echo "runcmd-$((6 * 7))" > /var/tmp/runcmd.out',
+      '',
+      '--==IRONBARK-E2E==',
+      'Content-Type: text/x-shellscript; charset="us-ascii"',
+      '',
+      '#!/bin/sh',
+      'echo "script ran" >> /var/tmp/script-runs',
+      '',
+      '--==IRONBARK-E2E==--',
+      '',
+    ].join('\n');
+    writeFileSync(join(work, 'user-data.mime'), userData);
+
+    const run = ok('ec2', 'run-instances', '--image-id', amiId, '--instance-type', 't3.micro', '--key-name', 'deb',
+      '--user-data', `file://${join(work, 'user-data.mime')}`,
+      '--metadata-options', 'HttpTokens=required,HttpPutResponseHopLimit=1,HttpEndpoint=enabled');
+    id = run.json.Instances[0].InstanceId;
+    assert.equal(run.json.Instances[0].MetadataOptions.HttpTokens, 'required');
+    await waitFor('running', () => state() === 'running', BOOT_MS);
+    ip = describeInstance().Instances[0].PrivateIpAddress;
+
+    await waitFor('ssh as admin', () => ssh('admin', 'true', 30_000).code === 0, BOOT_MS);
+    const status = await cloudInitFinished();
+    assert.match(status, /status: done/, status);
+    assert.equal(ssh('admin', 'cloud-init status --long').code, 0, 'cloud-init reports success');
+    const result = JSON.parse(must('admin', 'cat /run/cloud-init/result.json')) as { v1: { errors: unknown[]; datasource: string } };
+    assert.deepEqual(result.v1.errors, [], 'no cloud-init errors');
+    assert.match(result.v1.datasource, /Ec2/);
+
+    assert.equal(must('admin', 'cat /etc/ironbark-e2e.txt').trim(), 'written by cloud-init');
+    assert.equal(must('admin', 'cat /var/tmp/runcmd.out').trim(), 'runcmd-42');
+    assert.equal(must('admin', 'cat /var/tmp/script-runs').trim(), 'script ran');
+    assert.equal(must('deploy', 'id -un').trim(), 'deploy', 'the user from cloud-config logs in with its key');
+    assert.equal(must('admin', 'sudo -n id -u').trim(), '0', 'admin has passwordless sudo');
+    // cloud-init spoke IMDSv2 (nothing else works with HttpTokens=required) and knew the platform.
+    assert.match(must('admin', 'sudo grep -c "Fetching Ec2 IMDSv2 API Token" /var/log/cloud-init.log'), /^[1-9]/m);
+    // The root filesystem was grown to the instance's disk (t3.micro: 10 GiB; the image is 2 GiB).
+    const rootBytes = Number(must('admin', "df -B1 --output=size / | tail -n 1").trim());
+    assert.ok(rootBytes > 8 * 1024 ** 3, `root filesystem grown: ${rootBytes} bytes`);
+  });
+
+  it('refuses IMDSv1 from inside, and what the instance reads with a token matches DescribeInstances', async () => {
+    const reservation = describeInstance();
+    const inst = reservation.Instances[0];
+    assert.equal(inst.MetadataOptions.HttpTokens, 'required');
+    assert.equal(inst.MetadataOptions.HttpPutResponseHopLimit, 1);
+    const imds = [
+      'T=$(curl -s -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 60" http://169.254.169.254/latest/api/token)',
+      'echo "v1=$(curl -s -o /dev/null -w "%{http_code}" http://169.254.169.254/latest/meta-data/instance-id)"',
+      'for p in instance-id ami-id instance-type local-ipv4 local-hostname mac placement/availability-zone placement/region reservation-id security-groups; do',
+      '  echo "$p=$(curl -s -H "X-aws-ec2-metadata-token: $T" http://169.254.169.254/latest/meta-data/$p)"',
+      'done',
+    ].join('\n');
+    const seen = Object.fromEntries(must('admin', imds).trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+    assert.equal(seen.v1, '401', 'IMDSv1 is refused');
+    assert.equal(seen['instance-id'], inst.InstanceId);
+    assert.equal(seen['ami-id'], inst.ImageId);
+    assert.equal(seen['instance-type'], inst.InstanceType);
+    assert.equal(seen['local-ipv4'], inst.PrivateIpAddress);
+    assert.equal(seen['local-hostname'], inst.PrivateDnsName);
+    assert.equal(seen.mac, inst.NetworkInterfaces[0].MacAddress);
+    assert.equal(seen['placement/availability-zone'], inst.Placement.AvailabilityZone);
+    assert.equal(seen['placement/region'], env.AWS_DEFAULT_REGION);
+    assert.equal(seen['reservation-id'], reservation.ReservationId);
+    assert.deepEqual(seen['security-groups']!.split(' '), inst.SecurityGroups.map((g: { GroupName: string }) => g.GroupName));
+    // EC2's hostnames: ip-10-1-0-5 from ip-10-1-0-5.<region>.compute.internal.
+    assert.equal(must('admin', 'hostname').trim(), inst.PrivateDnsName.split('.')[0]);
+    assert.match(must('admin', 'hostname').trim(), /^ip-\d+-\d+-\d+-\d+$/);
+  });
+
+  it("shows cloud-init's SSH host key fingerprints on the console", async () => {
+    const fingerprint = must('admin', 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub').split(' ')[1]!;
+    const text = await waitFor('the fingerprints on the console', () => {
+      const out = String(consoleText());
+      return out.includes('-----END SSH HOST KEY FINGERPRINTS-----') ? out : undefined;
+    }, 120_000);
+    assert.match(text, /-----BEGIN SSH HOST KEY FINGERPRINTS-----/);
+    assert.ok(text.includes(fingerprint), `console shows ${fingerprint}`);
+  });
+
+  it('keeps its configuration across stop and start, runs the script once, and honours changed metadata options', async () => {
+    const modified = ok('ec2', 'modify-instance-metadata-options', '--instance-id', id, '--http-tokens', 'optional').json;
+    assert.equal(modified.InstanceMetadataOptions.HttpTokens, 'optional');
+    assert.equal(must('admin', 'curl -s http://169.254.169.254/latest/meta-data/instance-id'), id, 'IMDSv1 answers once tokens are optional');
+    const hostname = must('admin', 'hostname').trim();
+
+    ok('ec2', 'stop-instances', '--instance-ids', id);
+    await waitFor('stopped', () => state() === 'stopped', 5 * 60_000);
+    ok('ec2', 'start-instances', '--instance-ids', id);
+    await waitFor('running again', () => state() === 'running', BOOT_MS);
+    await waitFor('ssh after start', () => ssh('admin', 'true', 30_000).code === 0, BOOT_MS);
+    const status = await cloudInitFinished();
+    assert.match(status, /status: done/, status);
+    assert.deepEqual((JSON.parse(must('admin', 'cat /run/cloud-init/result.json')) as { v1: { errors: unknown[] } }).v1.errors, []);
+    assert.equal(must('admin', 'cat /etc/ironbark-e2e.txt').trim(), 'written by cloud-init');
+    assert.equal(must('admin', 'cat /var/tmp/script-runs').trim(), 'script ran', 'the #! script ran once per instance, not per boot');
+    assert.equal(must('admin', 'hostname').trim(), hostname);
+    assert.equal(must('deploy', 'id -un').trim(), 'deploy');
+    assert.equal(must('admin', 'curl -s -o /dev/null -w "%{http_code}" http://169.254.169.254/latest/meta-data/instance-id'), '200');
+    assert.equal(describeInstance().Instances[0].MetadataOptions.HttpTokens, 'optional');
+
+    ok('ec2', 'terminate-instances', '--instance-ids', id);
+    await waitFor('terminated', () => state() === 'terminated' || state() === undefined, 5 * 60_000);
+  });
+});
