@@ -54,14 +54,17 @@ function attempt() {
   if (Date.now() > deadline) { process.stdout.write('timeout\\n'); process.exit(1); }
   const s = net.connect({ host, port: 22, timeout: 2000 });
   let got = '';
-  const retry = () => { s.destroy(); setTimeout(attempt, 200); };
+  // One next attempt per connection, whichever of timeout, error and close comes first (error and
+  // close both fire for a refused connection: two retries each time would double the probes).
+  let retried = false;
+  const retry = () => { if (retried) return; retried = true; s.destroy(); setTimeout(attempt, 200); };
   s.on('data', (d) => {
     got += d;
     if (got.startsWith('SSH-')) { process.stdout.write(Date.now() + ' ' + got.split('\\n')[0].trim() + '\\n'); process.exit(0); }
   });
   s.on('timeout', retry);
   s.on('error', retry);
-  s.on('close', () => { if (!got.startsWith('SSH-')) setTimeout(attempt, 200); });
+  s.on('close', () => { if (!got.startsWith('SSH-')) retry(); });
 }
 attempt();
 `;
