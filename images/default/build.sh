@@ -56,7 +56,10 @@ resolve_kernel_package() {
   if [ -n "$(installed_version "$KERNEL_META")" ]; then
     depends=$(dpkg-query -W -f='${Depends}' "$KERNEL_META")
   else
-    depends=$(apt-cache show --no-all-versions "$KERNEL_META" 2>/dev/null | sed -n 's/^Depends: //p' | head -n 1)
+    local shown
+    # apt-cache's own complaint is the reason when it fails (exit 100): keep it for the message.
+    shown=$(apt-cache show --no-all-versions "$KERNEL_META" 2>&1) || die "apt-cache show $KERNEL_META failed: $(printf '%s\n' "$shown" | grep -E '^(E|W):' | tail -n 3 | tr '\n' ' ')(run apt-get update)"
+    depends=$(printf '%s\n' "$shown" | sed -n 's/^Depends: //p' | head -n 1)
     [ -n "$depends" ] || die "apt knows no package $KERNEL_META (run apt-get update)"
   fi
   KERNEL_PACKAGE=$(printf '%s\n' "$depends" | tr ',' '\n' | sed 's/^ *//; s/ .*//' | grep '^linux-image-' | head -n 1)
@@ -68,7 +71,7 @@ resolve_kernel_package() {
     && [ -r "/boot/vmlinuz-$KERNEL_RELEASE" ] && [ -r "/lib/modules/$KERNEL_RELEASE/modules.dep" ]; then
     KERNEL_FROM_HOST=yes
   else
-    KERNEL_VERSION=$(apt-cache show --no-all-versions "$KERNEL_PACKAGE" 2>/dev/null | sed -n 's/^Version: //p' | head -n 1)
+    KERNEL_VERSION=$({ apt-cache show --no-all-versions "$KERNEL_PACKAGE" 2>/dev/null || true; } | sed -n 's/^Version: //p' | head -n 1)
     [ -n "$KERNEL_VERSION" ] || die "apt knows no package $KERNEL_PACKAGE (run apt-get update)"
   fi
 }
