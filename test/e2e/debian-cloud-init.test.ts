@@ -17,6 +17,7 @@ import { canUseNetns, TestNetns } from '../helpers/netns.ts';
 import { REPO_ROOT } from '../helpers/cloud.ts';
 import { readCredentialsEnv } from '../../src/auth/credentials-file.ts';
 import { skipUnlessPresent } from '../helpers/prerequisites.ts';
+import { awsInNetns } from '../helpers/aws-cli.ts';
 
 const awsCli = process.env.IRONBARK_AWS_CLI ?? 'aws';
 const skip = skipUnlessPresent(canUseNetns()
@@ -38,15 +39,7 @@ describe('a Debian 12 instance configured by cloud-init through the EC2 metadata
   let id = '';
   let ip = '';
 
-  function aws(...args: string[]): { code: number; out: string; err: string; json: any } {
-    const r = spawnSync('ip', ['netns', 'exec', ns.name, awsCli, '--endpoint-url', ENDPOINT, '--output', 'json', ...args], {
-      encoding: 'utf8', timeout: 120_000,
-      env: { PATH: process.env.PATH, HOME: work, AWS_PAGER: '', AWS_MAX_ATTEMPTS: '1', AWS_EC2_METADATA_DISABLED: 'true', ...env },
-    });
-    let json: any;
-    try { json = r.stdout.trim() ? JSON.parse(r.stdout) : undefined; } catch { /* text output */ }
-    return { code: r.status ?? 1, out: r.stdout, err: r.stderr, json };
-  }
+  const aws = (...args: string[]) => awsInNetns(ns.name, ENDPOINT, work, env, args);
   function ok(...args: string[]) {
     const r = aws(...args);
     assert.equal(r.code, 0, `aws ${args.join(' ')} failed: ${r.err}`);

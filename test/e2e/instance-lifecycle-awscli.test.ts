@@ -10,6 +10,7 @@ import { canUseNetns, TestNetns } from '../helpers/netns.ts';
 import { REPO_ROOT } from '../helpers/cloud.ts';
 import { readCredentialsEnv } from '../../src/auth/credentials-file.ts';
 import { skipUnlessPresent } from '../helpers/prerequisites.ts';
+import { awsInNetns } from '../helpers/aws-cli.ts';
 
 const skip = skipUnlessPresent(canUseNetns() ?? (spawnSync('qemu-system-x86_64', ['--version']).status !== 0 ? 'qemu-system-x86_64 (Debian qemu-system-x86)' : undefined));
 
@@ -22,16 +23,7 @@ describe('an instance on a real VM through the aws CLI', { skip, timeout: 20 * 6
   let env: Record<string, string>;
   const endpoint = 'http://127.0.0.1:8773';
 
-  function aws(...args: string[]): { code: number; out: string; err: string; json: any } {
-    const bin = process.env.IRONBARK_AWS_CLI ?? 'aws';
-    const r = spawnSync('ip', ['netns', 'exec', ns.name, bin, '--endpoint-url', endpoint, '--output', 'json', ...args], {
-      encoding: 'utf8', timeout: 120_000,
-      env: { PATH: process.env.PATH, HOME: work, AWS_PAGER: '', AWS_MAX_ATTEMPTS: '1', AWS_EC2_METADATA_DISABLED: 'true', ...env },
-    });
-    let json: any;
-    try { json = r.stdout.trim() ? JSON.parse(r.stdout) : undefined; } catch { /* text output */ }
-    return { code: r.status ?? 1, out: r.stdout, err: r.stderr, json };
-  }
+  const aws = (...args: string[]) => awsInNetns(ns.name, endpoint, work, env, args);
   function ok(...args: string[]) {
     const r = aws(...args);
     assert.equal(r.code, 0, `aws ${args.join(' ')} failed: ${r.err}`);
