@@ -53,7 +53,8 @@ export function excerpt(value: unknown, max = QUOTED_VALUE_MAX_CHARS): string {
   return `${s.slice(0, end)}…`;
 }
 
-function boundedMessage(message: string): string {
+/** A message cut to MESSAGE_MAX_CHARS (head and tail kept), for every error a client is sent. */
+export function boundedMessage(message: string): string {
   if (message.length <= MESSAGE_MAX_CHARS) return message;
   // Head and tail: an over-long value sits in the middle of most messages, their point at the end.
   const tail = 200;

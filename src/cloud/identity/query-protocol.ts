@@ -6,6 +6,7 @@
 // `<ErrorResponse xmlns=NS><Error><Type>Sender|Receiver</Type><Code>…</Code><Message>…</Message></Error><RequestId>…`.
 import { createRequire } from 'node:module';
 import { escapeXml } from '../../protocol/xml-serializer.ts';
+import { boundedMessage } from '../../protocol/errors.ts';
 
 const require = createRequire(import.meta.url);
 
@@ -42,7 +43,8 @@ export class QueryError extends Error {
   readonly code: string;
   readonly status: number;
   constructor(code: string, message: string, status = 400) {
-    super(message);
+    // The same bound as Ec2Error's: a name quoted from the request never comes back whole.
+    super(boundedMessage(message));
     this.name = 'QueryError';
     this.code = code;
     this.status = status;
