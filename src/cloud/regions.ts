@@ -55,6 +55,9 @@ const ZONE_FILTERS = {
   // Parent zones belong to Local/Wavelength zones; an availability zone has none.
   'parent-zone-name': () => undefined,
   'parent-zone-id': () => undefined,
+  // The spelling older EC2 documentation (and the botocore in Debian's aws CLI) gives.
+  'parent-zoneName': () => undefined,
+  'parent-zoneID': () => undefined,
   // Zones here carry no long group name (EC2's "US East (N. Virginia) 1").
   'group-long-name': () => undefined,
 };

@@ -20,6 +20,7 @@ import {
 import { startInProcessCloud, ec2Client, type TestCloud } from '../helpers/cloud.ts';
 import { FakeCluster } from '../helpers/fake-cluster.ts';
 import { registerImageFiles } from '../../src/cloud/images.ts';
+import { skipUnlessPresent } from '../helpers/prerequisites.ts';
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 
@@ -32,7 +33,7 @@ const DOCUMENTED: Record<string, string[]> = {
     'capacity-reservation-specification.capacity-reservation-preference',
     'capacity-reservation-specification.capacity-reservation-target.capacity-reservation-id',
     'capacity-reservation-specification.capacity-reservation-target.capacity-reservation-resource-group-arn', 'client-token',
-    'current-instance-boot-mode', 'dns-name', 'ebs-optimized', 'ena-support', 'enclave-options.enabled',
+    'current-instance-boot-mode', 'dns-name', 'ebs-optimized', 'ena-support', 'enclave-options.enabled', 'group-id', 'group-name',
     'hibernation-options.configured', 'host-id', 'hypervisor', 'iam-instance-profile.arn', 'iam-instance-profile.id', 'image-id',
     'instance-id', 'instance-lifecycle', 'instance-state-code', 'instance-state-name', 'instance-type', 'instance.group-id',
     'instance.group-name', 'ip-address', 'ipv6-address', 'kernel-id', 'key-name', 'launch-index', 'launch-time',
@@ -117,7 +118,8 @@ const DOCUMENTED: Record<string, string[]> = {
     'endpoint', 'opt-in-status', 'region-name',
   ],
   DescribeAvailabilityZones: [
-    'group-long-name', 'group-name', 'message', 'opt-in-status', 'parent-zone-id', 'parent-zone-name', 'region-name', 'state',
+    'group-long-name', 'group-name', 'message', 'opt-in-status', 'parent-zone-id', 'parent-zone-name', 'parent-zoneID',
+    'parent-zoneName', 'region-name', 'state',
     'zone-id', 'zone-name', 'zone-type',
   ],
   DescribeTags: [
@@ -155,6 +157,8 @@ const NOWHERE = 'no-such-value-\u2603';
 function botocoreEc2Model(): string | undefined {
   const candidates = [
     '/usr/lib/python3/dist-packages/botocore/data/ec2/2016-11-15/service-2.json',
+    // Debian's awscli package (installed by the test command) carries its own botocore.
+    '/usr/lib/python3/dist-packages/awscli/botocore/data/ec2/2016-11-15/service-2.json',
     '/usr/share/awscli/botocore/data/ec2/2016-11-15/service-2.json',
   ];
   try {
@@ -281,7 +285,7 @@ describe('documented Describe filters', () => {
   });
 
   const model = botocoreEc2Model();
-  it('the lists hold every name the EC2 documentation on this machine gives', { skip: !model && 'no botocore EC2 model on this machine' }, () => {
+  it('the lists hold every name the EC2 documentation on this machine gives', { skip: skipUnlessPresent(!model && 'a botocore EC2 model (Debian awscli)') }, () => {
     const doc = JSON.parse(model!) as { operations: Record<string, { input: { shape: string } }>; shapes: Record<string, { members?: Record<string, { documentation?: string }> }> };
     const missing: string[] = [];
     for (const [op, names] of Object.entries(DOCUMENTED)) {
