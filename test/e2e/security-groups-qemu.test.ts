@@ -80,7 +80,11 @@ describe('security groups and account isolation on real VMs (ironbark up in a ne
     await ensureDefaultGuestImage({ onProgress: (p) => process.stderr.write(`guest image: ${p.step}/${p.total} ${p.message}\n`) });
     await hosts.init('ibs-sg-', [NS]);
     hosts.cloudNs = NS;
-    await hosts.startRole('up', NS, ['up', '--data-dir', hosts.cloudDir, '--listen', `127.0.0.1:${PORT}`, '--region', REGION, '--driver', 'qemu'],
+    // The node's disk capacity is the size of the file system its data directory is on; a /tmp on
+    // tmpfs (half the memory) holds fewer than three m1.small disks of 5 GiB, which are copy-on-write
+    // files that stay small here.
+    await hosts.startRole('up', NS, ['up', '--data-dir', hosts.cloudDir, '--listen', `127.0.0.1:${PORT}`, '--region', REGION, '--driver', 'qemu',
+      '--node-disk', '64'],
       /Ironbark is up/);
     a = await hosts.ec2Client(REGION, PORT);
     const tenant = await hosts.admin('account', 'create', 'tenant-b');
