@@ -1,7 +1,7 @@
 // The guest images for `ironbark up` and `ironbark cloud`, with their build progress on stdout.
 import type { Store } from '../store/store.ts';
-import { ensureDefaultImageRegistered, ensureGuestImageRegistered } from '../cloud/default-image.ts';
-import type { RegisteredImage } from '../cloud/images.ts';
+import { ensureDefaultImageRegistered, ensureGuestImageRegistered } from '../cloud/images/default-image.ts';
+import type { RegisteredImage } from '../cloud/images/images.ts';
 import type { GuestImageRecipe } from '../node/guest-image.ts';
 
 export async function prepareDefaultImage(store: Store, ownerAccountId: string, cacheDir?: string): Promise<RegisteredImage> {

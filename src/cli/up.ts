@@ -5,7 +5,7 @@ import { createLogger } from './logger.ts';
 import { parseListenAddress } from './listen-address.ts';
 import { startCloudController } from '../cloud/cloud-controller.ts';
 import { ensureZone } from '../cloud/provision.ts';
-import { imageFileFor } from '../cloud/default-image.ts';
+import { imageFileFor } from '../cloud/images/default-image.ts';
 import { prepareDefaultImage, prepareGuestImage } from './prepare-default-image.ts';
 import type { GuestImageFlags } from './guest-image-option.ts';
 import { untilSignalled } from './foreground.ts';

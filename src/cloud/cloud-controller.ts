@@ -20,7 +20,7 @@ import { seedVmTypes } from './vm-types.ts';
 import { ClusterConnections } from './clusters.ts';
 import { createClusterAdminApi } from './admin-clusters.ts';
 import { adminNotFound } from './admin-api.ts';
-import { clusterImageUrl, mountClusterImages } from './cluster-images.ts';
+import { clusterImageUrl, mountClusterImages } from './images/cluster-images.ts';
 import { mountConsole } from './console-routes.ts';
 import { DEFAULT_MAX_REQUEST_BYTES, honoListenerWithBodyLimit, tooLargeMessage, type RefusalAnswer } from '../http/request-body.ts';
 import { applyServerTimeouts } from '../http/server-timeouts.ts';

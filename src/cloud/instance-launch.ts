@@ -14,7 +14,7 @@ import { Ec2Error } from '../protocol/errors.ts';
 import { newId } from './ids.ts';
 import { tagsByResource, tagsFromSpecifications, writeTags, type Tag, type TagSpecification } from './tags.ts';
 import { DEFAULT_INSTANCE_TYPE, findVmType, listVmTypes } from './vm-types.ts';
-import { findVisibleImage, imageRefFor } from './images.ts';
+import { findVisibleImage, imageRefFor } from './images/images.ts';
 import { defaultVpcId } from './account-setup.ts';
 import { resolveSecurityGroups, defaultSecurityGroup } from './security-groups.ts';
 import { launchableCount } from './quotas.ts';

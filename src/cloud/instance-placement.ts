@@ -8,7 +8,7 @@ import type { Db, Store, Tx } from '../store/store.ts';
 import type { InstancesTable } from '../store/schema.ts';
 import type { InstanceSpec } from '../node/node-api.ts';
 import type { ClusterApi, Placement } from '../cluster/cluster-api.ts';
-import { imageRefFor } from './images.ts';
+import { imageRefFor } from './images/images.ts';
 import { findVmType } from './vm-types.ts';
 import { privateDnsName } from './ip-allocation.ts';
 import { metadataOptionsSpec } from './instance-metadata-options.ts';

@@ -6,7 +6,7 @@ import { GUEST_SHUTDOWN_REASON, type VmTypeSpec } from '../node/node-api.ts';
 import type { FilterAccessors } from '../protocol/filters.ts';
 import { noValueFilters, viewFilters } from './view-filters.ts';
 import type { Tag } from './tags.ts';
-import { ARCHITECTURE, HYPERVISOR, ROOT_DEVICE_NAME, VIRTUALIZATION_TYPE } from './images.ts';
+import { ARCHITECTURE, HYPERVISOR, ROOT_DEVICE_NAME, VIRTUALIZATION_TYPE } from './images/images.ts';
 import { privateDnsName } from './ip-allocation.ts';
 import { metadataOptionsOf, metadataOptionsView } from './instance-metadata-options.ts';
 

@@ -19,7 +19,7 @@ import { findVmType } from './vm-types.ts';
 import { zoneIdsByName } from './regions.ts';
 import { startUpdateFor } from './instance-update.ts';
 import { acknowledgeReboot } from './instance-reconciler.ts';
-import { ROOT_DEVICE_NAME } from './images.ts';
+import { ROOT_DEVICE_NAME } from './images/images.ts';
 import { checkShutdownBehavior, createLauncher, viewContext, type LaunchDeps } from './instance-launch.ts';
 import { assertWithinQuotas, STATES_HOLDING_RESOURCES, type QuotaDemand } from './quotas.ts';
 import { replaceInstanceGroups } from './network/instance-groups.ts';

@@ -8,7 +8,7 @@ import { taggingOperations } from './tagging.ts';
 import { vpcOperations } from './vpcs.ts';
 import { securityGroupOperations } from './security-groups.ts';
 import { vmTypeOperations } from './vm-types.ts';
-import { imageOperations } from './images.ts';
+import { imageOperations } from './images/images.ts';
 import { instanceOperations, type InstanceOperationDeps } from './instances.ts';
 import { instanceMetadataOptionOperations } from './instance-metadata-options.ts';
 

@@ -100,7 +100,7 @@ export function createClusterHttpServer(opts: ClusterHttpServerOptions): Cluster
   const relay = createImageRelay({
     resolveImage: async (id) => requestedImages.get(id),
     cacheDir: opts.imageCacheDir,
-    // The cloud serves image files to its clusters only (src/cloud/cluster-images.ts).
+    // The cloud serves image files to its clusters only (src/cloud/images/cluster-images.ts).
     fetchHeaders: (url) => (url.pathname.startsWith('/cluster-images/')
       ? signPeerRequest({ keyId: zone, secret: opts.cloudSecret }, { method: 'GET', path: url.pathname, body: '' })
       : undefined),

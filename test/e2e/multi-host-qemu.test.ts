@@ -22,7 +22,7 @@ import {
 } from '@aws-sdk/client-ec2';
 import { readCredentialsEnv } from '../../src/auth/credentials-file.ts';
 import { openStore } from '../../src/store/store.ts';
-import { ensureDefaultImageRegistered } from '../../src/cloud/default-image.ts';
+import { ensureDefaultImageRegistered } from '../../src/cloud/images/default-image.ts';
 import { multiHostSkipReason, namespacePids, pings, TestHosts } from '../helpers/multi-host.ts';
 import { skipUnlessPresent } from '../helpers/prerequisites.ts';
 

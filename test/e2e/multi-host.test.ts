@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { DescribeAvailabilityZonesCommand, DescribeInstancesCommand, EC2Client, RunInstancesCommand, TerminateInstancesCommand, type Instance } from '@aws-sdk/client-ec2';
 import { readCredentialsEnv } from '../../src/auth/credentials-file.ts';
 import { openStore } from '../../src/store/store.ts';
-import { registerImageFiles } from '../../src/cloud/images.ts';
+import { registerImageFiles } from '../../src/cloud/images/images.ts';
 import { multiHostSkipReason, must, pings, TestHosts } from '../helpers/multi-host.ts';
 import { skipUnlessPresent } from '../helpers/prerequisites.ts';
 

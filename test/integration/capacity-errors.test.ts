@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DescribeInstancesCommand, RunInstancesCommand, StartInstancesCommand, StopInstancesCommand, type EC2Client } from '@aws-sdk/client-ec2';
 import { startInProcessCloud, ec2Client, type TestCloud } from '../helpers/cloud.ts';
-import { registerImageFiles } from '../../src/cloud/images.ts';
+import { registerImageFiles } from '../../src/cloud/images/images.ts';
 import { ClusterController } from '../../src/cluster/cluster-controller.ts';
 import { NodeAgent } from '../../src/node/node-agent.ts';
 import { FakeDriver } from '../../src/node/fake-driver.ts';

@@ -11,7 +11,7 @@ import {
 } from '@aws-sdk/client-ec2';
 import { startInProcessCloud, ec2Client, type TestCloud } from '../helpers/cloud.ts';
 import { FakeCluster } from '../helpers/fake-cluster.ts';
-import { registerImageFiles } from '../../src/cloud/images.ts';
+import { registerImageFiles } from '../../src/cloud/images/images.ts';
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 

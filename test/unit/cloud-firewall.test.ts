@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { openStore, type Store } from '../../src/store/store.ts';
 import { createAccountWithDefaults, ensureZone } from '../../src/cloud/provision.ts';
 import { seedVmTypes } from '../../src/cloud/vm-types.ts';
-import { registerImageFiles, type RegisteredImage } from '../../src/cloud/images.ts';
+import { registerImageFiles, type RegisteredImage } from '../../src/cloud/images/images.ts';
 import { instanceOperations } from '../../src/cloud/instances.ts';
 import { securityGroupOperations } from '../../src/cloud/security-groups.ts';
 import { ComputeDirectory } from '../../src/cloud/compute-directory.ts';

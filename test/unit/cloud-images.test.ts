@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { openStore, type Store } from '../../src/store/store.ts';
 import { createAccountWithDefaults, ensureZone } from '../../src/cloud/provision.ts';
-import { imageOperations, imageRefFor, registerImageFiles, type ImageFilesSpec } from '../../src/cloud/images.ts';
+import { imageOperations, imageRefFor, registerImageFiles, type ImageFilesSpec } from '../../src/cloud/images/images.ts';
 import { taggingOperations } from '../../src/cloud/tagging.ts';
 import { callOperation, contextFor, expectEc2Error } from '../helpers/handler-context.ts';
 

@@ -14,7 +14,7 @@ import { openStore, type Store } from '../../src/store/store.ts';
 import type { InstancesTable } from '../../src/store/schema.ts';
 import { createAccountWithDefaults, ensureZone } from '../../src/cloud/provision.ts';
 import { seedVmTypes } from '../../src/cloud/vm-types.ts';
-import { registerImageFiles, type RegisteredImage } from '../../src/cloud/images.ts';
+import { registerImageFiles, type RegisteredImage } from '../../src/cloud/images/images.ts';
 import { instanceOperations } from '../../src/cloud/instances.ts';
 import { InstanceReconciler } from '../../src/cloud/instance-reconciler.ts';
 import { ComputeDirectory } from '../../src/cloud/compute-directory.ts';

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { openStore, type Store } from '../../src/store/store.ts';
 import { createAccountWithDefaults, ensureZone } from '../../src/cloud/provision.ts';
 import { seedVmTypes } from '../../src/cloud/vm-types.ts';
-import { registerImageFiles } from '../../src/cloud/images.ts';
+import { registerImageFiles } from '../../src/cloud/images/images.ts';
 import { allOperations } from '../../src/cloud/operations.ts';
 import { ComputeDirectory } from '../../src/cloud/compute-directory.ts';
 import { InstanceReconciler } from '../../src/cloud/instance-reconciler.ts';

@@ -1,17 +1,17 @@
 // Images: the kernel (aki-), ramdisk (ari-) and machine (ami-) images instances boot from, their
 // registration from files the operator provides, and DescribeImages. Public images are visible
 // to every account; private ones only to their owner.
-import type { OperationTable, RequestContext } from './context.ts';
-import type { Db, Store, Tx } from '../store/store.ts';
-import type { ImagesTable } from '../store/schema.ts';
-import type { ImageRef } from '../node/node-api.ts';
-import { Ec2Error } from '../protocol/errors.ts';
-import { applyFilters, type Filter } from '../protocol/filters.ts';
-import { paginate } from '../protocol/pagination.ts';
-import { newId } from './ids.ts';
-import { tagsByResource, type Tag } from './tags.ts';
-import { registerTaggable } from './resource-registry.ts';
-import { viewFilters } from './view-filters.ts';
+import type { OperationTable, RequestContext } from '../context.ts';
+import type { Db, Store, Tx } from '../../store/store.ts';
+import type { ImagesTable } from '../../store/schema.ts';
+import type { ImageRef } from '../../node/node-api.ts';
+import { Ec2Error } from '../../protocol/errors.ts';
+import { applyFilters, type Filter } from '../../protocol/filters.ts';
+import { paginate } from '../../protocol/pagination.ts';
+import { newId } from '../ids.ts';
+import { tagsByResource, type Tag } from '../tags.ts';
+import { registerTaggable } from '../resource-registry.ts';
+import { viewFilters } from '../view-filters.ts';
 
 export type ImageKind = 'machine' | 'kernel' | 'ramdisk';
 

@@ -13,8 +13,8 @@ import { isAbsolute } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import type { Context, Hono } from 'hono';
-import type { Store } from '../store/store.ts';
-import { PeerVerifier } from '../auth/peer-auth.ts';
+import type { Store } from '../../store/store.ts';
+import { PeerVerifier } from '../../auth/peer-auth.ts';
 
 export const CLUSTER_IMAGES_PATH = '/cluster-images';
 

@@ -1,8 +1,8 @@
 // The guest images the cloud builds itself, as the cloud sees them: built (or found in the cache)
 // on this host from a recipe under images/ and registered as public aki-/ari-/ami- images every
 // account can run. `default` is Ironbark's busybox guest; `debian-12` is Debian 12 with cloud-init.
-import type { Store } from '../store/store.ts';
-import { ensureGuestImage, type GuestImage, type GuestImageProgress, type GuestImageRecipe } from '../node/guest-image.ts';
+import type { Store } from '../../store/store.ts';
+import { ensureGuestImage, type GuestImage, type GuestImageProgress, type GuestImageRecipe } from '../../node/guest-image.ts';
 import { registerImageFiles, type RegisteredImage } from './images.ts';
 
 export const DEFAULT_IMAGE_NAME = 'ironbark-default';
