@@ -11,6 +11,7 @@ interface NodeJson {
   hypervisor: string | null; accelerator: string | null;
   capacity: { cores: number; memoryMiB: number } | null; free: { cores: number; memoryMiB: number } | null; instanceCount: number;
   policy: string | null; lastPlacement: string | null; stateReason?: string | null;
+  quarantinedRecords?: Array<{ instanceId: string; file: string; reason: string; at: string }>;
 }
 
 function seconds(value: string): number {
@@ -27,7 +28,15 @@ async function zonesOf(client: AdminClient, zone: string | undefined): Promise<s
 
 function nodesTable(rows: Array<NodeJson & { zone: string }>): string {
   return formatTable(['NODE', 'ZONE', 'NAME', 'STATE', 'URL', 'MAC', 'INSTANCES', 'FREE CORES', 'FREE MiB', 'LAST SEEN', 'POLICY', 'LAST PLACEMENT', 'STATE REASON'],
-    rows.map((n) => [n.id, n.zone, n.name, n.state, n.url, n.mac, n.instanceCount, n.free?.cores, n.free?.memoryMiB, n.lastSeen, n.policy, n.lastPlacement, n.stateReason]), '(no nodes)');
+    rows.map((n) => [n.id, n.zone, n.name, n.state, n.url, n.mac, n.instanceCount, n.free?.cores, n.free?.memoryMiB, n.lastSeen, n.policy, n.lastPlacement, n.stateReason]), '(no nodes)')
+    + quarantineNotes(rows);
+}
+
+/** Damaged instance records a node set aside: the operator decides about their VMs, which are kept running. */
+function quarantineNotes(rows: NodeJson[]): string {
+  const lines = rows.flatMap((n) => (n.quarantinedRecords ?? []).map((q) =>
+    `node ${n.id}: the record of instance ${q.instanceId} was quarantined at ${q.at} (${q.reason}); its VM is kept. The record is in ${q.file}.`));
+  return lines.length > 0 ? `\n${lines.join('\n')}` : '';
 }
 
 export function registerClusterAdminCommands(adminCommand: Command): void {

@@ -103,6 +103,7 @@ export function createClusterAdminApi(deps: ClusterAdminDeps): Hono<AdminEnv> {
           state: s.state, lastSeen: s.lastSeen ?? null, hypervisor: s.hypervisor, accelerator: s.accelerator,
           capacity: s.capacity, free: s.free, instanceCount: s.instanceCount,
           policy: s.policy ?? null, lastPlacement: s.lastPlacementReason ?? null, stateReason: s.stateReason ?? null,
+          quarantinedRecords: s.quarantined ?? [],
         })),
       });
     }
@@ -118,6 +119,7 @@ export function createClusterAdminApi(deps: ClusterAdminDeps): Hono<AdminEnv> {
           hypervisor: s?.hypervisor ?? null, accelerator: s?.accelerator ?? null,
           capacity: s?.capacity ?? null, free: s?.free ?? null, instanceCount: s?.instanceCount ?? 0,
           policy: s?.policy ?? null, lastPlacement: s?.lastPlacementReason ?? null, stateReason: s?.stateReason ?? null,
+          quarantinedRecords: s?.quarantined ?? [],
         };
       }),
     });

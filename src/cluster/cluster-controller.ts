@@ -322,6 +322,7 @@ export class ClusterController implements ClusterApi {
         capacity: r ? { ...r.capacity } : { cores: 0, memoryMiB: 0, diskGiB: 0 },
         free: r ? { ...r.free } : { cores: 0, memoryMiB: 0, diskGiB: 0 },
         instanceCount: r?.instanceCount ?? 0,
+        ...(r?.quarantined?.length ? { quarantined: r.quarantined } : {}),
         name: entry.name,
         address: entry.address,
         ...(entry.mac ? { mac: entry.mac } : {}),

@@ -30,7 +30,7 @@ import type { NodeNetwork } from './network.ts';
 import type { FirewallApplyResult, FirewallDocument } from './network/firewall-document.ts';
 import { NodeFirewallDocuments } from './network/firewall-documents.ts';
 import { GUEST_SHUTDOWN_REASON, type ImageRef, type InstanceMetadataOptions, type InstanceSpec, type InstanceUpdate, type NodeApi, type NodeInstanceState, type NodeInstanceStatus, type NodeResources } from './node-api.ts';
-import { NodeStateStore, type InstanceRecord } from './node-state.ts';
+import { NodeStateStore, type InstanceRecord, type QuarantinedRecord } from './node-state.ts';
 
 export interface AgentLogger {
   debug(fields: object, msg: string): void;
@@ -97,6 +97,8 @@ export class NodeAgent implements NodeApi {
   private readonly metadataByIp = new Map<string, InstanceMetadata>();
   private readonly instanceDisks: boolean;
   private recovered: Promise<void> | undefined;
+  /** Records set aside at start (unreadable or damaged): their VMs are kept, and they are reported. */
+  private quarantined: QuarantinedRecord[] = [];
 
   constructor(opts: NodeAgentOptions) {
     this.opts = opts;
@@ -161,6 +163,7 @@ export class NodeAgent implements NodeApi {
         diskGiB: Math.max(0, capacity.diskGiB - held.diskGiB),
       },
       instanceCount: [...this.instances.values()].filter((i) => i.record.state !== 'terminated').length,
+      ...(this.quarantined.length > 0 ? { quarantined: this.quarantined.map((q) => ({ ...q })) } : {}),
     };
   }
 
@@ -234,7 +237,7 @@ export class NodeAgent implements NodeApi {
     const { state } = inst.record;
     if (state === 'stopping') {
       // Cut a graceful stop in progress short; the driver allows a forced stop while stopping.
-      if (force) await this.driver.stop(instanceId, { force: true }).catch(() => undefined);
+      if (force) await this.driver.stop(instanceId, { force: true }).catch((err) => this.logSwallowed(instanceId, 'force the stop under way', err));
       return this.statusOf(inst);
     }
     if (state === 'stopped') return this.statusOf(inst);
@@ -276,7 +279,9 @@ export class NodeAgent implements NodeApi {
     if (!inst) return;
     inst.terminating = true;
     // A graceful stop under way holds the lock until the guest powers off: end the VM now instead.
-    if (inst.record.state === 'stopping') await this.driver.stop(instanceId, { force: true }).catch(() => undefined);
+    if (inst.record.state === 'stopping') {
+      await this.driver.stop(instanceId, { force: true }).catch((err) => this.logSwallowed(instanceId, 'force the stop under way before terminating', err));
+    }
     await this.withLock(inst, () => this.terminate(inst));
   }
 
@@ -330,7 +335,7 @@ export class NodeAgent implements NodeApi {
       } catch (cleanupErr) {
         this.log.error({ instanceId: id, err: (cleanupErr as Error).message }, 'cleanup after a failed launch failed');
       }
-      await this.setState(inst, 'terminated', `launch failed: ${message}`).catch(() => undefined);
+      await this.setState(inst, 'terminated', `launch failed: ${message}`).catch((e) => this.logSwallowed(id, 'record the failed launch', e));
     }
   }
 
@@ -391,7 +396,7 @@ export class NodeAgent implements NodeApi {
       }
     } catch (err) {
       const message = (err as Error).message;
-      const info = await this.driver.info(id).catch(() => undefined);
+      const info = await this.driver.info(id).catch((e) => this.logSwallowed(id, 'read the VM state after a failed stop', e));
       await this.setState(inst, info?.state === 'running' ? 'running' : before, `stop failed: ${message}`);
       throw new Ec2Error('InternalError', `Instance ${id} could not be stopped on node ${this.nodeId}: ${message}`);
     }
@@ -414,7 +419,7 @@ export class NodeAgent implements NodeApi {
     const id = spec.instanceId;
     const info = await this.driver.info(id);
     if (info && info.state !== 'destroyed') {
-      if (info.state === 'stopping') await this.driver.stop(id, { force: true }).catch(() => undefined);
+      if (info.state === 'stopping') await this.driver.stop(id, { force: true }).catch((err) => this.logSwallowed(id, 'force the stop under way before destroying', err));
       await this.driver.destroy(id);
     }
     if (this.metadataByIp.get(spec.privateIp)?.instanceId === id) this.metadataByIp.delete(spec.privateIp);
@@ -568,7 +573,13 @@ export class NodeAgent implements NodeApi {
 
   private async reconcileOnStart(): Promise<void> {
     this.lastCapacity = await this.capacity();
-    const records = await this.store.load();
+    const { records, quarantined } = await this.store.load();
+    this.quarantined = quarantined;
+    for (const q of quarantined) {
+      this.log.error({ instanceId: q.instanceId, file: q.file, reason: q.reason, since: q.at },
+        'instance record quarantined: its VM is kept and left alone until the operator deals with it');
+    }
+    const kept = new Set(quarantined.map((q) => q.instanceId));
     await this.firewallDocs.load((file, err) => this.log.warn({ file, err: err.message }, 'ignoring a firewall document kept on disk'));
     const vms = new Map((await this.driver.list()).map((vm) => [vm.id, vm]));
     const finish: Promise<void>[] = [];
@@ -618,13 +629,24 @@ export class NodeAgent implements NodeApi {
       this.log.info({ instanceId: id, state: inst.record.state, vm: vmState ?? 'none' }, 'adopted instance');
     }
     for (const vm of vms.values()) {
+      if (kept.has(vm.id)) {
+        // Its record is damaged, not gone: a running guest is worth more than a tidy host.
+        this.log.error({ instanceId: vm.id, state: vm.state }, 'keeping a VM whose instance record is quarantined');
+        continue;
+      }
       // Specs are written before VMs are made, so a VM without one is a leftover of an interrupted terminate.
       this.log.warn({ instanceId: vm.id, state: vm.state }, 'destroying a VM that no instance record claims');
-      if (vm.state === 'stopping') await this.driver.stop(vm.id, { force: true }).catch(() => undefined);
+      if (vm.state === 'stopping') await this.driver.stop(vm.id, { force: true }).catch((err) => this.logSwallowed(vm.id, 'force the stop under way of a leftover VM', err));
       await this.driver.destroy(vm.id).catch((err) => this.logBackground(vm.id, 'destroy', err));
     }
     // Background work must not hold up recovery, which every API call waits for.
     void Promise.all(finish);
+  }
+
+  /** For errors that must not stop what follows (the next step copes either way), but must be seen. */
+  private logSwallowed(instanceId: string, what: string, err: unknown): undefined {
+    this.log.warn({ instanceId, err: (err as Error)?.message ?? String(err) }, `could not ${what}; carrying on`);
+    return undefined;
   }
 
   private logBackground(instanceId: string, what: string, err: unknown): void {

@@ -82,6 +82,8 @@ export interface NodeResources {
   capacity: { cores: number; memoryMiB: number; diskGiB: number };
   free: { cores: number; memoryMiB: number; diskGiB: number };
   instanceCount: number;
+  /** Instance records this node set aside as unreadable or damaged (node-state.ts): their VMs are kept. */
+  quarantined?: Array<{ instanceId: string; file: string; reason: string; at: string }>;
 }
 
 /** What may change while an instance is stopped (ModifyInstanceAttribute) and applies at its next start. */

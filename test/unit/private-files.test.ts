@@ -128,14 +128,17 @@ describe('files holding secrets or user data are private, under umask 022', () =
     const stateDir = join(root, 'node-state');
     const states = new NodeStateStore(stateDir);
     await states.load();
-    const spec = { instanceId: 'i-0123456789abcdef0', userData: Buffer.from('#!/bin/sh\necho secret\n').toString('base64') } as unknown as InstanceSpec;
+    const spec = {
+      instanceId: 'i-0123456789abcdef0', userData: Buffer.from('#!/bin/sh\necho secret\n').toString('base64'),
+      vmType: { name: 't.small', cores: 1, memoryMiB: 512, diskGiB: 1 }, privateIp: '10.0.0.5', // what a record must hold to be trusted
+    } as unknown as InstanceSpec;
     await states.save({ spec, state: 'pending', since: new Date().toISOString() });
     const file = join(stateDir, 'instances', 'i-0123456789abcdef0.json');
     assertPrivateDir(join(stateDir, 'instances'));
     assertPrivateFile(file);
     chmodSync(file, 0o644);
     chmodSync(join(stateDir, 'instances'), 0o755);
-    assert.equal((await new NodeStateStore(stateDir).load()).length, 1);
+    assert.equal((await new NodeStateStore(stateDir).load()).records.length, 1);
     assertPrivateDir(join(stateDir, 'instances'));
     assertPrivateFile(file);
   });
