@@ -212,4 +212,90 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('instances').addColumn('metadata_options', text).execute();
     },
   },
+  '0008-volumes': {
+    async up(db: Kysely<any>) {
+      // EBS volumes (src/cloud/storage/): what each volume should be and its one attachment, as asked;
+      // the volume reconciler moves the transitional states once the zone's cluster has acted.
+      await db.schema.createTable('volumes')
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('account_id', text, (c) => c.notNull())
+        .addColumn('zone', text, (c) => c.notNull())
+        .addColumn('size_gib', 'integer', (c) => c.notNull())
+        .addColumn('volume_type', text, (c) => c.notNull())
+        .addColumn('iops', 'integer')
+        .addColumn('throughput', 'integer')
+        .addColumn('snapshot_id', text)
+        .addColumn('state', text, (c) => c.notNull())
+        .addColumn('created_at', text, (c) => c.notNull())
+        .addColumn('state_changed_at', text, (c) => c.notNull())
+        .addColumn('auto_enable_io', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('instance_id', text)
+        .addColumn('device', text)
+        .addColumn('attach_state', text)
+        .addColumn('attach_time', text)
+        .addColumn('delete_on_termination', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('detach_force', 'integer', (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema.createIndex('volumes_account').on('volumes').columns(['account_id', 'state']).execute();
+      await db.schema.createIndex('volumes_instance').on('volumes').columns(['instance_id']).execute();
+      await db.schema.createTable('volume_modifications')
+        .addColumn('volume_id', text, (c) => c.primaryKey())
+        .addColumn('account_id', text, (c) => c.notNull())
+        .addColumn('state', text, (c) => c.notNull())
+        .addColumn('status_message', text)
+        .addColumn('original_size', 'integer', (c) => c.notNull())
+        .addColumn('target_size', 'integer', (c) => c.notNull())
+        .addColumn('original_type', text, (c) => c.notNull())
+        .addColumn('target_type', text, (c) => c.notNull())
+        .addColumn('original_iops', 'integer')
+        .addColumn('target_iops', 'integer')
+        .addColumn('progress', 'integer', (c) => c.notNull())
+        .addColumn('start_time', text, (c) => c.notNull())
+        .addColumn('end_time', text)
+        .execute();
+    },
+  },
+  '0009-addresses': {
+    async up(db: Kysely<any>) {
+      // Elastic IPs and launch-time public addresses (src/cloud/network/addresses*.ts), and the
+      // public range of each zone they come from.
+      await db.schema.createTable('public_ranges')
+        .addColumn('zone', text, (c) => c.primaryKey())
+        .addColumn('cidr', text, (c) => c.notNull())
+        .addColumn('created_at', text, (c) => c.notNull())
+        .execute();
+      await db.schema.createTable('addresses')
+        .addColumn('public_ip', text, (c) => c.primaryKey())
+        .addColumn('zone', text, (c) => c.notNull())
+        .addColumn('account_id', text, (c) => c.notNull())
+        .addColumn('allocation_id', text, (c) => c.unique())
+        .addColumn('domain', text, (c) => c.notNull())
+        .addColumn('instance_id', text)
+        .addColumn('association_id', text, (c) => c.unique())
+        .addColumn('private_ip', text)
+        .addColumn('created_at', text, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('addresses_account').on('addresses').columns(['account_id']).execute();
+      // One public address per instance (its one interface has one private address).
+      await db.schema.createIndex('addresses_instance').on('addresses').columns(['instance_id']).unique().execute();
+      // Copies of the instance's side of it, for DescribeInstances (public_ip is the address itself).
+      await db.schema.alterTable('instances').addColumn('auto_public_ip', 'integer').execute();
+      await db.schema.alterTable('instances').addColumn('public_ip_allocation_id', text).execute();
+      await db.schema.alterTable('instances').addColumn('public_ip_association_id', text).execute();
+    },
+  },
+  '0011-image-launch-permissions': {
+    async up(db: Kysely<any>) {
+      // Images shared with other accounts (ModifyImageAttribute launchPermission), and how an
+      // imported image boots when it carries its own boot loader (NULL: the cloud's kernel).
+      await db.schema.createTable('image_launch_permissions')
+        .addColumn('image_id', text, (c) => c.notNull())
+        .addColumn('account_id', text, (c) => c.notNull())
+        .addColumn('created_at', text, (c) => c.notNull())
+        .addPrimaryKeyConstraint('image_launch_permissions_pk', ['image_id', 'account_id'])
+        .execute();
+      await db.schema.createIndex('image_launch_permissions_account').on('image_launch_permissions').column('account_id').execute();
+      await db.schema.alterTable('images').addColumn('boot_mode', text).execute();
+    },
+  },
 };

@@ -123,6 +123,31 @@ export interface Database {
   vm_types: VmTypesTable;
   instances: InstancesTable;
   clusters: ClustersTable;
+  image_launch_permissions: ImageLaunchPermissionsTable;
+  volumes: VolumesTable;
+  volume_modifications: VolumeModificationsTable;
+  public_ranges: PublicRangesTable;
+  addresses: AddressesTable;
+}
+
+/** The public IPv4 block the operator gives a zone: elastic IPs and launch-time public addresses come from it. */
+export interface PublicRangesTable {
+  zone: string;          // one range per zone
+  cidr: string;
+  created_at: string;
+}
+
+/** A public address held by an account: an elastic IP (allocation_id set), or one given at launch (NULL). */
+export interface AddressesTable {
+  public_ip: string;
+  zone: string;          // the zone whose public range it comes from
+  account_id: string;
+  allocation_id: string | null;  // eipalloc-
+  domain: string;        // vpc
+  instance_id: string | null;
+  association_id: string | null; // eipassoc- (elastic IPs only)
+  private_ip: string | null;
+  created_at: string;
 }
 
 export interface ImagesTable {
@@ -142,6 +167,14 @@ export interface ImagesTable {
   sha256: string;
   size_bytes: number;
   format: string;        // raw | qcow2
+  created_at: string;
+  boot_mode: string | null; // legacy-bios | uefi: boots from its own disk; NULL: kernel (+ ramdisk) given by the cloud
+}
+
+/** An account other than the owner that may see and launch an image (launchPermission UserId); group `all` is images.is_public. */
+export interface ImageLaunchPermissionsTable {
+  image_id: string;
+  account_id: string;
   created_at: string;
 }
 
@@ -186,6 +219,11 @@ export interface InstancesTable {
   reboot_requested_at?: string | null;
   /** MetadataOptions as JSON (instance-metadata-options.ts); NULL: EC2's defaults. */
   metadata_options?: string | null;
+  /** 1 when the launch gave the interface a public address (it gets a new one after an elastic IP leaves it). */
+  auto_public_ip?: number | null;
+  /** The elastic IP the instance's public_ip is, when it is one (NULL: a launch-time address, or none). */
+  public_ip_allocation_id?: string | null;
+  public_ip_association_id?: string | null;
 }
 
 export interface ClustersTable {
@@ -193,4 +231,44 @@ export interface ClustersTable {
   url: string;           // base URL of its cluster API, as the cloud reaches it
   secret: string;        // shared secret that signs every cloud <-> cluster message
   created_at: string;
+}
+
+export interface VolumesTable {
+  id: string;            // vol-
+  account_id: string;
+  zone: string;
+  size_gib: number;
+  volume_type: string;   // gp2 | gp3 | io1 | io2 | st1 | sc1 | standard: accepted and reported
+  iops: number | null;
+  throughput: number | null;
+  snapshot_id: string | null;
+  /** creating | available | in-use | deleting | deleted | error (EC2's volume states). */
+  state: string;
+  created_at: string;
+  state_changed_at: string;
+  auto_enable_io: number;
+  /** The one attachment (no multi-attach): the instance, EC2 device name and attachment state. */
+  instance_id: string | null;
+  device: string | null;
+  attach_state: string | null;   // attaching | attached | detaching
+  attach_time: string | null;
+  delete_on_termination: number;
+  /** A DetachVolume with Force=true still under way. */
+  detach_force: number;
+}
+
+export interface VolumeModificationsTable {
+  volume_id: string;     // one row per volume: its latest modification
+  account_id: string;
+  state: string;         // modifying | optimizing | completed | failed
+  status_message: string | null;
+  original_size: number;
+  target_size: number;
+  original_type: string;
+  target_type: string;
+  original_iops: number | null;
+  target_iops: number | null;
+  progress: number;
+  start_time: string;
+  end_time: string | null;
 }
