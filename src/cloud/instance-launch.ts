@@ -342,6 +342,13 @@ export function createLauncher(deps: LaunchDeps) {
         });
       } catch (e) {
         release?.();
+        if (isUniqueViolation(e) && plan.clientToken !== undefined) {
+          // Another request with this token committed first (instances_client_token is unique, so
+          // on PostgreSQL a second controller cannot launch it too): the other request won, and
+          // this one answers with its reservation, as idempotent EC2 does.
+          const earlier = await replayed(ctx.store.db, plan);
+          if (earlier) return { earlier };
+        }
         // Another controller took one of these addresses first: pick again.
         if (isUniqueViolation(e) && attempt < 3 && !plan.privateIp) continue;
         if (isUniqueViolation(e) && plan.privateIp) throw new Ec2Error('InvalidIPAddress.InUse', `Address ${plan.privateIp} is in use.`);

@@ -1,5 +1,5 @@
 // One ordered migration list for both back-ends. Append new migrations; never edit a released one.
-import type { Kysely, Migration } from 'kysely';
+import { sql, type Kysely, type Migration } from 'kysely';
 
 const text = 'text' as const;
 
@@ -253,6 +253,23 @@ export const migrations: Record<string, Migration> = {
         .addColumn('start_time', text, (c) => c.notNull())
         .addColumn('end_time', text)
         .execute();
+    },
+  },
+  '0010-client-token-unique': {
+    async up(db: Kysely<any>) {
+      // One launch per (account, ClientToken), also when several controllers share PostgreSQL: every
+      // launch has a row with launch index 0, so two launches of one token cannot both commit.
+      // Earlier versions could let a race through: the earliest launch keeps the token (its
+      // replays answer it), the others are kept as launches of their own.
+      await sql`UPDATE instances SET client_token = NULL, request_hash = NULL
+        WHERE client_token IS NOT NULL AND EXISTS (
+          SELECT 1 FROM instances earlier
+          WHERE earlier.account_id = instances.account_id AND earlier.client_token = instances.client_token
+            AND (earlier.launch_time < instances.launch_time
+              OR (earlier.launch_time = instances.launch_time AND earlier.reservation_id < instances.reservation_id)))`.execute(db);
+      await db.schema.dropIndex('instances_client_token').ifExists().execute();
+      await db.schema.createIndex('instances_client_token').on('instances')
+        .columns(['account_id', 'client_token', 'launch_index']).unique().execute();
     },
   },
 };
