@@ -250,14 +250,15 @@ function quotaCommands(admin: Command): void {
     .option('--max-instances <n>', 'instances that are not terminated (default 20)', quotaValue)
     .option('--max-cores <n>', 'cores of the account\'s instances that are not stopped or terminated (default unlimited)', quotaValue)
     .option('--max-memory-mib <mib>', 'memory in MiB of the account\'s instances that are not stopped or terminated (default unlimited)', quotaValue)
+    .option('--max-elastic-ips <n>', 'elastic IPs the account may hold (default 5)', quotaValue)
     .description('set quotas; "default" as a value restores the default')
-    .action(async (o: { account: string; maxInstances?: number | 'default'; maxCores?: number | 'default'; maxMemoryMib?: number | 'default' }, cmd: Command) => {
+    .action(async (o: { account: string; maxInstances?: number | 'default'; maxCores?: number | 'default'; maxMemoryMib?: number | 'default'; maxElasticIps?: number | 'default' }, cmd: Command) => {
       const body: Record<string, number | null> = {};
-      for (const [name, value] of [['max-instances', o.maxInstances], ['max-cores', o.maxCores], ['max-memory-mib', o.maxMemoryMib]] as const) {
+      for (const [name, value] of [['max-instances', o.maxInstances], ['max-cores', o.maxCores], ['max-memory-mib', o.maxMemoryMib], ['max-elastic-ips', o.maxElasticIps]] as const) {
         // null asks the API to forget the operator's value.
         if (value !== undefined) body[name] = value === 'default' ? null : value;
       }
-      if (Object.keys(body).length === 0) throw new Error('Name at least one quota to set: --max-instances, --max-cores or --max-memory-mib.');
+      if (Object.keys(body).length === 0) throw new Error('Name at least one quota to set: --max-instances, --max-cores, --max-memory-mib or --max-elastic-ips.');
       printResult(cmd, await adminClientFor(cmd).request('PUT', `/accounts/${encodeURIComponent(o.account)}/quotas`, { body }), table);
     });
 }

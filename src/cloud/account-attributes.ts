@@ -2,10 +2,9 @@
 // read before launching — the platform, the default VPC and the account's quotas.
 import type { OperationTable, RequestContext } from './context.ts';
 import { Ec2Error, excerpt } from '../protocol/errors.ts';
-import { maxInstances } from './quotas.ts';
+import { getQuota, maxInstances } from './quotas.ts';
 
 const SECURITY_GROUPS_PER_INTERFACE = 5;
-const ELASTIC_IPS = 5;
 
 type Attribute = (ctx: RequestContext) => Promise<string[]>;
 
@@ -19,8 +18,9 @@ const ATTRIBUTES: Record<string, Attribute> = {
       .where('account_id', '=', ctx.caller.accountId).where('is_default', '=', 1).executeTakeFirst();
     return [vpc?.id ?? 'none'];
   },
-  'max-elastic-ips': async () => [String(ELASTIC_IPS)],
-  'vpc-max-elastic-ips': async () => [String(ELASTIC_IPS)],
+  // The operator's quota, which AllocateAddress enforces (network/addresses.ts); EC2 reports both names.
+  'max-elastic-ips': async (ctx) => [String(await getQuota(ctx.store.db, ctx.caller.accountId, 'max-elastic-ips'))],
+  'vpc-max-elastic-ips': async (ctx) => [String(await getQuota(ctx.store.db, ctx.caller.accountId, 'max-elastic-ips'))],
 };
 
 async function DescribeAccountAttributes(ctx: RequestContext, input: { AttributeNames?: string[] }) {

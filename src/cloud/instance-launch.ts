@@ -22,6 +22,8 @@ import { isUsableAddress, macForInstance, pickFreeAddresses, privateDnsName } fr
 import { parseIpv4Address } from './cidr.ts';
 import { reservationsOf, type SecurityGroupRef } from './instance-view.ts';
 import { isUnplaced, placeStoredInstances, recordPlacements } from './instance-placement.ts';
+import { interfaceAsInstanceLevel, type InterfaceSpecification } from './network/launch-interface.ts';
+import { assignLaunchAddresses, releaseInstancesPublicAddresses } from './network/public-addresses.ts';
 import { metadataOptionsColumn, metadataOptionsFrom, metadataOptionsSpec, type MetadataOptionsInput, type StoredMetadataOptions } from './instance-metadata-options.ts';
 
 const MAX_USER_DATA_BYTES = 16 * 1024;
@@ -53,6 +55,7 @@ export interface RunInstancesInput {
   SubnetId?: string; PrivateIpAddress?: string; ClientToken?: string; TagSpecifications?: TagSpecification[];
   KernelId?: string; RamdiskId?: string; DisableApiTermination?: boolean; InstanceInitiatedShutdownBehavior?: string;
   MetadataOptions?: MetadataOptionsInput;
+  NetworkInterfaces?: InterfaceSpecification[];
   [other: string]: unknown;
 }
 
@@ -77,6 +80,8 @@ interface LaunchPlan {
   requestHash: string;
   disableApiTermination: boolean;
   shutdownBehavior: ShutdownBehavior;
+  /** The interface's AssociatePublicIpAddress; undefined: the subnet's MapPublicIpOnLaunch decides. */
+  associatePublicIp?: boolean;
 }
 
 /** What an instance does when its guest powers itself off (RunInstances' InstanceInitiatedShutdownBehavior). */
@@ -196,7 +201,8 @@ async function estimateFit(cluster: ClusterApi, vmType: VmTypeSpec): Promise<num
 export function createLauncher(deps: LaunchDeps) {
   let nextZone = 0;
 
-  async function planLaunch(ctx: RequestContext, input: RunInstancesInput): Promise<{ plan: LaunchPlan; subnet?: SubnetsTable; zone?: string }> {
+  async function planLaunch(ctx: RequestContext, request: RunInstancesInput): Promise<{ plan: LaunchPlan; subnet?: SubnetsTable; zone?: string }> {
+    const { input, associatePublicIp } = interfaceAsInstanceLevel(request);
     const accountId = ctx.caller.accountId;
     const db = ctx.store.db;
     const { min, max } = counts(input);
@@ -269,7 +275,7 @@ export function createLauncher(deps: LaunchDeps) {
       plan: {
         accountId, region: ctx.settings.region, min, max, image, kernel, ramdisk, vmType, key, userData,
         groups: groups.map((g) => ({ id: g.id, name: g.name })), vpcId, privateIp, tags, clientToken,
-        requestHash: requestHash(input), disableApiTermination: input.DisableApiTermination === true, shutdownBehavior,
+        requestHash: requestHash(request), associatePublicIp, disableApiTermination: input.DisableApiTermination === true, shutdownBehavior,
         metadataOptions,
       },
     };
@@ -335,6 +341,10 @@ export function createLauncher(deps: LaunchDeps) {
           }
           for (let i = 0; i < rows.length; i += 200) await tx.insertInto('instances').values(rows.slice(i, i + 200)).execute();
           for (const row of rows) await writeTags(tx, plan.accountId, row.id, plan.tags);
+          if (plan.associatePublicIp ?? subnet.map_public_ip_on_launch === 1) {
+            const given = await assignLaunchAddresses(tx, rows, plan.associatePublicIp === true);
+            for (const row of rows) if (given.has(row.id)) Object.assign(row, { public_ip: given.get(row.id)!, auto_public_ip: 1 });
+          }
           // Marked as being placed before anyone can read them: a replay waits for this launch,
           // and the reconciler leaves its rows to it.
           release = deps.directory.placing.claim(rows.map((r) => r.id));
@@ -363,6 +373,7 @@ export function createLauncher(deps: LaunchDeps) {
       for (let i = 0; i < ids.length; i += 500) {
         const chunk = ids.slice(i, i + 500);
         await tx.deleteFrom('tags').where('resource_id', 'in', chunk).execute();
+        await releaseInstancesPublicAddresses(tx, chunk);
         await tx.deleteFrom('instances').where('id', 'in', chunk).execute();
       }
     });
@@ -463,7 +474,8 @@ export function createLauncher(deps: LaunchDeps) {
 
   /** Errors after which an automatically chosen zone is given up for the next one. */
   function zoneSpecific(e: unknown): boolean {
-    return e instanceof Ec2Error && (e.code === 'InsufficientInstanceCapacity' || e.code === 'InsufficientFreeAddressesInSubnet');
+    return e instanceof Ec2Error && (e.code === 'InsufficientInstanceCapacity' || e.code === 'InsufficientFreeAddressesInSubnet'
+      || e.code === 'InsufficientAddressCapacity');
   }
 
   return async function runInstances(ctx: RequestContext, input: RunInstancesInput) {

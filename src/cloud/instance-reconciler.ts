@@ -16,6 +16,7 @@ import { Ec2Error } from '../protocol/errors.ts';
 import { REASONS } from './instance-view.ts';
 import { startUpdateFor } from './instance-update.ts';
 import { isUnplaced, placeStoredInstances } from './instance-placement.ts';
+import { releaseEndedInstancesPublicAddresses } from './network/public-addresses.ts';
 
 export interface ReconcilerLog {
   info(obj: object, msg?: string): void;
@@ -192,6 +193,7 @@ export class InstanceReconciler {
           if (!change.command) return update.execute();
           for (const { id } of await update.returning('id').execute()) commands.push({ id, command: change.command });
         });
+        if (change.releaseAddress) await releaseEndedInstancesPublicAddresses(tx, ids);
       }
       await chunked(impaired, (chunk) => tx.updateTable('instances').set({ status_impaired: 1 }).where('id', 'in', chunk).execute());
       await chunked(healthy, (chunk) => tx.updateTable('instances').set({ status_impaired: 0 }).where('id', 'in', chunk).execute());
@@ -240,9 +242,12 @@ export class InstanceReconciler {
         const message = (e as Error)?.message ?? String(e);
         if (e instanceof Ec2Error && e.code === 'InsufficientInstanceCapacity') {
           this.#log.warn({ zone, reservationId, err: message }, 'no capacity for a launch that was cut short: its instances are terminated');
-          await this.#store.transaction((tx) => tx.updateTable('instances')
-            .set({ state: 'terminated', state_reason: REASONS.noCapacity, state_changed_at: new Date().toISOString(), private_ip: null, public_ip: null })
-            .where('id', 'in', ids).where('state', '=', 'pending').where('node_id', 'is', null).execute());
+          await this.#store.transaction(async (tx) => {
+            await tx.updateTable('instances')
+              .set({ state: 'terminated', state_reason: REASONS.noCapacity, state_changed_at: new Date().toISOString(), private_ip: null, public_ip: null })
+              .where('id', 'in', ids).where('state', '=', 'pending').where('node_id', 'is', null).execute();
+            await releaseEndedInstancesPublicAddresses(tx, ids);
+          });
         } else {
           this.#log.warn({ zone, reservationId, err: message }, 'could not place a launch that was cut short; will try again');
         }

@@ -8,6 +8,7 @@ import { noValueFilters, viewFilters } from './view-filters.ts';
 import type { Tag } from './tags.ts';
 import { ARCHITECTURE, HYPERVISOR, ROOT_DEVICE_NAME, VIRTUALIZATION_TYPE } from './images/images.ts';
 import { privateDnsName } from './ip-allocation.ts';
+import { publicDnsName } from './network/public-addresses.ts';
 import { metadataOptionsOf, metadataOptionsView } from './instance-metadata-options.ts';
 
 export type InstanceState = 'pending' | 'running' | 'shutting-down' | 'terminated' | 'stopping' | 'stopped';
@@ -59,6 +60,26 @@ function derivedId(prefix: string, instanceId: string): string {
   return `${prefix}-${createHash('sha256').update(`${prefix}:${instanceId}`).digest('hex').slice(0, 17)}`;
 }
 
+/** The id of the instance's one network interface (AssociateAddress and DescribeAddresses name it). */
+export function networkInterfaceIdOf(instanceId: string): string {
+  return derivedId('eni', instanceId);
+}
+
+/**
+ * The interface's public address as EC2 shows it: IpOwnerId is the account for an elastic IP and
+ * "amazon" for an address given at launch. AllocationId and AssociationId are not in the model's
+ * structure (the serializer leaves them out) but let the association filters find elastic IPs.
+ */
+function publicAssociation(row: InstancesTable, region: string) {
+  if (!row.public_ip) return undefined;
+  return {
+    IpOwnerId: row.public_ip_allocation_id ? row.account_id : 'amazon',
+    PublicDnsName: publicDnsName(row.public_ip, region),
+    PublicIp: row.public_ip,
+    ...(row.public_ip_allocation_id ? { AllocationId: row.public_ip_allocation_id, AssociationId: row.public_ip_association_id ?? undefined } : {}),
+  };
+}
+
 export function dnsNameOf(row: InstancesTable, region: string): string {
   return row.private_ip ? privateDnsName(row.private_ip, region) : '';
 }
@@ -75,6 +96,7 @@ export function instanceView(row: InstancesTable, tags: Tag[], view: ViewContext
   const live = row.private_ip !== null;
   const reason = stateReason(row);
   const vmType = view.vmTypes.get(row.instance_type);
+  const association = live ? publicAssociation(row, view.region) : undefined;
   return {
     AmiLaunchIndex: row.launch_index,
     ImageId: row.image_id,
@@ -89,8 +111,8 @@ export function instanceView(row: InstancesTable, tags: Tag[], view: ViewContext
     PrivateDnsName: dnsName,
     ...(live ? { PrivateIpAddress: row.private_ip } : {}),
     ProductCodes: [],
-    PublicDnsName: '',
-    ...(row.public_ip ? { PublicIpAddress: row.public_ip } : {}),
+    PublicDnsName: association?.PublicDnsName ?? '',
+    ...(association ? { PublicIpAddress: association.PublicIp } : {}),
     State: stateOf(row),
     StateTransitionReason: stateTransitionReason(row),
     ...(live ? { SubnetId: row.subnet_id, VpcId: row.vpc_id } : {}),
@@ -101,6 +123,7 @@ export function instanceView(row: InstancesTable, tags: Tag[], view: ViewContext
     EnaSupport: false,
     Hypervisor: HYPERVISOR,
     NetworkInterfaces: live ? [{
+      ...(association ? { Association: association } : {}),
       Attachment: {
         AttachTime: new Date(row.launch_time), AttachmentId: derivedId('eni-attach', row.id), DeleteOnTermination: true,
         DeviceIndex: 0, Status: 'attached', NetworkCardIndex: 0,
@@ -109,11 +132,11 @@ export function instanceView(row: InstancesTable, tags: Tag[], view: ViewContext
       Groups: groups,
       Ipv6Addresses: [],
       MacAddress: row.mac,
-      NetworkInterfaceId: derivedId('eni', row.id),
+      NetworkInterfaceId: networkInterfaceIdOf(row.id),
       OwnerId: row.account_id,
       PrivateDnsName: dnsName,
       PrivateIpAddress: row.private_ip,
-      PrivateIpAddresses: [{ Primary: true, PrivateDnsName: dnsName, PrivateIpAddress: row.private_ip }],
+      PrivateIpAddresses: [{ ...(association ? { Association: association } : {}), Primary: true, PrivateDnsName: dnsName, PrivateIpAddress: row.private_ip }],
       SourceDestCheck: true,
       Status: 'in-use',
       SubnetId: row.subnet_id,
@@ -283,9 +306,9 @@ export function instanceFilters(region: string, zoneIds: ReadonlyMap<string, str
     'availability-zone': (i) => i.row.zone,
     'private-ip-address': (i) => i.row.private_ip ?? undefined,
     'network-interface.addresses.private-ip-address': (i) => i.row.private_ip ?? undefined,
-    'ip-address': (i) => i.row.public_ip ?? undefined,
+    'ip-address': (i) => (live(i) ? i.row.public_ip ?? undefined : undefined),
     'private-dns-name': (i) => dnsNameOf(i.row, region) || undefined,
-    'dns-name': () => undefined,
+    'dns-name': (i) => (live(i) && i.row.public_ip ? publicDnsName(i.row.public_ip, region) : undefined),
     'key-name': (i) => i.row.key_name ?? undefined,
     'reservation-id': (i) => i.row.reservation_id,
     'subnet-id': (i) => i.row.subnet_id,

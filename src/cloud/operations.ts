@@ -11,6 +11,7 @@ import { vmTypeOperations } from './vm-types.ts';
 import { imageOperations } from './images/images.ts';
 import { instanceOperations, type InstanceOperationDeps } from './instances.ts';
 import { instanceMetadataOptionOperations } from './instance-metadata-options.ts';
+import { addressOperations } from './network/addresses.ts';
 
 export function allOperations(compute: InstanceOperationDeps): OperationTable {
   return {
@@ -24,5 +25,6 @@ export function allOperations(compute: InstanceOperationDeps): OperationTable {
     ...imageOperations,
     ...instanceOperations(compute),
     ...instanceMetadataOptionOperations(compute),
+    ...addressOperations,
   };
 }

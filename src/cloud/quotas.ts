@@ -6,14 +6,18 @@ import { PostgresAdapter } from 'kysely';
 import type { Db, Tx } from '../store/store.ts';
 import { Ec2Error } from '../protocol/errors.ts';
 
-export const QUOTA_NAMES = ['max-instances', 'max-cores', 'max-memory-mib'] as const;
+export const QUOTA_NAMES = ['max-instances', 'max-cores', 'max-memory-mib', 'max-elastic-ips'] as const;
 export type QuotaName = (typeof QUOTA_NAMES)[number];
+/** The quotas a launch or a start is checked against (max-elastic-ips is AllocateAddress's: network/addresses.ts). */
+const INSTANCE_QUOTA_NAMES = ['max-instances', 'max-cores', 'max-memory-mib'] as const;
+type InstanceQuotaName = (typeof INSTANCE_QUOTA_NAMES)[number];
 
 /** `null` means "no limit". */
 export const QUOTA_DEFAULTS: Record<QuotaName, number | null> = {
   'max-instances': 20,
   'max-cores': null,
   'max-memory-mib': null,
+  'max-elastic-ips': 5,
 };
 
 /** Larger values are surely typing mistakes, and every store holds them exactly. */
@@ -100,7 +104,7 @@ export interface QuotaDemand {
   memoryMiB: number;
 }
 
-const DEMAND_OF: Record<QuotaName, keyof QuotaDemand> = {
+const DEMAND_OF: Record<InstanceQuotaName, keyof QuotaDemand> = {
   'max-instances': 'instances', 'max-cores': 'cores', 'max-memory-mib': 'memoryMiB',
 };
 
@@ -138,7 +142,7 @@ async function standing(tx: Tx, accountId: string): Promise<Standing> {
 }
 
 /** EC2's answer when `adding` does not fit under the quota `name`. */
-function refusal(name: QuotaName, limit: number, used: number, adding: number): Ec2Error {
+function refusal(name: InstanceQuotaName, limit: number, used: number, adding: number): Ec2Error {
   switch (name) {
     case 'max-instances':
       return new Ec2Error('InstanceLimitExceeded', `Your quota allows for ${Math.max(0, limit - used)} more running instance(s). You requested at least ${adding}`);
@@ -154,7 +158,7 @@ function refusal(name: QuotaName, limit: number, used: number, adding: number): 
 }
 
 function firstExceeded({ limits, used }: Standing, adding: QuotaDemand): Ec2Error | undefined {
-  for (const name of QUOTA_NAMES) {
+  for (const name of INSTANCE_QUOTA_NAMES) {
     const limit = limits[name];
     const key = DEMAND_OF[name];
     // Nothing added never fails, even when the operator lowered a limit below what is in use.
@@ -182,7 +186,7 @@ export async function launchableCount(tx: Tx, accountId: string, each: { cores: 
   const error = firstExceeded(now, { instances: min, cores: min * each.cores, memoryMiB: min * each.memoryMiB });
   if (error) throw error;
   let count = max;
-  for (const name of QUOTA_NAMES) {
+  for (const name of INSTANCE_QUOTA_NAMES) {
     const limit = now.limits[name];
     const key = DEMAND_OF[name];
     if (limit !== null && per[key] > 0) count = Math.min(count, Math.floor((limit - now.used[key]) / per[key]));

@@ -272,4 +272,33 @@ export const migrations: Record<string, Migration> = {
         .columns(['account_id', 'client_token', 'launch_index']).unique().execute();
     },
   },
+  '0009-addresses': {
+    async up(db: Kysely<any>) {
+      // Elastic IPs and launch-time public addresses (src/cloud/network/addresses*.ts), and the
+      // public range of each zone they come from.
+      await db.schema.createTable('public_ranges')
+        .addColumn('zone', text, (c) => c.primaryKey())
+        .addColumn('cidr', text, (c) => c.notNull())
+        .addColumn('created_at', text, (c) => c.notNull())
+        .execute();
+      await db.schema.createTable('addresses')
+        .addColumn('public_ip', text, (c) => c.primaryKey())
+        .addColumn('zone', text, (c) => c.notNull())
+        .addColumn('account_id', text, (c) => c.notNull())
+        .addColumn('allocation_id', text, (c) => c.unique())
+        .addColumn('domain', text, (c) => c.notNull())
+        .addColumn('instance_id', text)
+        .addColumn('association_id', text, (c) => c.unique())
+        .addColumn('private_ip', text)
+        .addColumn('created_at', text, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('addresses_account').on('addresses').columns(['account_id']).execute();
+      // One public address per instance (its one interface has one private address).
+      await db.schema.createIndex('addresses_instance').on('addresses').columns(['instance_id']).unique().execute();
+      // Copies of the instance's side of it, for DescribeInstances (public_ip is the address itself).
+      await db.schema.alterTable('instances').addColumn('auto_public_ip', 'integer').execute();
+      await db.schema.alterTable('instances').addColumn('public_ip_allocation_id', text).execute();
+      await db.schema.alterTable('instances').addColumn('public_ip_association_id', text).execute();
+    },
+  },
 };

@@ -125,6 +125,28 @@ export interface Database {
   clusters: ClustersTable;
   volumes: VolumesTable;
   volume_modifications: VolumeModificationsTable;
+  public_ranges: PublicRangesTable;
+  addresses: AddressesTable;
+}
+
+/** The public IPv4 block the operator gives a zone: elastic IPs and launch-time public addresses come from it. */
+export interface PublicRangesTable {
+  zone: string;          // one range per zone
+  cidr: string;
+  created_at: string;
+}
+
+/** A public address held by an account: an elastic IP (allocation_id set), or one given at launch (NULL). */
+export interface AddressesTable {
+  public_ip: string;
+  zone: string;          // the zone whose public range it comes from
+  account_id: string;
+  allocation_id: string | null;  // eipalloc-
+  domain: string;        // vpc
+  instance_id: string | null;
+  association_id: string | null; // eipassoc- (elastic IPs only)
+  private_ip: string | null;
+  created_at: string;
 }
 
 export interface ImagesTable {
@@ -188,6 +210,11 @@ export interface InstancesTable {
   reboot_requested_at?: string | null;
   /** MetadataOptions as JSON (instance-metadata-options.ts); NULL: EC2's defaults. */
   metadata_options?: string | null;
+  /** 1 when the launch gave the interface a public address (it gets a new one after an elastic IP leaves it). */
+  auto_public_ip?: number | null;
+  /** The elastic IP the instance's public_ip is, when it is one (NULL: a launch-time address, or none). */
+  public_ip_allocation_id?: string | null;
+  public_ip_association_id?: string | null;
 }
 
 export interface ClustersTable {

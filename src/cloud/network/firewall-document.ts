@@ -39,9 +39,11 @@ export function firewallRuleFromRow(row: RuleRow): FirewallRule | undefined {
 }
 
 export async function buildFirewallDocument(db: Db | Tx, zone: string): Promise<FirewallDocument> {
-  const rows = await db.selectFrom('instances').select(['id', 'private_ip', 'vpc_id', 'security_groups'])
+  const rows = await db.selectFrom('instances').select(['id', 'private_ip', 'vpc_id', 'security_groups', 'public_ip'])
     .where('zone', '=', zone).where('private_ip', 'is not', null).where('state', '!=', 'terminated').execute();
-  const instances = rows.map((r) => ({ id: r.id, ip: r.private_ip!, vpcId: r.vpc_id, groups: groupIdsOf(r.security_groups) }));
+  const instances = rows.map((r) => ({
+    id: r.id, ip: r.private_ip!, vpcId: r.vpc_id, groups: groupIdsOf(r.security_groups), ...(r.public_ip ? { publicIp: r.public_ip } : {}),
+  }));
   const groupIds = [...new Set(instances.flatMap((i) => i.groups))].sort();
   const groups = new Map<string, FirewallGroup>();
   for (const part of chunks(groupIds)) {

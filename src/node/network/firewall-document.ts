@@ -42,6 +42,8 @@ export interface FirewallInstance {
   vpcId: string;
   /** Security group ids, as the instance has them now (ModifyInstanceAttribute may change them). */
   groups: string[];
+  /** Its public IPv4 address (elastic IP or launch-time), which its node NATs to `ip` (public-nat.ts). */
+  publicIp?: string;
 }
 
 export interface FirewallDocument {
@@ -72,7 +74,7 @@ export interface FirewallPushResult {
 
 /** The content hash that identifies a document; the zone, groups and instances in their canonical order. */
 export function firewallDocumentVersion(doc: Pick<FirewallDocument, 'zone' | 'groups' | 'instances'>): string {
-  const canonical = JSON.stringify([doc.zone, doc.groups.map(canonicalGroup), doc.instances.map((i) => [i.id, i.ip, i.vpcId, i.groups])]);
+  const canonical = JSON.stringify([doc.zone, doc.groups.map(canonicalGroup), doc.instances.map((i) => [i.id, i.ip, i.vpcId, i.groups, ...(i.publicIp ? [i.publicIp] : [])])]);
   return createHash('sha256').update(canonical).digest('hex').slice(0, 32);
 }
 
@@ -189,11 +191,13 @@ export function validateFirewallDocument(raw: unknown): FirewallDocument {
     const o = x as Record<string, unknown>;
     if (!isIpv4Address(o.ip)) bad(`${where}.ip is not an IPv4 address: ${JSON.stringify(o.ip)}`);
     if (!Array.isArray(o.groups)) bad(`${where}.groups must be a list`);
+    if (o.publicIp !== undefined && o.publicIp !== null && !isIpv4Address(o.publicIp)) bad(`${where}.publicIp is not an IPv4 address: ${JSON.stringify(o.publicIp)}`);
     return {
       id: checkId(o.id, 'i', `${where}.id`),
       ip: o.ip,
       vpcId: checkId(o.vpcId, 'vpc', `${where}.vpcId`),
       groups: (o.groups as unknown[]).map((g, j) => checkId(g, 'sg', `${where}.groups[${j}]`)),
+      ...(typeof o.publicIp === 'string' ? { publicIp: o.publicIp } : {}),
     };
   });
   return { zone: d.zone, version: d.version, groups, instances };
