@@ -22,11 +22,13 @@ export interface SigV2Claim {
 
 /** Sorted `name=value` pairs, RFC 3986-encoded, without Signature. */
 export function sigV2CanonicalParams(params: Record<string, string>): string {
-  const names = Object.keys(params).filter((n) => n !== 'Signature').sort((a, b) => {
-    // Byte order of the encoded names, as the spec sorts them.
-    const ea = uriEncode(a), eb = uriEncode(b);
-    return ea < eb ? -1 : ea > eb ? 1 : 0;
-  });
+  // The spec sorts the names by their UTF-8 bytes before encoding them (boto and the AWS SDKs do):
+  // sorting the encoded names differs where one holds a character that encoding puts before
+  // letters (`a/b` and `a.b`, `[` and `Action`), and such a request would never verify.
+  const names = Object.keys(params).filter((n) => n !== 'Signature')
+    .map((n) => ({ n, bytes: Buffer.from(n.replace(/\p{Cs}/gu, '\uFFFD'), 'utf8') }))
+    .sort((a, b) => Buffer.compare(a.bytes, b.bytes))
+    .map(({ n }) => n);
   return names.map((n) => `${uriEncode(n)}=${uriEncode(params[n]!)}`).join('&');
 }
 

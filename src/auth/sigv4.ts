@@ -28,9 +28,12 @@ export interface SigV4Claim {
 
 export type QueryPairs = Array<[string, string]>;
 
+const LONE_SURROGATE = /\p{Cs}/gu;
+
 /** RFC 3986 percent-encoding, as SigV4 canonicalisation requires (only A-Z a-z 0-9 - _ . ~ stay). */
 export function uriEncode(s: string): string {
-  return encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  // A lone surrogate cannot be UTF-8 encoded (encodeURIComponent throws); clients send U+FFFD for it.
+  return encodeURIComponent(s.replace(LONE_SURROGATE, '\uFFFD')).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 }
 
 function decodeComponent(s: string): string {
@@ -239,7 +242,8 @@ export function canonicalRequest(req: HttpRequestParts, claim: SigV4Claim, pairs
   let headerBlock = '';
   for (const name of names) {
     const raw = req.headers[name] ?? (name === 'host' ? req.host : '');
-    headerBlock += `${name}:${raw.trim().replace(/\s+/g, ' ')}\n`;
+    // Only spaces and tabs are HTTP whitespace: a no-break space (0xA0) is part of the value, as the SDKs sign it.
+    headerBlock += `${name}:${raw.replace(/[ \t]+/g, ' ').replace(/^ | $/g, '')}\n`;
   }
   return `${req.method.toUpperCase()}\n${canonicalPath(req.path)}\n${canonicalQueryString(pairs)}\n${headerBlock}\n${names.join(';')}\n${payloadHash(req, pairs)}`;
 }

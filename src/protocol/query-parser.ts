@@ -221,7 +221,12 @@ export function booleanFromText(value: string): boolean | undefined {
 }
 
 function parseTimestamp(value: string, path: string): Date {
-  if (EPOCH_SECONDS.test(value)) return new Date(Number(value) * 1000);
+  if (EPOCH_SECONDS.test(value)) {
+    // Past ±8.64e15 ms a Date is invalid, and an invalid Date breaks whoever formats it later.
+    const date = new Date(Number(value) * 1000);
+    if (!Number.isFinite(date.getTime())) throw invalid(value, path);
+    return date;
+  }
   const m = ISO_8601.exec(value);
   if (!m) throw invalid(value, path);
   const [, y, mo, d, h = '00', mi = '00', s = '00', frac = '', zone = 'Z'] = m;
