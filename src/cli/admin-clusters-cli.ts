@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { adminClientFor, formatTable, printResult } from './admin.ts';
 import type { AdminClient } from './admin-client.ts';
+import { addNodeDiagnoseCommand } from './admin-node-diagnose-cli.ts';
 
 interface ClusterJson { zone: string; url: string; cidr: string | null; createdAt: string | null }
 interface NodeJson {
@@ -108,6 +109,8 @@ export function registerClusterAdminCommands(adminCommand: Command): void {
       }
       printResult(cmd, { nodes: rows }, (a) => nodesTable(a.nodes));
     });
+
+  addNodeDiagnoseCommand(node);
 
   node.command('revoke')
     .description("make the node's cluster forget it: its secret stops working and it gets no more instances")

@@ -10,6 +10,7 @@
 //
 // Under `ironbark up` the zone's cluster runs inside the cloud's process and has no row: it is
 // listed (url "in-process") with its nodes, and cannot be removed or given joined nodes.
+//   GET    /v1/clusters/:zone/nodes/:node/network  the node's host networking against its desired state
 //   DELETE /v1/clusters/:zone/nodes/:node     revokes the node: the cluster forgets its secret
 import type { Hono } from 'hono';
 import type { Logger } from 'pino';
@@ -123,6 +124,14 @@ export function createClusterAdminApi(deps: ClusterAdminDeps): Hono<AdminEnv> {
         };
       }),
     });
+  });
+
+  // The node's host networking (bridges, tunnel, taps, tables, DHCP) against what it should be.
+  app.get('/v1/clusters/:zone/nodes/:node/network', async (c) => {
+    const zone = c.req.param('zone');
+    const cluster: { diagnoseNode?(nodeId: string): Promise<unknown> } = connections.inProcess(zone) ?? (await clientOf(zone));
+    if (!cluster.diagnoseNode) throw new Ec2Error('UnsupportedOperation', `The cluster of ${zone} cannot diagnose nodes.`);
+    return c.json({ zone, ...((await cluster.diagnoseNode(c.req.param('node'))) as object) });
   });
 
   app.delete('/v1/clusters/:zone/nodes/:node', async (c) => {

@@ -2,6 +2,7 @@
 // never talks to nodes: the cluster places instances, relays commands and reports actual state.
 import type { InstanceMetadataOptions, InstanceSpec, InstanceUpdate, NodeInstanceStatus, NodeResources } from '../node/node-api.ts';
 import type { FirewallDocument, FirewallPushResult } from '../node/network/firewall-document.ts';
+import type { NetworkDiagnosis } from '../node/network/diagnosis.ts';
 
 export interface Placement { instanceId: string; nodeId: string }
 
@@ -45,6 +46,8 @@ export interface ClusterApi {
    * the zone's nodes (firewall-relay.ts). Optional: a cluster without it enforces no groups.
    */
   applyFirewall?(doc: FirewallDocument): Promise<FirewallPushResult>;
+  /** One node's host networking against what it should be (`ironbark admin node diagnose`). Optional. */
+  diagnoseNode?(nodeId: string): Promise<NetworkDiagnosis>;
   /**
    * Passes new metadata options (ModifyInstanceMetadataOptions) to the instance's node, which
    * honours them at once. Optional: without it, options change only with the next launch.

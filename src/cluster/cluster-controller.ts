@@ -14,6 +14,8 @@ import { Scheduler, type PlacementDecision } from './scheduler.ts';
 import { PowerManager, type PowerOptions } from './power.ts';
 import { PlacementIndex } from './placement-index.ts';
 import { relayFirewall } from './firewall-relay.ts';
+import { ZonePeersRelay } from './zone-peers-relay.ts';
+import type { NetworkDiagnosis } from '../node/network/diagnosis.ts';
 import type { FirewallDocument, FirewallPushResult } from '../node/network/firewall-document.ts';
 
 /** The operator's sleep and wake commands (see power.ts for their placeholders), or a power switch. */
@@ -77,6 +79,8 @@ export class ClusterController implements ClusterApi {
   private readonly wakePollMs: number;
   /** Wakes under way, by node id: everyone who needs the node waits for the same one. */
   private readonly wakes = new Map<string, Promise<void>>();
+  /** Tells the nodes the zone's other nodes, for the zone network's tunnel. */
+  private readonly zonePeers: ZonePeersRelay;
 
   readonly policyName: string;
   constructor(opts: ClusterControllerOptions) {
@@ -99,6 +103,7 @@ export class ClusterController implements ClusterApi {
       log: this.log,
       onReport: (entry) => this.reconcile(entry),
     });
+    this.zonePeers = new ZonePeersRelay({ zone: opts.zone, registry: this.registry, now: this.now, log: this.log });
     const policy = opts.policy;
     this.policyName = typeof policy === 'string' ? policy : policy.name;
     this.schedulerReady = (typeof policy === 'string' ? createPolicy(policy) : Promise.resolve(policy))
@@ -132,6 +137,7 @@ export class ClusterController implements ClusterApi {
     this.polling ??= (async () => {
       try {
         await this.registry.pollAll();
+        await this.zonePeers.sync();
         await this.finishPendingTerminations();
         await this.sleepIdleNodes();
       } finally {
@@ -338,6 +344,14 @@ export class ClusterController implements ClusterApi {
   /** Passes the cloud's firewall document on to the nodes (each HTTP node gets its own part). */
   applyFirewall(doc: FirewallDocument): Promise<FirewallPushResult> {
     return relayFirewall(doc, { registry: this.registry, nodeOf: (id) => this.placements.get(id), log: this.log });
+  }
+
+  /** Asks one node how its host networking compares with what it should be. */
+  diagnoseNode(nodeId: string): Promise<NetworkDiagnosis> {
+    const entry = this.registry.list().find((e) => e.id === nodeId);
+    if (!entry) throw new Ec2Error('InvalidNodeID.NotFound', `The node ${nodeId} is not a node of zone ${this.zone}.`, 404);
+    if (!entry.client.diagnoseNetwork) throw new Ec2Error('UnsupportedOperation', `The node ${nodeId} cannot diagnose its network.`);
+    return this.registry.call(entry, 'diagnoseNetwork', (c) => c.diagnoseNetwork!(), 60_000);
   }
 
   /** The node that runs an instance, as this controller knows it. */

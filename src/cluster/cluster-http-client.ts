@@ -4,6 +4,7 @@
 import type { ClusterApi, ClusterInstanceStatus, ClusterNodeStatus, Placement } from './cluster-api.ts';
 import type { InstanceMetadataOptions, InstanceSpec, InstanceUpdate } from '../node/node-api.ts';
 import type { FirewallDocument, FirewallPushResult } from '../node/network/firewall-document.ts';
+import type { NetworkDiagnosis } from '../node/network/diagnosis.ts';
 import type { JoinedNodeView } from './cluster-http-server.ts';
 import { PeerClient } from '../auth/peer-rpc.ts';
 
@@ -74,6 +75,10 @@ export class ClusterHttpClient implements ClusterApi {
 
   applyFirewall(doc: FirewallDocument): Promise<FirewallPushResult> {
     return this.#peer.call('applyFirewall', { doc });
+  }
+
+  diagnoseNode(nodeId: string): Promise<NetworkDiagnosis> {
+    return this.#peer.call('diagnoseNode', { nodeId });
   }
 
   /** The nodes that joined the zone (without their secrets). */

@@ -171,6 +171,10 @@ export function createClusterHttpServer(opts: ClusterHttpServerOptions): Cluster
       if (doc.zone !== zone) throw new Ec2Error('InvalidParameterValue', `The firewall document is for zone ${doc.zone}, not ${zone}.`);
       return cluster.applyFirewall(doc);
     },
+    diagnoseNode: async (p) => {
+      if (!cluster.diagnoseNode) throw new Ec2Error('UnsupportedOperation', `The cluster of ${zone} cannot diagnose nodes.`);
+      return cluster.diagnoseNode(requiredString(p, 'nodeId'));
+    },
     listJoinedNodes: async (): Promise<JoinedNodeView[]> => joined.list().map(({ id, name, url, mac, joinedAt }) => ({ id, name, url, ...(mac ? { mac } : {}), joinedAt })),
     revokeNode: async (p) => {
       const nodeId = requiredString(p, 'nodeId');

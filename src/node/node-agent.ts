@@ -29,6 +29,9 @@ import { checkMetadataOptions } from './metadata-options.ts';
 import type { NodeNetwork } from './network.ts';
 import type { FirewallApplyResult, FirewallDocument } from './network/firewall-document.ts';
 import { NodeFirewallDocuments } from './network/firewall-documents.ts';
+import type { HostNetworks } from './network/host-networks.ts';
+import type { NetworkDiagnosis } from './network/diagnosis.ts';
+import { validateZonePeers, type ZonePeers } from './network/overlay.ts';
 import { GUEST_SHUTDOWN_REASON, type ImageRef, type InstanceMetadataOptions, type InstanceSpec, type InstanceUpdate, type NodeApi, type NodeInstanceState, type NodeInstanceStatus, type NodeResources } from './node-api.ts';
 import { NodeStateStore, type InstanceRecord, type QuarantinedRecord } from './node-state.ts';
 
@@ -53,6 +56,8 @@ export interface NodeAgentOptions {
   imageCache: ImageCache;
   /** The zone network for instances of (zone, cidr); none for drivers without real networking (fake). */
   network?: (zone: string, cidr: string) => NodeNetwork;
+  /** All of the host's zone networks (network/host-networks.ts): the zone's peers, diagnosis. */
+  hostNetworks?: HostNetworks;
   /** Replaces what is read from the host (os.cpus, os.totalmem, the file system of stateDir). */
   capacity?: Partial<Capacity>;
   log?: AgentLogger;
@@ -315,6 +320,18 @@ export class NodeAgent implements NodeApi {
       if (await entry.ready.then(() => true, () => false)) await entry.network.setFirewallDocument(doc);
     }
     return { version: doc.version };
+  }
+
+  /** The zone's other nodes, from the cluster: the zone network's tunnel follows them (network/overlay.ts). */
+  async setZonePeers(raw: ZonePeers): Promise<void> {
+    const peers = validateZonePeers(raw);
+    await this.opts.hostNetworks?.setZonePeers(peers);
+  }
+
+  /** This host's networking against what it should be (`ironbark admin node diagnose`). */
+  async diagnoseNetwork(): Promise<NetworkDiagnosis> {
+    if (!this.opts.hostNetworks) return { nodeId: this.nodeId, items: [], summary: { ok: 0, missing: 0, extra: 0 } };
+    return this.opts.hostNetworks.diagnose(this.nodeId);
   }
 
   // --- launching, stopping, terminating ----------------------------------------------------------

@@ -1,6 +1,8 @@
 // What a cluster controller asks of a node controller, and what the node reports back. The same
 // interface is served in-process (`ironbark up`) and over authenticated HTTP/JSON (separate hosts).
 import type { FirewallApplyResult, FirewallDocument } from './network/firewall-document.ts';
+import type { NetworkDiagnosis } from './network/diagnosis.ts';
+import type { ZonePeers } from './network/overlay.ts';
 
 /** A base image a node fetches once (through its cluster controller) and caches by checksum. */
 export interface ImageRef {
@@ -116,4 +118,8 @@ export interface NodeApi {
    * service honours them from the next request. Optional: a node without it keeps launch-time options.
    */
   setMetadataOptions?(instanceId: string, options: InstanceMetadataOptions): Promise<void>;
+  /** The zone's other nodes as the cluster knows them: the zone network's tunnel follows them. Optional. */
+  setZonePeers?(peers: ZonePeers): Promise<void>;
+  /** The host networking this node made, against what it should be (ok, missing, extra). Optional. */
+  diagnoseNetwork?(): Promise<NetworkDiagnosis>;
 }

@@ -15,7 +15,7 @@ import { ensureDefaultGuestImage } from './guest-image.ts';
 import type { HypervisorDriver } from './hypervisor.ts';
 import { ImageCache } from './image-cache.ts';
 import { MetadataService } from './metadata-service.ts';
-import { METADATA_ADDRESS, NodeNetwork } from './network.ts';
+import { HostNetworks } from './network/host-networks.ts';
 import { NodeAgent, type AgentLogger, type Capacity } from './node-agent.ts';
 import { QemuDriver } from './qemu-driver.ts';
 
@@ -79,22 +79,16 @@ export async function startNodeHost(opts: NodeHostOptions): Promise<NodeHost> {
     const imageUsers: NodeAgent[] = [];
     const imageCache = new ImageCache(join(nodeDir, 'images'), { inUse: (id) => imageUsers.some((a) => a.imageInUse(id)), baseUrl: opts.clusterUrl });
     const networkDir = join(nodeDir, 'network');
-    const networks = new Map<string, NodeNetwork>();
-    const networkFor = (zone: string, cidr: string) => {
-      const key = `${zone}|${cidr}`;
-      let network = networks.get(key);
-      if (!network) {
-        network = new NodeNetwork({ zone, cidr, stateDir: networkDir, netns: opts.netns });
-        networks.set(key, network);
-      }
-      return network;
-    };
+    // 169.254.169.254 stays off the host: guests' requests are redirected to the gateway (network/metadata-port.ts).
+    const hostNetworks = new HostNetworks({ stateDir: networkDir, netns: opts.netns, metadataDnat: true });
+    const networkFor = hostNetworks.get;
     const agent = new NodeAgent({
       nodeId: opts.nodeId,
       stateDir: nodeDir,
       driver,
       imageCache,
       network: opts.driver === 'qemu' ? networkFor : undefined,
+      hostNetworks: opts.driver === 'qemu' ? hostNetworks : undefined,
       capacity: opts.capacity,
       acceleratorReason,
       stopTimeoutMs: opts.stopTimeoutMs,
@@ -104,17 +98,18 @@ export async function startNodeHost(opts: NodeHostOptions): Promise<NodeHost> {
 
     if (opts.driver === 'qemu') {
       await mkdir(networkDir, { recursive: true });
-      await networkFor(opts.zone, opts.cidr).setUp(); // the metadata address lives on the zone's bridge
+      const zoneNetwork = networkFor(opts.zone, opts.cidr);
+      await zoneNetwork.setUp(); // the service listens on the zone bridge's gateway address
       // Token answers leave with each instance's HttpPutResponseHopLimit as their IP TTL (nftables).
       const metadata = new MetadataService({
         lookupByIp: agent.lookupMetadata, hopLimit: true,
         onError: (err, what) => log.warn({ err: err.message }, what),
       });
-      await metadata.listen(METADATA_ADDRESS, 80, { netns: opts.netns });
+      await metadata.listen(zoneNetwork.metadataListenAddress, 80, { netns: opts.netns });
       closers.push(() => metadata.close());
       closers.push(async () => {
         if (agent.instanceCount > 0) return;
-        for (const network of networks.values()) await network.tearDown();
+        await hostNetworks.tearDownAll();
       });
     }
     await agent.recover();

@@ -2,6 +2,8 @@
 // signed with the node's secret; a node that does not answer in time fails with Unavailable.
 import type { InstanceMetadataOptions, InstanceSpec, InstanceUpdate, NodeApi, NodeInstanceStatus, NodeResources } from './node-api.ts';
 import type { FirewallApplyResult, FirewallDocument } from './network/firewall-document.ts';
+import type { NetworkDiagnosis } from './network/diagnosis.ts';
+import type { ZonePeers } from './network/overlay.ts';
 import { PeerClient } from '../auth/peer-rpc.ts';
 
 export interface NodeHttpClientOptions {
@@ -76,5 +78,13 @@ export class NodeHttpClient implements NodeApi {
 
   applyFirewall(doc: FirewallDocument): Promise<FirewallApplyResult> {
     return this.#peer.call('applyFirewall', { doc });
+  }
+
+  async setZonePeers(peers: ZonePeers): Promise<void> {
+    await this.#peer.call('setZonePeers', { peers });
+  }
+
+  diagnoseNetwork(): Promise<NetworkDiagnosis> {
+    return this.#peer.call('diagnoseNetwork', {});
   }
 }

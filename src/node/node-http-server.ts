@@ -41,6 +41,16 @@ export function nodeApiMethods(agent: NodeApi): PeerMethods {
       if (!agent.applyFirewall) throw new Ec2Error('UnsupportedOperation', 'This node does not run security groups.');
       return agent.applyFirewall(requiredObject(p, 'doc'));
     },
+    // The agent checks the peers (IPv4 addresses) before any reaches `ip` or nftables.
+    setZonePeers: async (p) => {
+      if (!agent.setZonePeers) throw new Ec2Error('UnsupportedOperation', 'This node has no zone network.');
+      await agent.setZonePeers(requiredObject(p, 'peers'));
+      return {};
+    },
+    diagnoseNetwork: () => {
+      if (!agent.diagnoseNetwork) throw new Ec2Error('UnsupportedOperation', 'This node cannot diagnose its network.');
+      return agent.diagnoseNetwork();
+    },
   };
 }
 

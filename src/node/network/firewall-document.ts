@@ -205,8 +205,9 @@ export function validateFirewallDocument(raw: unknown): FirewallDocument {
 
 /**
  * Cuts a zone's document into the parts nodes need, for a cluster that sends each node its own:
- * `forInstances(keep)` holds the instances `keep` says a node runs, their groups, and the instances
- * that are members of a group those groups' rules name (their addresses fill the node's sets). The
+ * `forInstances(keep)` holds the instances `keep` says a node runs, their groups, the instances
+ * that are members of a group those groups' rules name (their addresses fill the node's sets), and
+ * the other instances of their VPCs (the tunnel's isolation, overlay.ts). The
  * version stays the zone document's. The index is built once per document, so each cut costs what
  * it holds, not the size of the zone.
  */
@@ -220,6 +221,12 @@ export function documentSlicer(doc: FirewallDocument): { forInstances(keep: (ins
       else membersOf.set(g, [i]);
     }
   }
+  const membersOfVpc = new Map<string, FirewallInstance[]>();
+  for (const i of doc.instances) {
+    const list = membersOfVpc.get(i.vpcId);
+    if (list) list.push(i);
+    else membersOfVpc.set(i.vpcId, [i]);
+  }
   return {
     forInstances(keep) {
       const local = doc.instances.filter((i) => keep(i.id));
@@ -228,6 +235,9 @@ export function documentSlicer(doc: FirewallDocument): { forInstances(keep: (ins
       const peers = new Set(groups.flatMap((g) => [...g.ingress, ...g.egress].map((r) => r.group).filter((x): x is string => x !== undefined)));
       const chosen = new Map(local.map((i) => [i.id, i]));
       for (const peer of peers) for (const i of membersOf.get(peer) ?? []) chosen.set(i.id, i);
+      // The zone network's tunnel lets a frame from another node reach a local port only when its
+      // source is an instance of that port's VPC (overlay.ts): the node needs those instances too.
+      for (const vpc of new Set(local.map((i) => i.vpcId))) for (const i of membersOfVpc.get(vpc) ?? []) chosen.set(i.id, i);
       const instances = [...chosen.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
       return { zone: doc.zone, version: doc.version, groups, instances };
     },

@@ -128,7 +128,7 @@ ${egressMap ? `    iifname ${br} ip saddr vmap { ${egressMap} }\n` : ''}${ingres
     iifname != ${br} accept
     ct state established,related accept
     udp sport 68 udp dport 67 accept
-    ip daddr ${METADATA_ADDRESS} tcp dport 80 accept
+    ct original ip daddr ${METADATA_ADDRESS} tcp dport 80 accept
 ${egressMap ? `    ip saddr vmap { ${egressMap} }\n` : ''}  }
   chain output {
     type filter hook output priority filter; policy accept;
