@@ -14,6 +14,10 @@ import { applyAntiSpoofTable, removeAntiSpoofTable } from './network-antispoof.t
 import type { FirewallBackend } from './network/firewall-backend.ts';
 import type { FirewallDocument } from './network/firewall-document.ts';
 import { NftablesFirewall } from './network/nftables-firewall.ts';
+import { ZoneOverlay, type OverlayInstance } from './network/overlay.ts';
+import { applyMetadataTables, metadataTableNames, removeMetadataTables } from './network/metadata-port.ts';
+import { securityGroupTableNames } from './network/nftables-firewall.ts';
+import type { WantedItem } from './network/diagnosis.ts';
 import { planBridgeFirewall, type FirewallPort } from './network/security-group-plan.ts';
 import {
   allocateMac,
@@ -43,6 +47,11 @@ export interface NodeNetworkOptions {
   dnsServers?: string[];
   /** Security groups and VPC isolation (network/nftables-firewall.ts); nftables in `netns` by default. */
   firewall?: FirewallBackend;
+  /**
+   * Leave 169.254.169.254 off the bridge (the host's own metadata route stays as it was) and
+   * redirect guests' requests to the service on the gateway address, port 80 (network/metadata-port.ts).
+   */
+  metadataDnat?: boolean;
 }
 
 /** What the firewall needs to know of a port: the instance's VPC and security groups (from its launch spec). */
@@ -64,6 +73,8 @@ interface NetworkState {
   cidr: string;
   bridgeName: string;
   instances: Record<string, InstancePort>;
+  /** The zone's other nodes, as the cluster last told them (network/overlay.ts); absent: no tunnel. */
+  overlayPeers?: string[];
 }
 
 interface IpLink {
@@ -89,6 +100,8 @@ export class NodeNetwork {
   readonly firewallTable: string;
   readonly dhcp: DhcpServer;
   private readonly firewall: FirewallBackend;
+  readonly overlay: ZoneOverlay;
+  readonly metadataDnat: boolean;
   /** The zone's firewall document as the cloud last sent it (the node agent keeps it on disk). */
   private firewallDocument: FirewallDocument | undefined;
   private readonly stateDir: string;
@@ -106,6 +119,8 @@ export class NodeNetwork {
     this.statePath = join(opts.stateDir, `${this.bridgeName}.json`);
     this.firewallTable = firewallTableName(this.bridgeName);
     this.firewall = opts.firewall ?? new NftablesFirewall(opts.netns);
+    this.metadataDnat = opts.metadataDnat ?? false;
+    this.overlay = new ZoneOverlay({ zone: opts.zone, bridgeName: this.bridgeName, gateway: this.range.gateway, netns: opts.netns });
     this.dhcp = new DhcpServer({
       bridgeName: this.bridgeName,
       range: this.range,
@@ -183,12 +198,35 @@ export class NodeNetwork {
     });
   }
 
-  /** Removes everything this network made on the host: dnsmasq, taps, firewall table, bridge, state. */
+  /**
+   * Takes the zone's other nodes from the cluster: the tunnel port floods to exactly them and takes
+   * VXLAN only from them (network/overlay.ts). Kept in the state file, so a restart rebuilds it.
+   */
+  setOverlayPeers(peers: string[]): Promise<void> {
+    return this.serialized(async () => {
+      const state = await this.readyState();
+      const sorted = [...new Set(peers)].sort();
+      if (JSON.stringify(state.overlayPeers) === JSON.stringify(sorted)) return;
+      state.overlayPeers = sorted;
+      await this.overlay.ensurePort(sorted);
+      await this.saveState(state);
+      await this.applyFirewall(state);
+    });
+  }
+
+  /** Where the metadata service listens for this bridge's guests: 169.254.169.254, or the gateway when redirected. */
+  get metadataListenAddress(): string {
+    return this.metadataDnat ? this.range.gateway : METADATA_ADDRESS;
+  }
+
+  /** Removes everything this network made on the host: dnsmasq, taps, tunnel, firewall tables, bridge, state. */
   tearDown(): Promise<void> {
     return this.serialized(async () => {
       const state = this.state ?? (await this.loadState());
       await this.dhcp.stop();
       await this.dhcp.removeFiles();
+      await this.overlay.remove();
+      await removeMetadataTables(this.bridgeName, this.netns);
       await removeAntiSpoofTable(this.firewallTable, this.netns);
       await this.firewall.remove(this.bridgeName);
       const ports = new Set(Object.values(state?.instances ?? {}).map((p) => p.tapName));
@@ -200,6 +238,41 @@ export class NodeNetwork {
       await rm(this.statePath, { force: true });
       this.state = undefined;
     });
+  }
+
+  /** What this network should have on the host (network/diagnosis.ts): links, addresses, tables, DHCP, tunnel peers. */
+  async wantedHostItems(): Promise<WantedItem[]> {
+    const state = this.state ?? (await this.loadState());
+    if (!state) return [];
+    const zone = `zone ${this.zone}`;
+    const items: WantedItem[] = [
+      { kind: 'bridge', name: this.bridgeName, detail: zone },
+      { kind: 'address', name: `${this.range.gateway}/${this.range.prefixLength} on ${this.bridgeName}`, detail: 'gateway' },
+      { kind: 'dhcp-server', name: this.bridgeName, detail: zone },
+      { kind: 'nftables-table', name: `bridge ${this.firewallTable}`, detail: 'anti-spoofing' },
+    ];
+    if (!this.metadataDnat) items.push({ kind: 'address', name: `${METADATA_ADDRESS}/32 on ${this.bridgeName}`, detail: 'metadata' });
+    if (this.firewall instanceof NftablesFirewall) {
+      const sg = securityGroupTableNames(this.bridgeName);
+      items.push({ kind: 'nftables-table', name: `ip ${sg.sg}`, detail: 'security groups' }, { kind: 'nftables-table', name: `bridge ${sg.vpc}`, detail: 'VPC isolation' });
+    }
+    const md = metadataTableNames(this.bridgeName);
+    items.push({ kind: 'nftables-table', name: `bridge ${md.bridge}`, detail: 'metadata by port' }, { kind: 'nftables-table', name: `ip ${md.ip}`, detail: 'metadata by port' });
+    for (const [instanceId, port] of Object.entries(state.instances)) items.push({ kind: 'tap', name: port.tapName, detail: instanceId });
+    if (state.overlayPeers) {
+      items.push({ kind: 'tunnel', name: this.overlay.tunnelName, detail: `VNI ${this.overlay.vni}` });
+      items.push({ kind: 'nftables-table', name: `bridge ${this.overlay.tables.bridge}`, detail: 'zone tunnel' }, { kind: 'nftables-table', name: `ip ${this.overlay.tables.ip}`, detail: 'zone tunnel' });
+      for (const peer of state.overlayPeers) items.push({ kind: 'tunnel-peer', name: `${peer} via ${this.overlay.tunnelName}` });
+    }
+    return items;
+  }
+
+  /** What the host has of the kinds only this network can read: its DHCP server and its tunnel's peers. */
+  async presentPeculiarItems(): Promise<{ kind: string; name: string }[]> {
+    const items: { kind: string; name: string }[] = [];
+    if ((await this.dhcp.runningPid()) !== undefined) items.push({ kind: 'dhcp-server', name: this.bridgeName });
+    for (const e of await this.overlay.floodEntries()) items.push({ kind: 'tunnel-peer', name: `${e.dst} via ${this.overlay.tunnelName}` });
+    return items;
   }
 
   /** The attached instances, as recorded in the state file. */
@@ -224,6 +297,7 @@ export class NodeNetwork {
     const state = await this.adoptState();
     await this.ensureBridge();
     await this.ensureAddresses();
+    if (state.overlayPeers) await this.overlay.ensurePort(state.overlayPeers);
     const wanted = new Set<string>();
     for (const port of Object.values(state.instances)) {
       await this.ensurePort(port.tapName);
@@ -296,7 +370,19 @@ export class NodeNetwork {
       filtered.push({ instanceId, tapName: port.tapName, ip: port.ip, vpcId: port.firewall?.vpcId ?? '', groups: port.firewall?.groups ?? [] });
     }
     const bridge = { bridgeName: this.bridgeName, cidr: this.range.cidr, gateway: this.range.gateway };
-    await this.firewall.apply(planBridgeFirewall(bridge, this.firewallDocument, filtered));
+    const plan = planBridgeFirewall(bridge, this.firewallDocument, filtered);
+    await this.firewall.apply(plan);
+    const ports = Object.values(state.instances).map(({ tapName, ip }) => ({ tapName, ip }));
+    await applyMetadataTables({ bridgeName: this.bridgeName, ports, listen: this.metadataDnat ? this.range.gateway : undefined, netns: this.netns });
+    if (state.overlayPeers) {
+      // Every instance of the zone the node knows of: its own ports (with their VPC) and the document's others.
+      const local = new Set(plan.ports.map((p) => p.ip));
+      const instances: OverlayInstance[] = [
+        ...plan.ports.map((p) => ({ ip: p.ip, vpcId: p.vpcId, tapName: p.tapName })),
+        ...(this.firewallDocument?.instances ?? []).filter((i) => !local.has(i.ip)).map((i) => ({ ip: i.ip, vpcId: i.vpcId })),
+      ];
+      await this.overlay.applyRules(state.overlayPeers, instances);
+    }
   }
 
   private async ensureBridge(): Promise<void> {
@@ -314,10 +400,8 @@ export class NodeNetwork {
   }
 
   private async ensureAddresses(): Promise<void> {
-    const wanted = new Map([
-      [`${this.range.gateway}/${this.range.prefixLength}`, true],
-      [`${METADATA_ADDRESS}/32`, true],
-    ]);
+    const wanted = new Map([[`${this.range.gateway}/${this.range.prefixLength}`, true]]);
+    if (!this.metadataDnat) wanted.set(`${METADATA_ADDRESS}/32`, true);
     const [entry] = await ipJson<IpAddress>(['-4', 'addr', 'show', 'dev', this.bridgeName], this.netns);
     for (const a of entry?.addr_info ?? []) {
       const key = `${a.local}/${a.prefixlen}`;
