@@ -5,6 +5,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   placement: async () => (await import('./placement.ts')).benchPlacement(),
   network: async () => (await import('./network.ts')).benchNetwork(),
   limits: async () => (await import('./limits.ts')).benchLimits(),
+  soak: async () => (await import('./soak.ts')).benchSoak(),
 };
 
 const name = process.argv[2];

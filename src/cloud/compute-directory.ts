@@ -6,6 +6,12 @@ export class ComputeDirectory {
   readonly #clusters = new Map<string, ClusterApi>();
   /** Instances this cloud process is having a cluster place right now. */
   readonly placing = new PlacementsUnderWay();
+  /**
+   * Zones whose cluster has not answered for a while (the reconciler keeps this): a launch there
+   * is refused at once for capacity, as EC2 refuses a zone it cannot serve, instead of waiting on
+   * a cluster that may never answer.
+   */
+  readonly unreachable = new Set<string>();
 
   /** Adds the cluster of `cluster.zone`, replacing an earlier one for the same zone. */
   register(cluster: ClusterApi): void {

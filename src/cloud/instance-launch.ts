@@ -398,7 +398,7 @@ export function createLauncher(deps: LaunchDeps) {
   /** Launches in one zone; on any failure the rows it wrote are gone again. */
   async function launchInZone(ctx: RequestContext, plan: LaunchPlan, zone: string, subnet: SubnetsTable): Promise<ReservationView> {
     const cluster = deps.directory.forZone(zone);
-    if (!cluster) throw capacityError(plan.vmType.name, zone);
+    if (!cluster || deps.directory.unreachable.has(zone)) throw capacityError(plan.vmType.name, zone);
     const written = await writeInstances(ctx, plan, zone, subnet);
     if ('earlier' in written) {
       // A request with the same token wrote first (and may have failed and removed its rows since).

@@ -6,6 +6,10 @@
 // restarted before the call was made) are sent again: a stop, start or termination when the node's
 // state is not the one the row asks for, a reboot while the row records it unacknowledged, and a
 // launch that was cut short (pending, no node) is placed again.
+// A zone whose cluster controller has not answered for `zoneDownAfterMs` (partitioned from the
+// cloud, or down) tells nothing about its instances: they keep their state, but their system
+// status check reads impaired until the cluster answers again, as EC2 reports instances whose host
+// it cannot reach. Nothing is forgotten meanwhile: the next answer is reconciled as any other.
 // Every zone is read with one call and written with a few batched statements, so ten thousand
 // instances reconcile in one pass of well under a second.
 import type { Store, Tx } from '../store/store.ts';
@@ -40,6 +44,8 @@ export interface InstanceReconcilerOptions {
   resendAfterMs?: number;
   /** Where clusters fetch images, for launches placed again (as RunInstances gives them). */
   imageUrl?: (imageId: string) => string;
+  /** How long a cluster may fail to answer before its zone's running instances read impaired. */
+  zoneDownAfterMs?: number;
 }
 
 type Row = Pick<InstancesTable, 'id' | 'state' | 'node_id' | 'status_impaired' | 'state_changed_at' | 'accelerator' | 'shutdown_behavior'
@@ -64,6 +70,9 @@ export class InstanceReconciler {
   readonly #pendingGraceMs: number;
   readonly #resendAfterMs: number;
   readonly #imageUrl?: (imageId: string) => string;
+  readonly #zoneDownAfterMs: number;
+  /** When each zone's cluster last answered (or when this reconciler first looked at it). */
+  readonly #zoneLastAnswer = new Map<string, number>();
   /** When each command was last sent by the reconciler, so a slow node is not flooded. */
   readonly #lastSent = new Map<string, number>();
   #timer: NodeJS.Timeout | undefined;
@@ -79,6 +88,7 @@ export class InstanceReconciler {
     this.#pendingGraceMs = opts.pendingGraceMs ?? 600_000;
     this.#resendAfterMs = opts.resendAfterMs ?? 30_000;
     this.#imageUrl = opts.imageUrl;
+    this.#zoneDownAfterMs = opts.zoneDownAfterMs ?? 15_000;
   }
 
   start(): void {
@@ -119,13 +129,24 @@ export class InstanceReconciler {
         .select(['id', 'state', 'node_id', 'status_impaired', 'state_changed_at', 'accelerator', 'shutdown_behavior', 'reservation_id', 'reboot_requested_at'])
         .where('zone', '=', zone).execute();
       let reported: ClusterInstanceStatus[];
+      const asked = Date.now();
+      if (!this.#zoneLastAnswer.has(zone)) this.#zoneLastAnswer.set(zone, asked);
       try {
         reported = await cluster.describeInstances();
       } catch (e) {
-        // A cluster that does not answer tells us nothing: every row stays as it is.
-        this.#log.warn({ zone, err: (e as Error)?.message ?? String(e) }, 'cluster did not report its instances');
+        // A cluster that does not answer tells us nothing: every row keeps its state, and once the
+        // silence has lasted, the zone's running instances read impaired.
+        const silentMs = Date.now() - this.#zoneLastAnswer.get(zone)!;
+        this.#log.warn({ zone, silentMs, err: (e as Error)?.message ?? String(e) }, 'cluster did not report its instances');
+        if (silentMs >= this.#zoneDownAfterMs) {
+          if (!this.#directory.unreachable.has(zone)) this.#log.warn({ zone, silentMs }, 'cluster unreachable: launches there are refused until it answers');
+          this.#directory.unreachable.add(zone);
+          await this.#markZoneImpaired(zone, rows);
+        }
         return;
       }
+      this.#zoneLastAnswer.set(zone, asked);
+      if (this.#directory.unreachable.delete(zone)) this.#log.info({ zone }, 'cluster answers again');
       await this.#reconcileZone(zone, cluster, rows, reported);
     }));
     await this.#deleteExpired();
@@ -218,6 +239,15 @@ export class InstanceReconciler {
     }
     await this.#send(zone, cluster, commands, now);
     await this.#placeAgain(zone, cluster, unplaced, now);
+  }
+
+  /** The zone's cluster is unreachable: its running instances' system status reads impaired. */
+  async #markZoneImpaired(zone: string, rows: Row[]): Promise<void> {
+    const ids = rows.filter((r) => r.state === 'running' && r.status_impaired !== 1).map((r) => r.id);
+    if (ids.length === 0) return;
+    await chunked(ids, (chunk) => this.#store.db.updateTable('instances').set({ status_impaired: 1 })
+      .where('id', 'in', chunk).where('state', '=', 'running').execute());
+    this.#log.warn({ zone, count: ids.length }, 'cluster unreachable: its running instances are reported impaired');
   }
 
   /**

@@ -102,15 +102,24 @@ async function describedItems(ctx: RequestContext, input: { InstanceIds?: string
 
 // ---- status checks --------------------------------------------------------------------------
 
-type CheckStatus = 'ok' | 'impaired' | 'initializing' | 'not-applicable';
+type CheckStatus = 'ok' | 'impaired' | 'initializing' | 'insufficient-data' | 'not-applicable';
 
-function checkStatus(row: InstancesTable, now: number, initializingMs: number): CheckStatus {
-  if (row.state !== 'running') return 'not-applicable';
-  if (row.status_impaired === 1) return 'impaired';
-  return now - Date.parse(row.state_changed_at) < initializingMs ? 'initializing' : 'ok';
+/**
+ * EC2's two status checks of a running instance. The system check is about the host: it fails
+ * when the instance's node or its zone's cluster stopped answering (status_impaired). The instance
+ * check is about the guest, which nobody can observe then: insufficient data, as EC2 reports it
+ * when it cannot reach an instance's host. Otherwise both pass once the initializing time is over.
+ */
+function checkStatus(row: InstancesTable, now: number, initializingMs: number): { system: CheckStatus; instance: CheckStatus } {
+  if (row.state !== 'running') return { system: 'not-applicable', instance: 'not-applicable' };
+  if (row.status_impaired === 1) return { system: 'impaired', instance: 'insufficient-data' };
+  const status = now - Date.parse(row.state_changed_at) < initializingMs ? 'initializing' : 'ok';
+  return { system: status, instance: status };
 }
 
-const REACHABILITY: Record<CheckStatus, string | undefined> = { ok: 'passed', impaired: 'failed', initializing: 'initializing', 'not-applicable': undefined };
+const REACHABILITY: Record<CheckStatus, string | undefined> = {
+  ok: 'passed', impaired: 'failed', initializing: 'initializing', 'insufficient-data': 'insufficient-data', 'not-applicable': undefined,
+};
 
 function statusSummary(status: CheckStatus) {
   const reachability = REACHABILITY[status];
@@ -290,10 +299,10 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
       'availability-zone': (i: Item) => i.row.zone,
       'instance-state-name': (i: Item) => i.row.state,
       'instance-state-code': (i: Item) => String(STATE_CODES[i.row.state as InstanceState]),
-      'instance-status.status': (i: Item) => i.status,
-      'instance-status.reachability': (i: Item) => REACHABILITY[i.status],
-      'system-status.status': (i: Item) => i.status,
-      'system-status.reachability': (i: Item) => REACHABILITY[i.status],
+      'instance-status.status': (i: Item) => i.status.instance,
+      'instance-status.reachability': (i: Item) => REACHABILITY[i.status.instance],
+      'system-status.status': (i: Item) => i.status.system,
+      'system-status.reachability': (i: Item) => REACHABILITY[i.status.system],
       'event.code': none, 'event.description': none, 'event.instance-event-id': none,
       'event.not-after': none, 'event.not-before': none, 'event.not-before-deadline': none,
       'availability-zone-id': (i: Item) => zoneIds?.get(i.row.zone),
@@ -306,8 +315,8 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
         AvailabilityZone: i.row.zone,
         InstanceId: i.row.id,
         InstanceState: stateOf(i.row),
-        InstanceStatus: statusSummary(i.status),
-        SystemStatus: statusSummary(i.status),
+        InstanceStatus: statusSummary(i.status.instance),
+        SystemStatus: statusSummary(i.status.system),
         Events: [],
       })),
       NextToken: nextToken,

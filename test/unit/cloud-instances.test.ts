@@ -58,7 +58,7 @@ interface World {
   close(): Promise<void>;
 }
 
-async function makeWorld(opts: { statusInitializingMs?: number; resendAfterMs?: number; retentionMs?: number; backend?: StoreBackend } = {}): Promise<World> {
+async function makeWorld(opts: { statusInitializingMs?: number; resendAfterMs?: number; retentionMs?: number; zoneDownAfterMs?: number; backend?: StoreBackend } = {}): Promise<World> {
   const { store, dispose } = opts.backend ? await opts.backend.open() : await openStore({ url: ':memory:' }).then((st) => ({ store: st, dispose: () => st.close() }));
   await ensureZone(store, { name: ZONE_A, cidr: '10.1.0.0/16', region: REGION });
   await ensureZone(store, { name: ZONE_B, cidr: '10.2.0.0/16', region: REGION });
@@ -85,7 +85,7 @@ async function makeWorld(opts: { statusInitializingMs?: number; resendAfterMs?: 
     ...securityGroupOperations, ...taggingOperations,
   };
   const reconciler = new InstanceReconciler({
-    store, directory, log: quiet, resendAfterMs: opts.resendAfterMs, terminatedRetentionMs: opts.retentionMs,
+    store, directory, log: quiet, resendAfterMs: opts.resendAfterMs, terminatedRetentionMs: opts.retentionMs, zoneDownAfterMs: opts.zoneDownAfterMs,
   });
   const call = (account: string, action: string, input: object = {}) => callOperation(contextFor(store, account), ops, action, input);
   return {
@@ -630,9 +630,13 @@ describe('DescribeInstanceStatus, console output and attributes', () => {
     }]);
     w.clusterA.nodeDown = true;
     await w.reconciler.reconcileOnce();
-    const impaired = await w.call(w.A, 'DescribeInstanceStatus', { Filters: [{ Name: 'instance-status.status', Values: ['impaired'] }] });
+    // The host is the problem: the system check fails; the guest cannot be observed meanwhile.
+    const impaired = await w.call(w.A, 'DescribeInstanceStatus', { Filters: [{ Name: 'system-status.status', Values: ['impaired'] }] });
     assert.deepEqual(impaired.InstanceStatuses.map((s: any) => s.InstanceId).sort(), [a, b].sort());
-    assert.equal(impaired.InstanceStatuses[0].SystemStatus.Details[0].Status, 'failed');
+    assert.deepEqual(impaired.InstanceStatuses[0].SystemStatus, { Status: 'impaired', Details: [{ Name: 'reachability', Status: 'failed' }] });
+    assert.deepEqual(impaired.InstanceStatuses[0].InstanceStatus, { Status: 'insufficient-data', Details: [{ Name: 'reachability', Status: 'insufficient-data' }] });
+    const byReachability = await w.call(w.A, 'DescribeInstanceStatus', { Filters: [{ Name: 'instance-status.reachability', Values: ['insufficient-data'] }] });
+    assert.equal(byReachability.InstanceStatuses.length, 2);
     assert.equal((await w.row(a!))!.status_impaired, 1);
     w.clusterA.nodeDown = false;
     await w.reconciler.reconcileOnce();
@@ -641,6 +645,34 @@ describe('DescribeInstanceStatus, console output and attributes', () => {
     assert.deepEqual(filtered.InstanceStatuses, []);
     await expectEc2Error(w.call(w.A, 'DescribeInstanceStatus', { Filters: [{ Name: 'nope', Values: ['x'] }] }), 'InvalidParameterValue');
     await expectEc2Error(w.call(w.B, 'DescribeInstanceStatus', { InstanceIds: [a] }), 'InvalidInstanceID.NotFound');
+  });
+
+  it('reports a partitioned zone honestly: impaired after the grace, launches there refused at once, all well once it answers', async () => {
+    const w2 = await makeWorld({ zoneDownAfterMs: 0 });
+    try {
+      const [a] = idsOf(await w2.launch());
+      w2.clusterA.progress();
+      await w2.reconciler.reconcileOnce();
+      assert.equal((await w2.row(a!))!.state, 'running');
+      w2.clusterA.unreachable = true;
+      await w2.reconciler.reconcileOnce();
+      const status = await w2.call(w2.A, 'DescribeInstanceStatus', { InstanceIds: [a] });
+      assert.equal(status.InstanceStatuses[0].InstanceState.Name, 'running', 'its state is kept: nothing is known to have changed');
+      assert.equal(status.InstanceStatuses[0].SystemStatus.Status, 'impaired');
+      assert.equal(status.InstanceStatuses[0].InstanceStatus.Status, 'insufficient-data');
+      const runsBefore = w2.clusterA.callsTo('runInstances').length;
+      await expectEc2Error(w2.launch({ Placement: { AvailabilityZone: ZONE_A } }), 'InsufficientInstanceCapacity');
+      assert.equal(w2.clusterA.callsTo('runInstances').length, runsBefore, 'the silent cluster was not asked');
+      // A stop is recorded and answered at once, and reaches the cluster once it answers again.
+      const stop = await w2.call(w2.A, 'StopInstances', { InstanceIds: [a] });
+      assert.equal(stop.StoppingInstances[0].CurrentState.Name, 'stopping');
+      w2.clusterA.unreachable = false;
+      await w2.reconciler.reconcileOnce();
+      assert.equal((await w2.row(a!))!.status_impaired, 0);
+      assert.equal(idsOf(await w2.launch({ Placement: { AvailabilityZone: ZONE_A } })).length, 1, 'launches there work again');
+    } finally {
+      await w2.store.close();
+    }
   });
 
   it('says initializing right after an instance starts running', async () => {
