@@ -23,7 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "==> installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
+  apt-get update -q --error-on=any
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 

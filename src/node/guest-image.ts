@@ -5,7 +5,7 @@
 // with cloud-init, images/debian-12/). Every recipe answers the same three calls: `build.sh
 // OUTDIR`, `build.sh --fingerprint` and `build.sh --required-packages`.
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -138,6 +138,15 @@ async function missingPackages(packages: string[]): Promise<string[]> {
   return packages.filter((name) => !installed.has(name));
 }
 
+/**
+ * `apt-get update` that fails when an index cannot be fetched: plain `apt-get update` exits 0 on a
+ * host without a route to its mirrors (a network namespace, say) and the next step would then fail
+ * on the old lists with a reason that hides this one.
+ */
+function updatePackageLists(): Promise<RunResult> {
+  return run('apt-get', ['update', '--error-on=any'], undefined, { ...process.env, DEBIAN_FRONTEND: 'noninteractive' });
+}
+
 /** apt-get install only what is missing; apt needs one `apt-get update` on a fresh machine. */
 async function ensureHostPackages(packages: string[], progress: (message: string) => void): Promise<void> {
   const missing = await missingPackages(packages);
@@ -151,8 +160,8 @@ async function ensureHostPackages(packages: string[], progress: (message: string
   let result = await install();
   if (result.code !== 0) {
     progress('updating the apt package lists');
-    const update = await run('apt-get', ['update'], undefined, env);
-    if (update.code !== 0) throw new GuestImageBuildError(failure(update));
+    const update = await updatePackageLists();
+    if (update.code !== 0) throw new GuestImageBuildError(`${failure(result)}\nThe apt package lists could not be updated either: ${failure(update)}`);
     result = await install();
   }
   if (result.code !== 0) throw new GuestImageBuildError(failure(result));
@@ -169,6 +178,27 @@ async function readManifest(dir: string): Promise<GuestImageManifest | undefined
 /** The cached build is usable when it was made from the same inputs and its files are whole. */
 async function isCurrent(dir: string, manifest: GuestImageManifest | undefined, fingerprint: string): Promise<boolean> {
   if (!manifest || manifest.fingerprint !== fingerprint) return false;
+  return isWhole(dir, manifest);
+}
+
+/**
+ * The newest finished build of a recipe in the cache, whatever its fingerprint: what a host uses
+ * when it cannot compute the fingerprint (apt cannot tell the kernel's version: no package lists
+ * and no route to the mirrors), rather than refusing to start with an image already on disk.
+ */
+async function newestWholeBuild(root: string): Promise<{ dir: string; manifest: GuestImageManifest; builtAt: Date } | undefined> {
+  let newest: { dir: string; manifest: GuestImageManifest; builtAt: Date } | undefined;
+  for (const name of await readdir(root).catch(() => [] as string[])) {
+    const dir = join(root, name);
+    const manifest = await readManifest(dir);
+    if (!manifest || !(await isWhole(dir, manifest))) continue;
+    const builtAt = (await stat(join(dir, 'manifest.json'))).mtime;
+    if (!newest || builtAt > newest.builtAt) newest = { dir, manifest, builtAt };
+  }
+  return newest;
+}
+
+async function isWhole(dir: string, manifest: GuestImageManifest): Promise<boolean> {
   for (const [name, info] of Object.entries(manifest.files)) {
     try {
       if ((await stat(join(dir, name))).size !== info.size) return false;
@@ -268,15 +298,22 @@ async function ensureImage(recipe: GuestImageRecipe, root: string, options: Ensu
   await ensureHostPackages(required.stdout.trim().split(/\s+/).filter(Boolean), prepare);
 
   let fingerprintRun = await run('bash', [script, '--fingerprint']);
+  let updateFailure: string | undefined;
   if (fingerprintRun.code !== 0 && process.getuid?.() === 0) {
     // Without the kernel installed on the host the recipe asks apt, which knows nothing
     // until its package lists were fetched once.
     prepare('updating the apt package lists');
-    const update = await run('apt-get', ['update'], undefined, { ...process.env, DEBIAN_FRONTEND: 'noninteractive' });
-    if (update.code !== 0) throw new GuestImageBuildError(failure(update));
-    fingerprintRun = await run('bash', [script, '--fingerprint']);
+    const update = await updatePackageLists();
+    if (update.code === 0) fingerprintRun = await run('bash', [script, '--fingerprint']);
+    else updateFailure = failure(update);
   }
-  if (fingerprintRun.code !== 0) throw new GuestImageBuildError(failure(fingerprintRun));
+  if (fingerprintRun.code !== 0) {
+    const reason = failure(fingerprintRun) + (updateFailure ? `\nThe apt package lists could not be updated either: ${updateFailure}` : '');
+    const fallback = await newestWholeBuild(root);
+    if (!fallback) throw new GuestImageBuildError(reason);
+    prepare(`cannot tell whether the cached ${recipe} image is current, using the one built ${fallback.builtAt.toISOString()}: ${reason}`);
+    return describe(recipe, fallback.dir, fallback.manifest);
+  }
   const fingerprint = fingerprintRun.stdout.trim();
   const dir = join(root, fingerprint.slice(0, 16));
 

@@ -3,7 +3,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describeCommandFailure, printableCommand } from '../../src/node/command-failure.ts';
@@ -55,6 +55,27 @@ describe('helpers that fail', () => {
     const recipe = executable(dir, 'recipe-silent.sh', 'case "$1" in --required-packages) echo gzip ;; *) exit 3 ;; esac');
     await assert.rejects(ensureDefaultGuestImage({ cacheDir: join(dir, 'cache2'), recipeScript: recipe }),
       /recipe-silent\.sh --fingerprint failed \(exit status 3\):\nit printed nothing/);
+  });
+
+  it('a recipe that cannot compute its fingerprint (apt knows nothing, no route to the mirrors) falls back to the newest whole build', async () => {
+    const recipe = executable(dir, 'recipe-offline.sh',
+      'case "$1" in --required-packages) echo gzip ;; *) echo "E: No packages found" >&2; exit 1 ;; esac');
+    const cache = join(dir, 'cache3');
+    const build = (name: string, files: Record<string, string>, listed: Record<string, number>) => {
+      mkdirSync(join(cache, 'default', name), { recursive: true });
+      for (const [file, body] of Object.entries(files)) writeFileSync(join(cache, 'default', name, file), body);
+      writeFileSync(join(cache, 'default', name, 'manifest.json'), JSON.stringify({
+        recipe: 'default', recipeVersion: 1, fingerprint: name, kernel: { package: 'k', version: '1', release: 'r' }, cmdline: 'console=ttyS0',
+        rootfsFormat: 'raw', files: Object.fromEntries(Object.entries(listed).map(([f, size]) => [f, { size, sha256: '' }])),
+      }));
+    };
+    build('older', { vmlinuz: 'k', 'rootfs.img': 'r' }, { vmlinuz: 1, 'rootfs.img': 1 });
+    // The newest build was cut short: its rootfs is not the size its manifest says.
+    build('newer-but-torn', { vmlinuz: 'k', 'rootfs.img': '' }, { vmlinuz: 1, 'rootfs.img': 1 });
+    const said: string[] = [];
+    const image = await ensureDefaultGuestImage({ cacheDir: cache, recipeScript: recipe, onProgress: (p) => said.push(p.message) });
+    assert.equal(image.dir, join(cache, 'default', 'older'));
+    assert.ok(said.some((m) => /cannot tell whether the cached default image is current.*E: No packages found/s.test(m)), said.join('\n'));
   });
 
   it('network commands and qemu-img', async () => {
