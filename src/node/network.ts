@@ -14,6 +14,7 @@ import { applyAntiSpoofTable, removeAntiSpoofTable } from './network-antispoof.t
 import type { FirewallBackend } from './network/firewall-backend.ts';
 import type { FirewallDocument } from './network/firewall-document.ts';
 import { NftablesFirewall } from './network/nftables-firewall.ts';
+import { PublicNat, planPublicNat } from './network/public-nat.ts';
 import { ZoneOverlay, type OverlayInstance } from './network/overlay.ts';
 import { applyMetadataTables, metadataTableNames, removeMetadataTables } from './network/metadata-port.ts';
 import { securityGroupTableNames } from './network/nftables-firewall.ts';
@@ -100,6 +101,8 @@ export class NodeNetwork {
   readonly firewallTable: string;
   readonly dhcp: DhcpServer;
   private readonly firewall: FirewallBackend;
+  /** Public addresses (DNAT/SNAT) and the masquerade of the instances attached here (network/public-nat.ts). */
+  private readonly publicNat: PublicNat;
   readonly overlay: ZoneOverlay;
   readonly metadataDnat: boolean;
   /** The zone's firewall document as the cloud last sent it (the node agent keeps it on disk). */
@@ -119,6 +122,7 @@ export class NodeNetwork {
     this.statePath = join(opts.stateDir, `${this.bridgeName}.json`);
     this.firewallTable = firewallTableName(this.bridgeName);
     this.firewall = opts.firewall ?? new NftablesFirewall(opts.netns);
+    this.publicNat = new PublicNat(opts.netns);
     this.metadataDnat = opts.metadataDnat ?? false;
     this.overlay = new ZoneOverlay({ zone: opts.zone, bridgeName: this.bridgeName, gateway: this.range.gateway, netns: opts.netns });
     this.dhcp = new DhcpServer({
@@ -228,6 +232,7 @@ export class NodeNetwork {
       await this.overlay.remove();
       await removeMetadataTables(this.bridgeName, this.netns);
       await removeAntiSpoofTable(this.firewallTable, this.netns);
+      await this.publicNat.remove(this.bridgeName);
       await this.firewall.remove(this.bridgeName);
       const ports = new Set(Object.values(state?.instances ?? {}).map((p) => p.tapName));
       for (const link of await this.links(['master', this.bridgeName])) {
@@ -370,6 +375,7 @@ export class NodeNetwork {
       filtered.push({ instanceId, tapName: port.tapName, ip: port.ip, vpcId: port.firewall?.vpcId ?? '', groups: port.firewall?.groups ?? [] });
     }
     const bridge = { bridgeName: this.bridgeName, cidr: this.range.cidr, gateway: this.range.gateway };
+    await this.publicNat.apply(planPublicNat(bridge, this.firewallDocument, Object.entries(state.instances).map(([instanceId, p]) => ({ instanceId, ip: p.ip }))));
     const plan = planBridgeFirewall(bridge, this.firewallDocument, filtered);
     await this.firewall.apply(plan);
     const ports = Object.values(state.instances).map(({ tapName, ip }) => ({ tapName, ip }));
