@@ -6,6 +6,7 @@ import { registerRoleCommands, STOP_TIMEOUT_HELP, stopTimeoutOption } from './ro
 import { registerClusterAdminCommands } from './admin-clusters-cli.ts';
 import { registerMasterKeyCommands } from './master-key-cli.ts';
 import { registerRateLimitAdminCommands } from './admin-rate-limits-cli.ts';
+import { registerPublicRangeAdminCommands } from './admin-public-ranges-cli.ts';
 import { addPowerFlags } from './power-options.ts';
 import { addRequestLimitFlag } from './request-limit-option.ts';
 import { registerImageCommands } from './image-cli.ts';
@@ -22,6 +23,7 @@ const up = program.command('up')
   .option('--region <name>', 'region name the cloud answers as', 'ironbark-1')
   .option('--zone <name>', 'availability zone of this host (default: <region>a)')
   .option('--zone-cidr <cidr>', 'private network of the zone', '10.1.0.0/16')
+  .option('--public-range <cidr>', "public IPv4 range of the zone (elastic IPs, launch-time public addresses), routed by you to this host, e.g. 203.0.113.0/24")
   .addOption(new Option('--driver <driver>', 'hypervisor driver: qemu runs real VMs, fake simulates them').choices(['qemu', 'fake']).default('qemu'))
   .option('--policy <policy>', 'allocation policy: greedy, round-robin, power-save, module:PATH or exec:PATH', 'round-robin')
   .option('--node-cores <n>', 'cores this host (each simulated node) offers to instances (default: 4 per CPU for qemu, 256 for fake)')
@@ -39,6 +41,7 @@ const admin = registerAdminCommands(program);
 registerClusterAdminCommands(admin);
 registerMasterKeyCommands(admin);
 registerRateLimitAdminCommands(admin);
+registerPublicRangeAdminCommands(admin);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`ironbark: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -5,6 +5,7 @@ import { createLogger } from './logger.ts';
 import { parseListenAddress } from './listen-address.ts';
 import { startCloudController } from '../cloud/cloud-controller.ts';
 import { ensureZone } from '../cloud/provision.ts';
+import { setPublicRange } from '../cloud/network/public-ranges.ts';
 import { imageFileFor } from '../cloud/images/default-image.ts';
 import { prepareDefaultImage, prepareGuestImage } from './prepare-default-image.ts';
 import type { GuestImageFlags } from './guest-image-option.ts';
@@ -25,6 +26,8 @@ export interface UpOptions extends PowerFlags, RequestLimitFlags, GuestImageFlag
   region: string;
   zone?: string;
   zoneCidr: string;
+  /** The zone's public range (network/public-ranges.ts). */
+  publicRange?: string;
   driver: 'qemu' | 'fake';
   policy: string;
   imageCache?: string;
@@ -96,6 +99,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
   try {
     const zone = opts.zone ?? `${opts.region}a`;
     await ensureZone(cloud.store, { name: zone, cidr: opts.zoneCidr, region: opts.region });
+    if (opts.publicRange) await cloud.store.transaction((tx) => setPublicRange(tx, zone, opts.publicRange!));
 
     let image = await prepareDefaultImage(cloud.store, cloud.admin.accountId, opts.imageCache);
     // `--image debian-12`: built (once) and registered too, and the one the example below runs.

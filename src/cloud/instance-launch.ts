@@ -14,7 +14,7 @@ import { Ec2Error } from '../protocol/errors.ts';
 import { newId } from './ids.ts';
 import { tagsByResource, tagsFromSpecifications, writeTags, type Tag, type TagSpecification } from './tags.ts';
 import { DEFAULT_INSTANCE_TYPE, findVmType, listVmTypes } from './vm-types.ts';
-import { findVisibleImage, imageRefFor } from './images/images.ts';
+import { bootModeOf, findVisibleImage, imageRefFor } from './images/images.ts';
 import { defaultVpcId } from './account-setup.ts';
 import { resolveSecurityGroups, defaultSecurityGroup } from './security-groups.ts';
 import { launchableCount } from './quotas.ts';
@@ -66,7 +66,8 @@ interface LaunchPlan {
   min: number;
   max: number;
   image: ImagesTable;
-  kernel: ImagesTable;
+  /** Absent for an image that boots from its own disk (images.boot_mode). */
+  kernel?: ImagesTable;
   ramdisk?: ImagesTable;
   vmType: VmTypeSpec;
   key?: { name: string; openssh: string };
@@ -212,10 +213,15 @@ export function createLauncher(deps: LaunchDeps) {
     }
     if (!input.ImageId) throw new Ec2Error('MissingParameter', 'The request must contain the parameter ImageId');
     const image = await findVisibleImage(db, accountId, input.ImageId, 'machine');
-    const kernelId = input.KernelId || image.kernel_id;
-    if (!kernelId) throw new Ec2Error('InvalidParameterValue', `The image '${image.id}' names no kernel; give one with KernelId.`);
-    const kernel = await findVisibleImage(db, accountId, kernelId, 'kernel');
-    const ramdiskId = input.RamdiskId || image.ramdisk_id;
+    // An image with its own boot loader boots from its disk: no kernel or ramdisk of the cloud's.
+    const ownBootLoader = image.boot_mode !== null;
+    if (ownBootLoader && (input.KernelId || input.RamdiskId)) {
+      throw new Ec2Error('InvalidParameterCombination', `The image '${image.id}' boots with its own boot loader (${image.boot_mode}); KernelId and RamdiskId cannot be given.`);
+    }
+    const kernelId = ownBootLoader ? undefined : input.KernelId || image.kernel_id;
+    if (!ownBootLoader && !kernelId) throw new Ec2Error('InvalidParameterValue', `The image '${image.id}' names no kernel; give one with KernelId.`);
+    const kernel = kernelId ? await findVisibleImage(db, accountId, kernelId, 'kernel') : undefined;
+    const ramdiskId = ownBootLoader ? undefined : input.RamdiskId || image.ramdisk_id;
     const ramdisk = ramdiskId ? await findVisibleImage(db, accountId, ramdiskId, 'ramdisk') : undefined;
     const vmType = await requireVmType(db, input.InstanceType || DEFAULT_INSTANCE_TYPE);
     const key = await keyPair(db, accountId, input.KeyName);
@@ -330,7 +336,7 @@ export function createLauncher(deps: LaunchDeps) {
             rows.push({
               id, account_id: plan.accountId, reservation_id: reservationId,
               client_token: plan.clientToken ?? null, request_hash: plan.clientToken !== undefined ? plan.requestHash : null,
-              image_id: plan.image.id, kernel_id: plan.kernel.id, ramdisk_id: plan.ramdisk?.id ?? null,
+              image_id: plan.image.id, kernel_id: plan.kernel?.id ?? null, ramdisk_id: plan.ramdisk?.id ?? null,
               instance_type: plan.vmType.name, zone, vpc_id: subnet.vpc_id, subnet_id: subnet.id,
               private_ip: addresses[i]!, public_ip: null, mac, key_name: plan.key?.name ?? null, user_data: plan.userData ?? null,
               security_groups: JSON.stringify(plan.groups), launch_index: i, launch_time: now,
@@ -382,7 +388,7 @@ export function createLauncher(deps: LaunchDeps) {
   function specFor(plan: LaunchPlan, row: InstancesTable, subnet: SubnetsTable): InstanceSpec {
     return {
       instanceId: row.id, reservationId: row.reservation_id, accountId: row.account_id, imageId: row.image_id,
-      kernel: imageRefFor(plan.kernel, deps.imageUrl),
+      ...(plan.kernel ? { kernel: imageRefFor(plan.kernel, deps.imageUrl) } : { bootMode: bootModeOf(plan.image) }),
       ...(plan.ramdisk ? { ramdisk: imageRefFor(plan.ramdisk, deps.imageUrl) } : {}),
       root: imageRefFor(plan.image, deps.imageUrl),
       kernelCmdline: plan.image.kernel_cmdline ?? '',

@@ -8,7 +8,7 @@ import type { Db, Store, Tx } from '../store/store.ts';
 import type { InstancesTable } from '../store/schema.ts';
 import type { InstanceSpec } from '../node/node-api.ts';
 import type { ClusterApi, Placement } from '../cluster/cluster-api.ts';
-import { imageRefFor } from './images/images.ts';
+import { bootModeOf, imageRefFor } from './images/images.ts';
 import { findVmType } from './vm-types.ts';
 import { privateDnsName } from './ip-allocation.ts';
 import { metadataOptionsSpec } from './instance-metadata-options.ts';
@@ -27,8 +27,8 @@ export async function specFromRow(db: Db | Tx, row: InstancesTable, imageUrl?: (
     return found;
   };
   const root = (await image(row.image_id))!;
-  const kernel = await image(row.kernel_id ?? root.kernel_id);
-  if (!kernel) throw new Error(`instance ${row.id} names no kernel`);
+  const kernel = root.boot_mode ? undefined : await image(row.kernel_id ?? root.kernel_id);
+  if (!kernel && !root.boot_mode) throw new Error(`instance ${row.id} names no kernel`);
   const ramdisk = await image(row.ramdisk_id);
   const vmType = await findVmType(db, row.instance_type);
   if (!vmType) throw new Error(`instance type ${row.instance_type} of instance ${row.id} no longer exists`);
@@ -40,7 +40,7 @@ export async function specFromRow(db: Db | Tx, row: InstancesTable, imageUrl?: (
     .where('account_id', '=', row.account_id).where('name', '=', row.key_name).executeTakeFirst();
   return {
     instanceId: row.id, reservationId: row.reservation_id, accountId: row.account_id, imageId: row.image_id,
-    kernel: imageRefFor(kernel, imageUrl),
+    ...(kernel ? { kernel: imageRefFor(kernel, imageUrl) } : { bootMode: bootModeOf(root) }),
     ...(ramdisk ? { ramdisk: imageRefFor(ramdisk, imageUrl) } : {}),
     root: imageRefFor(root, imageUrl),
     kernelCmdline: root.kernel_cmdline ?? '',

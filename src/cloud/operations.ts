@@ -9,6 +9,7 @@ import { vpcOperations } from './vpcs.ts';
 import { securityGroupOperations } from './security-groups.ts';
 import { vmTypeOperations } from './vm-types.ts';
 import { imageOperations } from './images/images.ts';
+import { imageAttributeOperations } from './images/image-attributes.ts';
 import { instanceOperations, type InstanceOperationDeps } from './instances.ts';
 import { instanceMetadataOptionOperations } from './instance-metadata-options.ts';
 import { addressOperations } from './network/addresses.ts';
@@ -23,6 +24,7 @@ export function allOperations(compute: InstanceOperationDeps): OperationTable {
     ...securityGroupOperations,
     ...vmTypeOperations,
     ...imageOperations,
+    ...imageAttributeOperations,
     ...instanceOperations(compute),
     ...instanceMetadataOptionOperations(compute),
     ...addressOperations,

@@ -116,7 +116,7 @@ export function createClusterHttpServer(opts: ClusterHttpServerOptions): Cluster
   }
 
   function relaySpec(spec: InstanceSpec): InstanceSpec {
-    return { ...spec, kernel: relayedRef(spec.kernel), root: relayedRef(spec.root), ...(spec.ramdisk ? { ramdisk: relayedRef(spec.ramdisk) } : {}) };
+    return { ...spec, ...(spec.kernel ? { kernel: relayedRef(spec.kernel) } : {}), root: relayedRef(spec.root), ...(spec.ramdisk ? { ramdisk: relayedRef(spec.ramdisk) } : {}) };
   }
 
   function serveImage(req: http.IncomingMessage, res: http.ServerResponse, url: URL): void {

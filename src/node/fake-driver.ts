@@ -177,7 +177,10 @@ export class FakeDriver implements HypervisorDriver {
 
 /** What a minimal Linux guest with ironbark's guest agent prints on its serial console. */
 function bootLog(spec: VmSpec, boot: number): string[] {
+  // A disk with its own boot loader is reached through the firmware, as on a real VM.
+  const firmware = spec.kernelPath ? [] : [spec.bootMode === 'uefi' ? 'BdsDxe: starting Boot0001 "UEFI Misc Device"' : 'Booting from Hard Disk...'];
   return [
+    ...firmware,
     `[    0.000000] Linux version 6.1.0-ironbark-fake (boot ${boot})`,
     `[    0.000000] Command line: ${spec.kernelCmdline}`,
     `[    0.010000] Memory: ${spec.memoryMiB * 1024}K available`,

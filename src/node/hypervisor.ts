@@ -31,9 +31,12 @@ export interface VmSpec {
   id: string;
   vcpus: number;
   memoryMiB: number;
-  kernelPath: string;
+  /** The kernel QEMU loads itself; absent when the disk boots with its own boot loader (bootMode). */
+  kernelPath?: string;
   initrdPath?: string;
   kernelCmdline: string;
+  /** Firmware for a disk with its own boot loader: SeaBIOS (QEMU's default) or UEFI (OVMF). */
+  bootMode?: 'legacy-bios' | 'uefi';
   /** The instance's qcow2 disk. The caller owns it: destroy leaves it in place. */
   diskPath: string;
   macAddress: string;
@@ -182,6 +185,8 @@ export function validateVmSpec(spec: VmSpec): void {
   if (!Number.isInteger(spec.vcpus) || spec.vcpus < 1 || spec.vcpus > 255) fail('vcpus must be an integer from 1 to 255');
   if (!Number.isInteger(spec.memoryMiB) || spec.memoryMiB < 32) fail('memoryMiB must be an integer of at least 32');
   if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(spec.macAddress)) fail(`macAddress ${spec.macAddress} is not a MAC address`);
+  if (spec.kernelPath === undefined && spec.bootMode === undefined) fail('either kernelPath or bootMode must be given');
+  if (spec.bootMode !== undefined && spec.bootMode !== 'legacy-bios' && spec.bootMode !== 'uefi') fail(`bootMode ${String(spec.bootMode)} is not legacy-bios or uefi`);
   for (const [name, path] of [['kernelPath', spec.kernelPath], ['diskPath', spec.diskPath], ['workDir', spec.workDir], ['initrdPath', spec.initrdPath]] as const) {
     if (path !== undefined && !path.startsWith('/')) fail(`${name} must be an absolute path`);
   }

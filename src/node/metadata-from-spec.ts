@@ -23,7 +23,7 @@ export function metadataFromSpec(spec: InstanceSpec): InstanceMetadata {
     accountId: spec.accountId,
     launchTime: new Date(spec.launchTime),
     // Only images registered as kernels/ramdisks have ids EC2 would show here.
-    kernelId: spec.kernel.id.startsWith('aki-') ? spec.kernel.id : undefined,
+    kernelId: spec.kernel?.id.startsWith('aki-') ? spec.kernel.id : undefined,
     ramdiskId: spec.ramdisk?.id.startsWith('ari-') ? spec.ramdisk.id : undefined,
     amiLaunchIndex: spec.launchIndex,
     architecture: 'x86_64',

@@ -123,7 +123,7 @@ export class NodeAgent implements NodeApi {
     for (const { record } of this.instances.values()) {
       if (record.state === 'terminated') continue;
       const { kernel, ramdisk, root } = record.spec;
-      if (root.id === imageId || kernel.id === imageId || ramdisk?.id === imageId) return true;
+      if (root.id === imageId || kernel?.id === imageId || ramdisk?.id === imageId) return true;
     }
     return false;
   }
@@ -361,7 +361,7 @@ export class NodeAgent implements NodeApi {
     const { spec } = inst.record;
     const id = spec.instanceId;
     const step = () => { if (inst.terminating) throw new LaunchAborted(`instance ${id} is being terminated`); };
-    const kernelPath = await this.opts.imageCache.ensure(imageSource(spec.kernel));
+    const kernelPath = spec.kernel ? await this.opts.imageCache.ensure(imageSource(spec.kernel)) : undefined;
     const initrdPath = spec.ramdisk ? await this.opts.imageCache.ensure(imageSource(spec.ramdisk)) : undefined;
     const rootPath = await this.opts.imageCache.ensure(imageSource(spec.root));
     step();
@@ -390,6 +390,7 @@ export class NodeAgent implements NodeApi {
       kernelPath,
       initrdPath,
       kernelCmdline: spec.kernelCmdline,
+      ...(spec.bootMode ? { bootMode: spec.bootMode } : {}),
       diskPath,
       macAddress: spec.mac,
       network,
@@ -694,8 +695,12 @@ function validateSpec(spec: InstanceSpec): void {
   if (!t || ![t.cores, t.memoryMiB, t.diskGiB].every((n) => Number.isInteger(n) && n > 0)) {
     bad(`Instance ${spec.instanceId} has an invalid instance type ${JSON.stringify(t)}.`);
   }
+  if (spec.bootMode !== undefined && spec.bootMode !== 'legacy-bios' && spec.bootMode !== 'uefi') {
+    bad(`Instance ${spec.instanceId} has an unknown boot mode ${JSON.stringify(spec.bootMode)}.`);
+  }
+  if (spec.bootMode === undefined && spec.kernel === undefined) bad(`Instance ${spec.instanceId} has neither a kernel nor a boot mode.`);
   for (const [name, ref] of [['kernel', spec.kernel], ['root', spec.root], ['ramdisk', spec.ramdisk]] as const) {
-    if (name === 'ramdisk' && ref === undefined) continue;
+    if ((name === 'ramdisk' || (name === 'kernel' && spec.bootMode)) && ref === undefined) continue;
     if (!ref || !ref.id || !ref.url || !/^[0-9a-fA-F]{64}$/.test(ref.sha256 ?? '')) bad(`Instance ${spec.instanceId} has an invalid ${name} image reference.`);
   }
   if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(spec.mac ?? '')) bad(`Instance ${spec.instanceId} has an invalid MAC address ${JSON.stringify(spec.mac)}.`);

@@ -4,6 +4,9 @@ import type { FirewallApplyResult, FirewallDocument } from './network/firewall-d
 import type { NetworkDiagnosis } from './network/diagnosis.ts';
 import type { ZonePeers } from './network/overlay.ts';
 
+/** How a VM whose disk carries its own boot loader starts: EC2's BootMode values. */
+export type BootMode = 'legacy-bios' | 'uefi';
+
 /** A base image a node fetches once (through its cluster controller) and caches by checksum. */
 export interface ImageRef {
   /** ami-/aki-/ari- id. */
@@ -36,10 +39,13 @@ export interface InstanceSpec {
   reservationId: string;
   accountId: string;
   imageId: string;
-  kernel: ImageRef;
+  /** The kernel QEMU loads directly; absent when the root disk boots with its own boot loader. */
+  kernel?: ImageRef;
   ramdisk?: ImageRef;
   root: ImageRef;
   kernelCmdline: string;
+  /** Set (and kernel absent) when the image carries its own boot loader: BIOS (SeaBIOS) or UEFI (OVMF). */
+  bootMode?: BootMode;
   vmType: VmTypeSpec;
   zone: string;
   region: string;

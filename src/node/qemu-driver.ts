@@ -14,6 +14,7 @@ import { QmpClient, type QmpEvent } from './qmp-client.ts';
 import { ensurePrivateDir, ensurePrivateFile, PRIVATE_FILE_MODE, restrictFile } from '../store/private-files.ts';
 import { describeExit, lastLines } from './command-failure.ts';
 import { smbiosType1Arg } from './smbios-identity.ts';
+import { ensureUefiVars, OVMF_CODE } from './hypervisor/uefi-firmware.ts';
 
 export interface QemuDriverOptions {
   /** Directory indexing every VM this driver manages (entries are work dirs or links to them). */
@@ -241,6 +242,7 @@ export class QemuDriver implements HypervisorDriver {
       qmpSocket: join(dir, FILES.qmp),
       pidFile: join(dir, FILES.pid),
       consoleLog: join(dir, FILES.console),
+      uefiVars: vm.spec.kernelPath === undefined && vm.spec.bootMode === 'uefi' ? await ensureUefiVars(dir) : undefined,
     });
     // -daemonize: the launcher exits once QEMU is initialised (or reports why it could not start),
     // and the VM is no child of ours, so it survives a node controller restart.
@@ -481,6 +483,8 @@ export function buildQemuArgs(spec: VmSpec, run: {
   qmpSocket: string;
   pidFile: string;
   consoleLog: string;
+  /** The VM's UEFI variable store, for bootMode uefi. */
+  uefiVars?: string;
 }): string[] {
   const args = [
     '-name', `guest=${optValue(spec.id)}`,
@@ -492,8 +496,13 @@ export function buildQemuArgs(spec: VmSpec, run: {
     '-nodefaults', '-no-user-config', '-display', 'none',
     // A guest power-off leaves QEMU idle instead of exiting, so its exit always means stop or crash.
     '-no-shutdown',
-    '-kernel', spec.kernelPath,
-    '-append', spec.kernelCmdline,
+    // Without a kernel the firmware boots the disk's own boot loader: SeaBIOS (QEMU's default)
+    // for legacy-bios, OVMF in two flash chips (code read-only, the VM's variables) for uefi.
+    ...(spec.kernelPath ? ['-kernel', spec.kernelPath, '-append', spec.kernelCmdline] : []),
+    ...(spec.kernelPath === undefined && spec.bootMode === 'uefi' && run.uefiVars
+      ? ['-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${optValue(OVMF_CODE)}`,
+        '-drive', `if=pflash,format=raw,unit=1,file=${optValue(run.uefiVars)}`]
+      : []),
     // The instance's identity as EC2 presents it (system UUID and serial "ec2…"): cloud-init knows
     // its platform by it and speaks IMDSv2.
     '-smbios', smbiosType1Arg(spec.id),

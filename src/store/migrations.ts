@@ -301,4 +301,18 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('instances').addColumn('public_ip_association_id', text).execute();
     },
   },
+  '0011-image-launch-permissions': {
+    async up(db: Kysely<any>) {
+      // Images shared with other accounts (ModifyImageAttribute launchPermission), and how an
+      // imported image boots when it carries its own boot loader (NULL: the cloud's kernel).
+      await db.schema.createTable('image_launch_permissions')
+        .addColumn('image_id', text, (c) => c.notNull())
+        .addColumn('account_id', text, (c) => c.notNull())
+        .addColumn('created_at', text, (c) => c.notNull())
+        .addPrimaryKeyConstraint('image_launch_permissions_pk', ['image_id', 'account_id'])
+        .execute();
+      await db.schema.createIndex('image_launch_permissions_account').on('image_launch_permissions').column('account_id').execute();
+      await db.schema.alterTable('images').addColumn('boot_mode', text).execute();
+    },
+  },
 };

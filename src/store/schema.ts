@@ -123,6 +123,7 @@ export interface Database {
   vm_types: VmTypesTable;
   instances: InstancesTable;
   clusters: ClustersTable;
+  image_launch_permissions: ImageLaunchPermissionsTable;
   volumes: VolumesTable;
   volume_modifications: VolumeModificationsTable;
   public_ranges: PublicRangesTable;
@@ -166,6 +167,14 @@ export interface ImagesTable {
   sha256: string;
   size_bytes: number;
   format: string;        // raw | qcow2
+  created_at: string;
+  boot_mode: string | null; // legacy-bios | uefi: boots from its own disk; NULL: kernel (+ ramdisk) given by the cloud
+}
+
+/** An account other than the owner that may see and launch an image (launchPermission UserId); group `all` is images.is_public. */
+export interface ImageLaunchPermissionsTable {
+  image_id: string;
+  account_id: string;
   created_at: string;
 }
 

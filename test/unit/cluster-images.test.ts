@@ -167,7 +167,7 @@ describe("a cluster's image relay fetches from the cloud with its signature", ()
     await client.runInstances([specWith(imageIds.kernelId, imageIds.imageId, 'i-00000000000000001')]);
     const relayed = cluster.runs.at(-1)![0]!;
     assert.notEqual(relayed.root.url, clusterImageUrl(cloudUrl, imageIds.imageId), 'nodes get the relay URL, not the cloud one');
-    for (const ref of [relayed.root, relayed.kernel]) {
+    for (const ref of [relayed.root, relayed.kernel!]) {
       const res = await fetch(ref.url);
       assert.equal(res.status, 200, ref.url);
       assert.equal(createHash('sha256').update(Buffer.from(await res.arrayBuffer())).digest('hex'), ref.sha256);

@@ -271,9 +271,9 @@ describe('ClusterApi over HTTP', () => {
     assert.deepEqual(await client.runInstances([s]), [{ instanceId: s.instanceId, nodeId: 'nd-1' }]);
     // No node-facing URL: the images are relayed at locations relative to the cluster's URL.
     const relayed = cluster.runs.at(-1)![0]!;
-    assert.deepEqual({ ...relayed, kernel: { ...relayed.kernel, url: kernel.url }, root: { ...relayed.root, url: image.url } }, s);
+    assert.deepEqual({ ...relayed, kernel: { ...relayed.kernel!, url: kernel.url }, root: { ...relayed.root, url: image.url } }, s);
     assert.match(relayed.root.url, new RegExp(`^images/${image.id}\\?src=`));
-    assert.match(relayed.kernel.url, new RegExp(`^images/${kernel.id}\\?src=`));
+    assert.match(relayed.kernel!.url, new RegExp(`^images/${kernel.id}\\?src=`));
     const res = await fetch(new URL(relayed.root.url, `${url}/`));
     assert.equal(res.status, 200);
     assert.deepEqual(Buffer.from(await res.arrayBuffer()), await readFile(image.url));
@@ -433,7 +433,7 @@ describe('image relay URLs', () => {
     const res = await fetch(relayed.root.url);
     assert.equal(res.status, 200);
     assert.deepEqual(Buffer.from(await res.arrayBuffer()), await readFile(image.url));
-    const kernelRes = await fetch(relayed.kernel.url);
+    const kernelRes = await fetch(relayed.kernel!.url);
     assert.equal(createHash('sha256').update(Buffer.from(await kernelRes.arrayBuffer())).digest('hex'), kernel.sha256);
 
     const altered = new URL(relayed.root.url);

@@ -1,6 +1,8 @@
 // Images: the kernel (aki-), ramdisk (ari-) and machine (ami-) images instances boot from, their
 // registration from files the operator provides, and DescribeImages. Public images are visible
-// to every account; private ones only to their owner.
+// to every account; private ones to their owner and the accounts they are shared with
+// (launch-permissions.ts). Machine images either boot with a kernel the cloud gives (aki-/ari-)
+// or, when imported with a boot mode, from their own disk's boot loader (SeaBIOS or UEFI).
 import type { OperationTable, RequestContext } from '../context.ts';
 import type { Db, Store, Tx } from '../../store/store.ts';
 import type { ImagesTable } from '../../store/schema.ts';
@@ -12,16 +14,23 @@ import { newId } from '../ids.ts';
 import { tagsByResource, type Tag } from '../tags.ts';
 import { registerTaggable } from '../resource-registry.ts';
 import { viewFilters } from '../view-filters.ts';
+import { cloudAdminAccountId } from '../admin-auth.ts';
+import { ACCOUNT_ID, imagesVisibleTo, sharedAccounts } from './launch-permissions.ts';
 
 export type ImageKind = 'machine' | 'kernel' | 'ramdisk';
 
 const PREFIX_BY_KIND: Record<ImageKind, string> = { machine: 'ami', kernel: 'aki', ramdisk: 'ari' };
 const IMAGE_ID = /^(ami|aki|ari)-[0-9a-f]{8}([0-9a-f]{9})?$/;
-const ACCOUNT_ID = /^\d{12}$/;
 
 export const ROOT_DEVICE_NAME = '/dev/vda';
 export const ARCHITECTURE = 'x86_64';
 export const VIRTUALIZATION_TYPE = 'paravirtual';
+/** Images that boot from their own disk are full virtual machines in EC2's words. */
+export const OWN_BOOT_LOADER_VIRTUALIZATION_TYPE = 'hvm';
+export const BOOT_MODES = ['legacy-bios', 'uefi'] as const;
+export type BootMode = (typeof BOOT_MODES)[number];
+/** The owner alias EC2 shows on its own public images; here: those of the cloud's admin account. */
+export const CLOUD_OWNER_ALIAS = 'amazon';
 export const HYPERVISOR = 'kvm';
 
 export interface ImageFile { path: string; sha256: string; sizeBytes: number }
@@ -54,11 +63,10 @@ export function checkImageId(id: string): void {
   }
 }
 
-/** Images an account may see and launch: its own and every public one, never deregistered ones. */
-function visibleImages(db: Db | Tx, accountId: string) {
-  return db.selectFrom('images').selectAll()
-    .where('state', '!=', 'deregistered')
-    .where((eb) => eb.or([eb('account_id', '=', accountId), eb('is_public', '=', 1)]));
+const visibleImages = imagesVisibleTo;
+
+export function virtualizationTypeOf(row: Pick<ImagesTable, 'boot_mode'>): string {
+  return row.boot_mode ? OWN_BOOT_LOADER_VIRTUALIZATION_TYPE : VIRTUALIZATION_TYPE;
 }
 
 /**
@@ -116,7 +124,7 @@ export async function registerImageFiles(store: Store, spec: ImageFilesSpec): Pr
   }
   const common = {
     account_id: spec.ownerAccountId, architecture: ARCHITECTURE, is_public: spec.public ? 1 : 0,
-    root_device_name: null, kernel_cmdline: null, kernel_id: null, ramdisk_id: null,
+    root_device_name: null, kernel_cmdline: null, kernel_id: null, ramdisk_id: null, boot_mode: null,
   };
   return store.transaction(async (tx) => {
     const kernelId = await ensureImage(tx, {
@@ -141,7 +149,7 @@ export async function registerImageFiles(store: Store, spec: ImageFilesSpec): Pr
 
 // ---- DescribeImages -------------------------------------------------------------------------
 
-interface ImageItem { row: ImagesTable; tags: Tag[] }
+interface ImageItem { row: ImagesTable; tags: Tag[]; ownerAlias?: string }
 
 const IMAGE_FILTERS = {
   'image-id': (i: ImageItem) => i.row.id,
@@ -149,7 +157,7 @@ const IMAGE_FILTERS = {
   description: (i: ImageItem) => i.row.description ?? undefined,
   state: (i: ImageItem) => i.row.state,
   'owner-id': (i: ImageItem) => i.row.account_id,
-  'owner-alias': () => undefined,
+  'owner-alias': (i: ImageItem) => i.ownerAlias,
   'is-public': (i: ImageItem) => String(i.row.is_public === 1),
   'image-type': (i: ImageItem) => i.row.kind,
   architecture: (i: ImageItem) => i.row.architecture,
@@ -157,7 +165,7 @@ const IMAGE_FILTERS = {
   'ramdisk-id': (i: ImageItem) => i.row.ramdisk_id ?? undefined,
   'root-device-type': () => 'instance-store',
   'root-device-name': (i: ImageItem) => i.row.root_device_name ?? undefined,
-  'virtualization-type': () => VIRTUALIZATION_TYPE,
+  'virtualization-type': (i: ImageItem) => virtualizationTypeOf(i.row),
   hypervisor: () => HYPERVISOR,
   'platform-details': () => 'Linux/UNIX',
   'creation-date': (i: ImageItem) => i.row.created_at,
@@ -170,6 +178,7 @@ const IMAGE_FILTERS = {
     'block-device-mapping.snapshot-id': 'BlockDeviceMappings.Ebs.SnapshotId',
     'block-device-mapping.volume-size': 'BlockDeviceMappings.Ebs.VolumeSize',
     'block-device-mapping.volume-type': 'BlockDeviceMappings.Ebs.VolumeType',
+    'boot-mode': 'BootMode',
     'ena-support': 'EnaSupport',
     'free-tier-eligible': 'FreeTierEligible',
     'image-allowed': 'ImageAllowed',
@@ -197,6 +206,7 @@ function imageView(i: ImageItem) {
     ImageLocation: imageLocation(r),
     State: r.state,
     OwnerId: r.account_id,
+    ...(i.ownerAlias ? { ImageOwnerAlias: i.ownerAlias } : {}),
     CreationDate: new Date(r.created_at).toISOString(),
     Public: r.is_public === 1,
     Architecture: r.architecture,
@@ -208,7 +218,8 @@ function imageView(i: ImageItem) {
     RootDeviceType: 'instance-store',
     ...(machine ? { RootDeviceName: r.root_device_name ?? ROOT_DEVICE_NAME } : {}),
     BlockDeviceMappings: [],
-    VirtualizationType: VIRTUALIZATION_TYPE,
+    VirtualizationType: virtualizationTypeOf(r),
+    ...(r.boot_mode ? { BootMode: r.boot_mode } : {}),
     Hypervisor: HYPERVISOR,
     PlatformDetails: 'Linux/UNIX',
     UsageOperation: 'RunInstances',
@@ -217,29 +228,39 @@ function imageView(i: ImageItem) {
   };
 }
 
-/** Owners: `self`, 12-digit account ids, and Amazon's aliases (which own nothing here). */
-function ownerAccounts(owners: string[], callerId: string): Set<string> {
-  const out = new Set<string>();
+/**
+ * Owners: `self`, 12-digit account ids, and EC2's aliases: `amazon` names the cloud's own public
+ * images (those of its admin account, as EC2's official images are Amazon's); `aws-marketplace`
+ * and `aws-backup-vault` own nothing here.
+ */
+function ownedBy(owners: string[], callerId: string, aliasOf: (row: ImagesTable) => string | undefined): (row: ImagesTable) => boolean {
+  const accounts = new Set<string>();
+  let cloudAlias = false;
   for (const owner of owners) {
-    if (owner === 'self') out.add(callerId);
-    else if (ACCOUNT_ID.test(owner)) out.add(owner);
-    else if (owner !== 'amazon' && owner !== 'aws-marketplace' && owner !== 'aws-backup-vault') {
+    if (owner === 'self') accounts.add(callerId);
+    else if (ACCOUNT_ID.test(owner)) accounts.add(owner);
+    else if (owner === CLOUD_OWNER_ALIAS) cloudAlias = true;
+    else if (owner !== 'aws-marketplace' && owner !== 'aws-backup-vault') {
       throw new Ec2Error('InvalidUserID.Malformed', `Invalid user id: "${owner}"`);
     }
   }
-  return out;
+  return (row) => accounts.has(row.account_id) || (cloudAlias && aliasOf(row) === CLOUD_OWNER_ALIAS);
 }
 
 /**
- * ExecutableUsers: `all` means public images; `self` (or the caller's id) the caller's own images;
- * another account's id the images shared with it explicitly, which Ironbark has none of.
+ * ExecutableUsers: `all` means public images; `self` (or the caller's id) the images the caller
+ * may launch by explicit permission, its own included; another account's id the caller's own
+ * images shared with that account (who else shares with it is none of the caller's business).
  */
-function executableBy(users: string[], callerId: string): (row: ImagesTable) => boolean {
+function executableBy(users: string[], callerId: string, shares: Map<string, string[]>): (row: ImagesTable) => boolean {
   const tests: ((row: ImagesTable) => boolean)[] = [];
   for (const user of users) {
     if (user === 'all') tests.push((row) => row.is_public === 1);
-    else if (user === 'self' || user === callerId) tests.push((row) => row.account_id === callerId);
-    else if (!ACCOUNT_ID.test(user)) throw new Ec2Error('InvalidUserID.Malformed', `Invalid user id: "${user}"`);
+    else if (user === 'self' || user === callerId) {
+      tests.push((row) => row.account_id === callerId || (shares.get(row.id) ?? []).includes(callerId));
+    } else if (ACCOUNT_ID.test(user)) {
+      tests.push((row) => row.account_id === callerId && (shares.get(row.id) ?? []).includes(user));
+    } else throw new Ec2Error('InvalidUserID.Malformed', `Invalid user id: "${user}"`);
   }
   return (row) => tests.some((t) => t(row));
 }
@@ -263,14 +284,17 @@ async function DescribeImages(ctx: RequestContext, input: {
     const wanted = new Set(ids);
     rows = rows.filter((r) => wanted.has(r.id));
   }
-  if (input.Owners?.length) {
-    const owners = ownerAccounts(input.Owners, accountId);
-    rows = rows.filter((r) => owners.has(r.account_id));
+  const cloudAccountId = await cloudAdminAccountId(ctx.store);
+  // EC2 shows its alias on its own public images; the cloud's admin account stands in for it.
+  const ownerAlias = (row: ImagesTable) => (row.account_id === cloudAccountId && row.is_public === 1 ? CLOUD_OWNER_ALIAS : undefined);
+  if (input.Owners?.length) rows = rows.filter(ownedBy(input.Owners, accountId, ownerAlias));
+  if (input.ExecutableUsers?.length) {
+    const shares = await sharedAccounts(db, rows.map((r) => r.id));
+    rows = rows.filter(executableBy(input.ExecutableUsers, accountId, shares));
   }
-  if (input.ExecutableUsers?.length) rows = rows.filter(executableBy(input.ExecutableUsers, accountId));
   // Ironbark never deprecates or disables images, so IncludeDeprecated/IncludeDisabled change nothing.
   const tags = await tagsByResource(db, accountId, rows.map((r) => r.id));
-  const items = applyFilters(rows.map((row) => ({ row, tags: tags.get(row.id) ?? [] })), input.Filters, IMAGE_FILTERS, (i) => i.tags);
+  const items = applyFilters(rows.map((row) => ({ row, tags: tags.get(row.id) ?? [], ownerAlias: ownerAlias(row) })), input.Filters, IMAGE_FILTERS, (i) => i.tags);
   const { page, nextToken } = paginate(items, input, JSON.stringify(['images', input.Owners ?? [], input.ExecutableUsers ?? [], input.Filters ?? []]));
   return { Images: page.map(imageView), NextToken: nextToken };
 }
@@ -284,3 +308,8 @@ const ownImageExists = async (db: Db | Tx, accountId: string, id: string) => {
   return row !== undefined;
 };
 for (const prefix of ['ami', 'aki', 'ari']) registerTaggable(prefix, ownImageExists, (id) => imageNotFound([id]));
+
+/** The boot mode of a machine image that boots from its own disk; undefined for kernel images. */
+export function bootModeOf(row: Pick<ImagesTable, 'boot_mode'>): BootMode | undefined {
+  return (BOOT_MODES as readonly string[]).includes(row.boot_mode ?? '') ? row.boot_mode as BootMode : undefined;
+}
