@@ -6,10 +6,13 @@ trap 'status=$?; echo "ironbark: ensure-deps.sh line $LINENO: \"$BASH_COMMAND\" 
 cd "$(dirname "$0")/.."
 purpose=${1:-run}
 
-packages=(qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 busybox-static dropbear-bin e2fsprogs cpio gzip xz-utils zstd kmod openssh-client procps)
+# ovmf: UEFI firmware for imported images whose BootMode is uefi.
+packages=(qemu-system-x86 qemu-utils dnsmasq-base nftables iproute2 busybox-static dropbear-bin e2fsprogs cpio gzip xz-utils zstd kmod openssh-client procps ovmf)
 if [ "$purpose" = test ]; then
   # awscli: the real aws CLI; postgresql: the private test server; putty-tools: .ppk key checks.
   packages+=(awscli postgresql putty-tools)
+  # The image import e2e makes disks with their own boot loader: SYSLINUX (BIOS) and systemd-boot (UEFI).
+  packages+=(syslinux syslinux-common mtools dosfstools fdisk systemd-boot-efi)
 fi
 
 missing=()
