@@ -14,7 +14,7 @@ import { applyAntiSpoofTable, removeAntiSpoofTable } from './network-antispoof.t
 import type { FirewallBackend } from './network/firewall-backend.ts';
 import type { FirewallDocument } from './network/firewall-document.ts';
 import { NftablesFirewall } from './network/nftables-firewall.ts';
-import { PublicNat, planPublicNat } from './network/public-nat.ts';
+import { PublicNat, planPublicNat, publicNatTableName } from './network/public-nat.ts';
 import { ZoneOverlay, type OverlayInstance } from './network/overlay.ts';
 import { applyMetadataTables, metadataTableNames, removeMetadataTables } from './network/metadata-port.ts';
 import { securityGroupTableNames } from './network/nftables-firewall.ts';
@@ -261,6 +261,7 @@ export class NodeNetwork {
       const sg = securityGroupTableNames(this.bridgeName);
       items.push({ kind: 'nftables-table', name: `ip ${sg.sg}`, detail: 'security groups' }, { kind: 'nftables-table', name: `bridge ${sg.vpc}`, detail: 'VPC isolation' });
     }
+    items.push({ kind: 'nftables-table', name: `ip ${publicNatTableName(this.bridgeName)}`, detail: 'public addresses' });
     const md = metadataTableNames(this.bridgeName);
     items.push({ kind: 'nftables-table', name: `bridge ${md.bridge}`, detail: 'metadata by port' }, { kind: 'nftables-table', name: `ip ${md.ip}`, detail: 'metadata by port' });
     for (const [instanceId, port] of Object.entries(state.instances)) items.push({ kind: 'tap', name: port.tapName, detail: instanceId });
@@ -278,6 +279,12 @@ export class NodeNetwork {
     if ((await this.dhcp.runningPid()) !== undefined) items.push({ kind: 'dhcp-server', name: this.bridgeName });
     for (const e of await this.overlay.floodEntries()) items.push({ kind: 'tunnel-peer', name: `${e.dst} via ${this.overlay.tunnelName}` });
     return items;
+  }
+
+  /** The VPC of an instance address of the zone: a port here, or an instance the firewall document names. */
+  vpcOfAddress(ip: string): string | undefined {
+    for (const port of Object.values(this.state?.instances ?? {})) if (port.ip === ip && port.firewall) return port.firewall.vpcId;
+    return this.firewallDocument?.instances.find((i) => i.ip === ip)?.vpcId;
   }
 
   /** The attached instances, as recorded in the state file. */

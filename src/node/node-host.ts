@@ -16,6 +16,7 @@ import type { HypervisorDriver } from './hypervisor.ts';
 import { ImageCache } from './image-cache.ts';
 import { MetadataService } from './metadata-service.ts';
 import { HostNetworks } from './network/host-networks.ts';
+import { ZoneDnsService } from './network/dns-service.ts';
 import { NodeAgent, type AgentLogger, type Capacity } from './node-agent.ts';
 import { QemuDriver } from './qemu-driver.ts';
 
@@ -80,7 +81,8 @@ export async function startNodeHost(opts: NodeHostOptions): Promise<NodeHost> {
     const imageCache = new ImageCache(join(nodeDir, 'images'), { inUse: (id) => imageUsers.some((a) => a.imageInUse(id)), baseUrl: opts.clusterUrl });
     const networkDir = join(nodeDir, 'network');
     // 169.254.169.254 stays off the host: guests' requests are redirected to the gateway (network/metadata-port.ts).
-    const hostNetworks = new HostNetworks({ stateDir: networkDir, netns: opts.netns, metadataDnat: true });
+    // Guests get the gateway as their DNS server: the zone's name service below (network/dns-service.ts).
+    const hostNetworks = new HostNetworks({ stateDir: networkDir, netns: opts.netns, metadataDnat: true, nameService: true });
     const networkFor = hostNetworks.get;
     const agent = new NodeAgent({
       nodeId: opts.nodeId,
@@ -107,6 +109,18 @@ export async function startNodeHost(opts: NodeHostOptions): Promise<NodeHost> {
       });
       await metadata.listen(zoneNetwork.metadataListenAddress, 80, { netns: opts.netns });
       closers.push(() => metadata.close());
+      // Private DNS names of the instance's own VPC; other names through the host's resolvers.
+      const dns = new ZoneDnsService({
+        asker: (ip) => {
+          const m = agent.lookupMetadata(ip);
+          const vpcId = m && (m.vpcId ?? hostNetworks.vpcOf(ip));
+          return m && vpcId ? { vpcId, region: m.region } : undefined;
+        },
+        vpcOf: hostNetworks.vpcOf,
+        onError: (err, what) => log.warn({ err: err.message }, what),
+      });
+      await dns.listen(zoneNetwork.gateway, 53, { netns: opts.netns });
+      closers.push(() => dns.close());
       closers.push(async () => {
         if (agent.instanceCount > 0) return;
         await hostNetworks.tearDownAll();

@@ -13,7 +13,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { allocateMac } from '../../src/node/network.ts';
@@ -21,6 +21,7 @@ import { hostnameForIp, tapNameForInstance } from '../../src/node/network-addres
 import { MetadataService, type InstanceMetadata } from '../../src/node/metadata-service.ts';
 import { makeFirewallDocument, type FirewallGroup, type FirewallInstance } from '../../src/node/network/firewall-document.ts';
 import { HostNetworks } from '../../src/node/network/host-networks.ts';
+import { ZoneDnsService } from '../../src/node/network/dns-service.ts';
 import { canUseNetns, TestNetns } from '../helpers/netns.ts';
 import { onPath } from '../helpers/multi-host.ts';
 import { skipUnlessPresent } from '../helpers/prerequisites.ts';
@@ -47,7 +48,7 @@ const GROUPS: FirewallGroup[] = [
 ];
 
 interface Guest { id: string; ns: TestNetns; ip: string; vpcId: string; groups: string[]; node: number }
-interface Node { ns: TestNetns; stateDir: string; networks: HostNetworks; metadata: MetadataService }
+interface Node { ns: TestNetns; stateDir: string; networks: HostNetworks; metadata: MetadataService; dns: ZoneDnsService }
 
 const metadataOf = (g: Guest): InstanceMetadata => ({
   instanceId: g.id, amiId: 'ami-0123456789abcdef0', instanceType: 'm1.small', localIpv4: g.ip, localHostname: hostnameForIp(g.ip),
@@ -74,14 +75,28 @@ describe('one zone network across two nodes (network namespaces)', { skip: skipU
     });
   }
 
+  /** busybox nslookup inside a guest against the gateway (asynchronous: the name service answers from this process). */
+  function lookup(g: Guest, name: string): Promise<string> {
+    return new Promise((resolve) => {
+      execFile('ip', ['netns', 'exec', g.ns.name, 'busybox', 'nslookup', name, GATEWAY], { timeout: 15_000 },
+        (err, stdout, stderr) => resolve(`${String(stdout)}${String(stderr)}`));
+    });
+  }
+
   async function startNode(i: number, stateDir: string, ns: TestNetns): Promise<Node> {
-    const networks = new HostNetworks({ stateDir, netns: ns.name, metadataDnat: true });
+    const networks = new HostNetworks({ stateDir, netns: ns.name, metadataDnat: true, nameService: true });
     const network = networks.get(ZONE, CIDR);
     await network.setUp();
     const byIp = new Map(Object.values(guests).filter((g) => g.node === i).map((g) => [g.ip, metadataOf(g)]));
     const metadata = new MetadataService({ lookupByIp: (ip) => byIp.get(ip) });
     await metadata.listen(network.metadataListenAddress, 80, { netns: ns.name });
-    return { ns, stateDir, networks, metadata };
+    // No upstream resolvers: nothing may leave the test's namespaces.
+    const dns = new ZoneDnsService({
+      asker: (ip) => (byIp.has(ip) ? { vpcId: Object.values(guests).find((g) => g.ip === ip)!.vpcId, region: 'ibtest' } : undefined),
+      vpcOf: networks.vpcOf, upstream: [],
+    });
+    await dns.listen(network.gateway, 53, { netns: ns.name });
+    return { ns, stateDir, networks, metadata, dns };
   }
 
   before(async () => {
@@ -133,6 +148,7 @@ describe('one zone network across two nodes (network namespaces)', { skip: skipU
     for (const c of children) c.kill('SIGKILL');
     for (const n of nodes) {
       await n.metadata?.close().catch(() => undefined);
+      await n.dns?.close().catch(() => undefined);
       await n.networks?.tearDownAll().catch(() => undefined);
     }
     for (const g of Object.values(guests)) g.ns.dispose();
@@ -186,6 +202,21 @@ describe('one zone network across two nodes (network namespaces)', { skip: skipU
     assert.equal(connects(spoofer, victim), true, 'back on its own address, it works again');
   });
 
+  it('resolves private DNS names inside the VPC only, across nodes, forward and reverse', async () => {
+    const a2Name = `ip-10-78-0-11.ibtest.compute.internal`;
+    const a1 = await lookup(guests.a1, a2Name);
+    assert.match(a1, /Address:?\s+10\.78\.0\.11/, `a1 resolves a2 on the other node: ${a1}`);
+    const reverse = await lookup(guests.a1, '10.78.0.11');
+    assert.match(reverse, /ip-10-78-0-11\.ibtest\.compute\.internal/, `and back: ${reverse}`);
+    const foreign = await lookup(guests.b2, a2Name);
+    assert.doesNotMatch(foreign, /10\.78\.0\.11/, `another account's instance does not: ${foreign}`);
+    assert.match(foreign, /NXDOMAIN|can't resolve/i);
+    const own = await lookup(guests.b2, 'ip-10-78-0-12.ibtest.compute.internal');
+    assert.match(own, /Address:?\s+10\.78\.0\.12/, `b2 resolves itself: ${own}`);
+    const dhcpConfig = readFileSync(nodes[0]!.networks.get(ZONE, CIDR).dhcp.configPath, 'utf8');
+    assert.match(dhcpConfig, new RegExp(`dns-server,${GATEWAY.replace(/\./g, '\\.')}\\b`), 'DHCP hands guests the gateway as DNS server');
+  });
+
   it('diagnoses a node: everything ok after set-up, a deleted tap missing, a stray prefixed link extra', async () => {
     const node = nodes[1]!;
     const first = await node.networks.diagnose('nd-test');
@@ -227,6 +258,7 @@ describe('one zone network across two nodes (network namespaces)', { skip: skipU
     // The node agent goes away (its objects with it) and a new one rebuilds the networks from state.
     const old = nodes[0]!;
     await old.metadata.close();
+    await old.dns.close();
     const restarted = await startNode(0, old.stateDir, old.ns);
     nodes[0] = restarted;
     await restarted.networks.get(ZONE, CIDR).setFirewallDocument(document());
@@ -242,6 +274,7 @@ describe('one zone network across two nodes (network namespaces)', { skip: skipU
   it('tears everything down: no link, table or DHCP server of Ironbark\'s is left on the nodes', async () => {
     for (const n of nodes) {
       await n.metadata.close();
+      await n.dns.close();
       await n.networks.tearDownAll();
       const links = JSON.parse(n.ns.exec('ip', ['-j', 'link', 'show'])) as { ifname: string }[];
       assert.deepEqual(links.map((l) => l.ifname).filter((name) => name.startsWith('ib') && name !== 'ul0'), []);

@@ -2,6 +2,7 @@
 // the cluster sends them (network/overlay.ts), compared with what the host really has for
 // `ironbark admin node diagnose`, and removed together at teardown.
 import { ipJson, runCommand } from '../network-commands.ts';
+import { parseCidr } from '../network-addressing.ts';
 import { NodeNetwork, type NodeNetworkOptions } from '../network.ts';
 import { compareNetwork, summarize, type NetworkDiagnosis, type WantedItem } from './diagnosis.ts';
 import type { ZonePeers } from './overlay.ts';
@@ -23,14 +24,16 @@ export class HostNetworks {
   private readonly networks = new Map<string, NodeNetwork>();
   private readonly peersByZone = new Map<string, string[]>();
 
-  constructor(private readonly opts: Omit<NodeNetworkOptions, 'zone' | 'cidr'>) {}
+  /** `nameService`: DHCP hands guests each bridge's gateway as their DNS server (network/dns-service.ts). */
+  constructor(private readonly opts: Omit<NodeNetworkOptions, 'zone' | 'cidr'> & { nameService?: boolean }) {}
 
   /** The zone network for instances of (zone, cidr), made (not yet set up) on first use. */
   readonly get = (zone: string, cidr: string): NodeNetwork => {
     const key = `${zone}|${cidr}`;
     let network = this.networks.get(key);
     if (!network) {
-      network = new NodeNetwork({ ...this.opts, zone, cidr });
+      const dnsServers = this.opts.nameService ? [parseCidr(cidr).gateway] : this.opts.dnsServers;
+      network = new NodeNetwork({ ...this.opts, zone, cidr, dnsServers });
       this.networks.set(key, network);
       const peers = this.peersByZone.get(zone);
       if (peers) void network.setOverlayPeers(peers).catch(() => undefined); // tried again at the cluster's next send
@@ -45,6 +48,15 @@ export class HostNetworks {
       if (network.zone === peers.zone) await network.setOverlayPeers(peers.peers);
     }
   }
+
+  /** The VPC of an instance address, as the zone networks here know it (for the name service). */
+  readonly vpcOf = (ip: string): string | undefined => {
+    for (const network of this.networks.values()) {
+      const vpc = network.vpcOfAddress(ip);
+      if (vpc) return vpc;
+    }
+    return undefined;
+  };
 
   /** Every prefixed link, address and table of the host against what the networks want. */
   async diagnose(nodeId: string): Promise<NetworkDiagnosis> {
