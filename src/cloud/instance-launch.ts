@@ -395,6 +395,7 @@ export function createLauncher(deps: LaunchDeps) {
       vmType: plan.vmType, zone: row.zone, region: plan.region, subnetCidr: subnet.cidr, subnetId: subnet.id, vpcId: subnet.vpc_id,
       privateIp: row.private_ip!, privateDnsName: privateDnsName(row.private_ip!, plan.region), mac: row.mac,
       ...(row.user_data ? { userData: row.user_data } : {}),
+      ...(row.public_ip ? { publicIp: row.public_ip } : {}),
       publicKeys: plan.key ? [plan.key] : [],
       securityGroups: plan.groups, launchIndex: row.launch_index, launchTime: row.launch_time,
       ...metadataOptionsSpec(row),

@@ -47,6 +47,7 @@ export async function specFromRow(db: Db | Tx, row: InstancesTable, imageUrl?: (
     vmType, zone: row.zone, region, subnetCidr: subnet.cidr, subnetId: subnet.id, vpcId: subnet.vpc_id,
     privateIp: row.private_ip!, privateDnsName: privateDnsName(row.private_ip!, region), mac: row.mac,
     ...(row.user_data ? { userData: row.user_data } : {}),
+    ...(row.public_ip ? { publicIp: row.public_ip } : {}),
     publicKeys: key ? [{ name: key.name, openssh: key.public_key }] : [],
     securityGroups: JSON.parse(row.security_groups) as { id: string; name: string }[],
     launchIndex: row.launch_index, launchTime: row.launch_time,

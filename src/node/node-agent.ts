@@ -25,6 +25,7 @@ import type { ImageCache } from './image-cache.ts';
 import { createInstanceDisk, deleteInstanceDisk, diskInfo } from './instance-disk.ts';
 import type { InstanceMetadata } from './metadata-service.ts';
 import { metadataFromSpec } from './metadata-from-spec.ts';
+import { withCurrentPublicAddress } from './network/metadata-public-address.ts';
 import { checkMetadataOptions } from './metadata-options.ts';
 import type { NodeNetwork } from './network.ts';
 import type { FirewallApplyResult, FirewallDocument } from './network/firewall-document.ts';
@@ -116,7 +117,8 @@ export class NodeAgent implements NodeApi {
   }
 
   /** For the metadata service: the instance whose private address this is. */
-  readonly lookupMetadata = (ip: string): InstanceMetadata | undefined => this.metadataByIp.get(ip);
+  /** The public address is the one the zone's firewall document says now (network/metadata-public-address.ts). */
+  readonly lookupMetadata = (ip: string): InstanceMetadata | undefined => withCurrentPublicAddress(this.metadataByIp.get(ip), this.firewallDocs);
 
   /** For the image cache: base images that back instance disks here must not be evicted. */
   imageInUse(imageId: string): boolean {

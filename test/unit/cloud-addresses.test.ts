@@ -206,6 +206,8 @@ describe('AssociateAddress, DisassociateAddress and public addresses of instance
     const id = await w.launch();
     const view = await w.instance(id);
     assert.equal(view.PublicIpAddress, '203.0.113.1');
+    const spec = (w.clusterA.callsTo('runInstances')[0]![0] as { publicIp?: string }[])[0]!;
+    assert.equal(spec.publicIp, '203.0.113.1', "the node's metadata service starts with it");
     assert.equal(view.PublicDnsName, `ec2-203-0-113-1.${REGION}.compute.amazonaws.com`);
     assert.deepEqual(view.NetworkInterfaces[0].Association, { IpOwnerId: 'amazon', PublicDnsName: view.PublicDnsName, PublicIp: '203.0.113.1' });
     assert.deepEqual(view.NetworkInterfaces[0].PrivateIpAddresses[0].Association, view.NetworkInterfaces[0].Association);
