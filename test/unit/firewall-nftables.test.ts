@@ -174,7 +174,8 @@ table ip ib_sg_br_z1 {
     iifname != "ibbr-z1" accept
     ct state established,related accept
     udp sport 68 udp dport 67 accept
-    ip daddr 169.254.169.254 tcp dport 80 accept
+    ip daddr 10.1.0.1 udp dport 53 accept
+    ct original ip daddr 169.254.169.254 tcp dport 80 accept
     ip saddr vmap { 10.1.0.10 : jump out_ibtap_00000000a, 10.1.0.11 : jump out_ibtap_00000000b, 10.1.0.12 : jump out_ibtap_00000000c }
   }
   chain output {
