@@ -17,6 +17,7 @@ import { ImageCache } from './image-cache.ts';
 import { MetadataService } from './metadata-service.ts';
 import { HostNetworks } from './network/host-networks.ts';
 import { ZoneDnsService } from './network/dns-service.ts';
+import { NodeFirewallDocuments } from './network/firewall-documents.ts';
 import { NodeAgent, type AgentLogger, type Capacity } from './node-agent.ts';
 import { QemuDriver } from './qemu-driver.ts';
 
@@ -101,6 +102,12 @@ export async function startNodeHost(opts: NodeHostOptions): Promise<NodeHost> {
     if (opts.driver === 'qemu') {
       await mkdir(networkDir, { recursive: true });
       const zoneNetwork = networkFor(opts.zone, opts.cidr);
+      // A restart rebuilds the rules from the document kept on disk, in the same transaction as the
+      // rest: never a moment with the instances' ports known and their VPCs not (established traffic goes on).
+      const kept = new NodeFirewallDocuments(nodeDir);
+      await kept.load();
+      const doc = kept.get(opts.zone);
+      if (doc) void zoneNetwork.setFirewallDocument(doc).catch(() => undefined); // applied by the set-up below
       await zoneNetwork.setUp(); // the service listens on the zone bridge's gateway address
       // Token answers leave with each instance's HttpPutResponseHopLimit as their IP TTL (nftables).
       const metadata = new MetadataService({
