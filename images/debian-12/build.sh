@@ -161,6 +161,11 @@ mmdebstrap --variant=minbase --mode=root --format=directory --include="$include"
   "$SUITE" "$ROOT" "$SOURCES" 2>&1 \
   | { grep --line-buffered -E '^(I|W|E): ' || true; } | sed -u 's/^/  /'
 [ "${PIPESTATUS[0]}" = 0 ] || die "mmdebstrap failed"
+# The host's apt must be as it was: mmdebstrap's cleanup runs apt-get on the host's configuration
+# if its own (in the image's /tmp) went missing, which once emptied the host's package lists.
+apt-cache show --no-all-versions linux-image-cloud-amd64 >/dev/null 2>&1 \
+  || die "after mmdebstrap the host's apt no longer knows linux-image-cloud-amd64: its package lists were changed (run apt-get update)"
+find "$ROOT/tmp" -mindepth 1 -delete
 rm -f "$DEB_CACHE/lock"; rm -rf "$DEB_CACHE/partial"
 # mmdebstrap leaves the build host's resolver configuration; the guest uses systemd-resolved,
 # which learns DNS servers from DHCP (none at all is quick to fail, a host's unreachable one is not).

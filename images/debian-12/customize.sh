@@ -27,5 +27,8 @@ rm -f "$root"/etc/ssh/ssh_host_*
 rm -f "$root/var/lib/dbus/machine-id"
 ln -s /etc/machine-id "$root/var/lib/dbus/machine-id"
 # Nothing of the build host or of a previous boot.
-rm -rf "$root"/var/lib/cloud/* "$root"/var/log/*.log "$root"/var/log/apt/* "$root"/tmp/* "$root"/var/tmp/*
+# Not "$root"/tmp: mmdebstrap keeps its apt configuration there (TMPDIR) until it ends; without it
+# mmdebstrap's last step, an `apt-get update` with no sources, runs on the host's apt and empties
+# the host's package lists. build.sh empties the image's /tmp once mmdebstrap is done.
+rm -rf "$root"/var/lib/cloud/* "$root"/var/log/*.log "$root"/var/log/apt/* "$root"/var/tmp/*
 rm -f "$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old
