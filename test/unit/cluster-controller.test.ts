@@ -76,8 +76,10 @@ async function makeNodes(names: string[], cores = 4): Promise<Map<string, TestNo
 }
 
 async function makeController(policy = 'round-robin'): Promise<ClusterController> {
+  // Time that decides "down" is the injected clock; the call timeouts are real and only need to end
+  // the calls to an unresponsive node: generous, so that a busy machine never times out a live one.
   const cluster = new ClusterController({
-    zone: ZONE, cidr: '10.9.0.0/16', policy, pollIntervalMs: 0, downAfterMs: 1000, callTimeoutMs: 100, commandTimeoutMs: 100,
+    zone: ZONE, cidr: '10.9.0.0/16', policy, pollIntervalMs: 0, downAfterMs: 1000, callTimeoutMs: 2000, commandTimeoutMs: 2000,
     now: () => clock,
   });
   for (const [id, node] of nodes) await cluster.addNode(id, { name: id.replace('node-', ''), address: 'local', client: node });
