@@ -80,7 +80,5 @@ function nftables(): Record<string, unknown> {
 }
 
 export async function benchNetwork(): Promise<Record<string, unknown>> {
-  const publicAddress = await (await import('./network-public.ts')).benchPublicAddresses();
-  const zoneNetwork = await (await import('./network-zone.ts')).benchZoneNetwork();
-  return { bench: 'network', ...(await documentBuild()), ...nftables(), ...publicAddress, ...zoneNetwork };
+  return { bench: 'network', ...(await documentBuild()), ...nftables() };
 }

@@ -10,6 +10,7 @@ import { createLogger } from './logger.ts';
 import { parseListenAddress } from './listen-address.ts';
 import { startCloudController } from '../cloud/cloud-controller.ts';
 import { ClusterController } from '../cluster/cluster-controller.ts';
+import { Qcow2VolumeBackend } from '../cluster/storage/qcow2-volume-backend.ts';
 import { createClusterHttpServer } from '../cluster/cluster-http-server.ts';
 import { JoinedNodes } from '../cluster/joined-nodes.ts';
 import { createNodeHttpListener } from '../node/node-http-server.ts';
@@ -109,7 +110,12 @@ export async function runClusterRole(opts: ClusterRoleOptions): Promise<void> {
   const cloudSecret = readCloudSecret(opts);
   const joined = await JoinedNodes.open(join(dataDir, 'nodes.json'));
   const power = powerOptionsFrom(opts);
-  const controller = new ClusterController({ zone: opts.zone, cidr: opts.cidr, policy: opts.policy, log, power });
+  // The zone's volumes are served to its nodes where they reach this host: --node-url's host, or a
+  // non-wildcard --listen address (a wildcard would offer them beyond the zone).
+  const storageHost = opts.nodeUrl ? new URL(opts.nodeUrl).hostname.replace(/^\[|\]$/g, '') : host !== '0.0.0.0' && host !== '::' ? host : undefined;
+  const volumes = storageHost ? new Qcow2VolumeBackend({ dir: join(dataDir, 'volumes'), host: storageHost, zone: opts.zone }) : undefined;
+  if (!volumes) log.warn({ zone: opts.zone }, 'no --node-url and a wildcard --listen: the zone keeps no volumes (give --node-url to serve them)');
+  const controller = new ClusterController({ zone: opts.zone, cidr: opts.cidr, policy: opts.policy, log, power, volumes });
   let server: http.Server | undefined;
   try {
     // Without --node-url, nodes get image locations relative to the cluster URL each joined with.

@@ -15,6 +15,7 @@ import { ensureAdminAccount, publishAdminCredentials, withdrawAdminCredentials, 
 import type { CloudSettings } from './context.ts';
 import { ComputeDirectory } from './compute-directory.ts';
 import { InstanceReconciler } from './instance-reconciler.ts';
+import { VolumeReconciler } from './storage/volume-reconciler.ts';
 import { FirewallSync } from './network/firewall-sync.ts';
 import { seedVmTypes } from './vm-types.ts';
 import { ClusterConnections } from './clusters.ts';
@@ -122,6 +123,9 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     adminApis.all('/admin/*', adminNotFound);
     const reconciler = new InstanceReconciler({ store, directory, log: opts.log, intervalMs: opts.reconcileIntervalMs ?? 1000, imageUrl });
     reconciler.start();
+    // EBS volumes: their clusters make, attach, detach, grow and delete them in the background.
+    const volumeReconciler = new VolumeReconciler({ store, directory, log: opts.log, intervalMs: opts.reconcileIntervalMs ?? 1000 });
+    volumeReconciler.start();
     // Security groups on the wire: each zone's document goes to its cluster on change and every 30 s.
     const firewallSync = new FirewallSync({ store, directory, log: opts.log });
     firewallSync.start();
@@ -135,6 +139,7 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
       },
       async close() {
         await reconciler.stop();
+        await volumeReconciler.stop();
         await firewallSync.stop();
         await new Promise<void>((resolve) => server.close(() => resolve()));
         await store.close();

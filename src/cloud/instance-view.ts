@@ -1,5 +1,6 @@
 // How instance rows look through the EC2 API: the Instance and Reservation structures, the
 // state names and codes, and the DescribeInstances / DescribeInstanceStatus filters.
+import type { BlockDeviceMapping } from './storage/instance-volumes.ts';
 import { createHash } from 'node:crypto';
 import type { InstancesTable } from '../store/schema.ts';
 import { GUEST_SHUTDOWN_REASON, type VmTypeSpec } from '../node/node-api.ts';
@@ -87,6 +88,8 @@ export function dnsNameOf(row: InstancesTable, region: string): string {
 export interface ViewContext {
   region: string;
   vmTypes: Map<string, VmTypeSpec>;
+  /** The EBS volumes attached to each instance (storage/instance-volumes.ts); none when absent. */
+  volumesOf?: (instanceId: string) => BlockDeviceMapping[];
 }
 
 /** The EC2 Instance structure for one row. */
@@ -117,7 +120,7 @@ export function instanceView(row: InstancesTable, tags: Tag[], view: ViewContext
     StateTransitionReason: stateTransitionReason(row),
     ...(live ? { SubnetId: row.subnet_id, VpcId: row.vpc_id } : {}),
     Architecture: ARCHITECTURE,
-    BlockDeviceMappings: [],
+    BlockDeviceMappings: view.volumesOf?.(row.id) ?? [],
     ClientToken: row.client_token ?? '',
     EbsOptimized: false,
     EnaSupport: false,
@@ -285,11 +288,12 @@ const UNMODELLED_INSTANCE_FILTERS = [
  * quickly, the rest of those EC2 documents from the Instance structure DescribeInstances shows.
  * `zoneIds` maps zone names to their ids (availability-zone-id).
  */
-export function instanceFilters(region: string, zoneIds: ReadonlyMap<string, string> = new Map()): FilterAccessors<InstanceItem> {
+export function instanceFilters(region: string, zoneIds: ReadonlyMap<string, string> = new Map(),
+  volumesOf?: (instanceId: string) => BlockDeviceMapping[]): FilterAccessors<InstanceItem> {
   const groups = (i: InstanceItem) => groupsOf(i.row);
   const live = (i: InstanceItem) => i.row.private_ip !== null;
   return {
-    ...viewFilters((i: InstanceItem) => instanceView(i.row, i.tags, { region, vmTypes: new Map() }), SHOWN_INSTANCE_FILTERS),
+    ...viewFilters((i: InstanceItem) => instanceView(i.row, i.tags, { region, vmTypes: new Map(), volumesOf }), SHOWN_INSTANCE_FILTERS),
     ...noValueFilters(UNMODELLED_INSTANCE_FILTERS),
     'availability-zone-id': (i) => zoneIds.get(i.row.zone),
     // The interface's own attachment and zone: the instance's, while it has its interface.

@@ -23,6 +23,7 @@ import { ROOT_DEVICE_NAME } from './images/images.ts';
 import { checkShutdownBehavior, createLauncher, viewContext, type LaunchDeps } from './instance-launch.ts';
 import { assertWithinQuotas, STATES_HOLDING_RESOURCES, type QuotaDemand } from './quotas.ts';
 import { replaceInstanceGroups } from './network/instance-groups.ts';
+import { instanceVolumeMappings } from './storage/instance-volumes.ts';
 import { REASONS, STATE_CODES, groupsOf, instanceFilters, reservationsOf, stateOf, type InstanceItem, type InstanceState } from './instance-view.ts';
 
 const INSTANCE_ID = /^i-[0-9a-f]{8}([0-9a-f]{9})?$/;
@@ -279,10 +280,11 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
   async function DescribeInstances(ctx: RequestContext, input: { InstanceIds?: string[]; Filters?: Filter[]; MaxResults?: number; NextToken?: string }) {
     const region = ctx.settings.region;
     const zoneIds = input.Filters?.some((f) => f.Name === 'availability-zone-id') ? await zoneIdsByName(ctx.store.db) : undefined;
-    const items = applyFilters(await describedItems(ctx, input), input.Filters, instanceFilters(region, zoneIds), (i) => i.tags);
+    const volumesOf = await instanceVolumeMappings(ctx.store.db, ctx.caller.accountId);
+    const items = applyFilters(await describedItems(ctx, input), input.Filters, instanceFilters(region, zoneIds, volumesOf), (i) => i.tags);
     const { page, nextToken } = paginate(items, input, JSON.stringify(['instances', input.Filters ?? []]), { min: 5, max: 1000 });
     const tags = new Map(page.map((i) => [i.row.id, i.tags]));
-    const Reservations = reservationsOf(page.map((i) => i.row), (id) => tags.get(id) ?? [], await viewContext(ctx.store.db, region));
+    const Reservations = reservationsOf(page.map((i) => i.row), (id) => tags.get(id) ?? [], { ...await viewContext(ctx.store.db, region), volumesOf });
     return { Reservations, NextToken: nextToken };
   }
 

@@ -6,7 +6,7 @@ import { PostgresAdapter } from 'kysely';
 import type { Db, Tx } from '../store/store.ts';
 import { Ec2Error } from '../protocol/errors.ts';
 
-export const QUOTA_NAMES = ['max-instances', 'max-cores', 'max-memory-mib', 'max-elastic-ips'] as const;
+export const QUOTA_NAMES = ['max-instances', 'max-cores', 'max-memory-mib', 'max-elastic-ips', 'max-volumes', 'max-volume-gib'] as const;
 export type QuotaName = (typeof QUOTA_NAMES)[number];
 /** The quotas a launch or a start is checked against (max-elastic-ips is AllocateAddress's: network/addresses.ts). */
 const INSTANCE_QUOTA_NAMES = ['max-instances', 'max-cores', 'max-memory-mib'] as const;
@@ -18,6 +18,9 @@ export const QUOTA_DEFAULTS: Record<QuotaName, number | null> = {
   'max-cores': null,
   'max-memory-mib': null,
   'max-elastic-ips': 5,
+  // EBS volumes (storage/volume-quotas.ts): 50 TiB is a new AWS account's gp2/gp3 storage per region.
+  'max-volumes': 5000,
+  'max-volume-gib': 51_200,
 };
 
 /** Larger values are surely typing mistakes, and every store holds them exactly. */

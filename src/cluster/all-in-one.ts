@@ -16,6 +16,8 @@ import type { ClusterApi } from './cluster-api.ts';
 import { ClusterController, type ClusterPowerOptions } from './cluster-controller.ts';
 import { startImageRelay, type RelayedImage, type RunningImageRelay } from './image-relay.ts';
 import { SimulatedPower } from './simulated-power.ts';
+import { MemoryVolumeBackend } from './storage/memory-volume-backend.ts';
+import { Qcow2VolumeBackend } from './storage/qcow2-volume-backend.ts';
 import type { PinoLikeLogger } from './policy.ts';
 
 export interface AllInOneOptions {
@@ -110,6 +112,13 @@ export async function startAllInOneCompute(opts: AllInOneOptions): Promise<AllIn
     const relay = await startImageRelay({ resolveImage: opts.resolveImage, cacheDir: join(dataDir, 'relay'), host: '127.0.0.1', port: 0, log });
     closers.push(() => relay.close());
 
+    // The zone's volumes: qcow2 files under the data directory, served over NBD on loopback (the
+    // node is on this host, and still goes through NBD: one path for one host and many); the fake
+    // driver's VMs open no disks, so theirs are only remembered.
+    const volumes = opts.driver === 'qemu'
+      ? new Qcow2VolumeBackend({ dir: join(dataDir, 'volumes'), host: '127.0.0.1', zone: opts.zone, netns: opts.netns })
+      : new MemoryVolumeBackend();
+    closers.push(() => volumes.close());
     const simulatedPower = opts.driver === 'fake' && !opts.power?.sleepCommand && !opts.power?.wakeCommand ? new SimulatedPower() : undefined;
     const cluster = new ClusterController({
       zone: opts.zone,
@@ -118,6 +127,7 @@ export async function startAllInOneCompute(opts: AllInOneOptions): Promise<AllIn
       log,
       pollIntervalMs: opts.pollIntervalMs ?? defaultPollIntervalMs(nodeCount),
       power: simulatedPower ? { ...opts.power, switch: simulatedPower } : opts.power,
+      volumes,
     });
     closers.push(() => cluster.close());
     for (const [i, agent] of agents.entries()) {

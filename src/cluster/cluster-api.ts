@@ -53,4 +53,17 @@ export interface ClusterApi {
    * honours them at once. Optional: without it, options change only with the next launch.
    */
   setMetadataOptions?(instanceId: string, options: InstanceMetadataOptions): Promise<void>;
+  // EBS volumes of the zone (cluster/storage/). Optional: a cluster without a storage back-end has none.
+  /** Makes the volume in the zone's storage; idempotent. */
+  createVolume?(volumeId: string, sizeGiB: number): Promise<ClusterVolumeInfo>;
+  /** Removes it from the zone's storage; idempotent. */
+  deleteVolume?(volumeId: string): Promise<void>;
+  /** Grows it (while detached: IncorrectState while a node is attached). */
+  resizeVolume?(volumeId: string, sizeGiB: number): Promise<ClusterVolumeInfo>;
+  /** Attaches it to the instance on the instance's node (idempotent); it is plugged in while the instance runs. */
+  attachVolume?(instanceId: string, volumeId: string, device: string): Promise<void>;
+  /** Detaches it once the guest lets go (idempotent); `force` cuts the instance off even if it holds on. */
+  detachVolume?(instanceId: string, volumeId: string, force?: boolean): Promise<void>;
 }
+
+export interface ClusterVolumeInfo { volumeId: string; sizeGiB: number; allocatedBytes: number }

@@ -6,7 +6,9 @@
 // With power-save it also puts idle nodes to sleep and wakes them before they are used (power.ts).
 import { Ec2Error, insufficientCapacity } from '../protocol/errors.ts';
 import type { InstanceMetadataOptions, InstanceSpec, InstanceUpdate, NodeInstanceStatus } from '../node/node-api.ts';
-import type { ClusterApi, ClusterInstanceStatus, ClusterNodeStatus, Placement } from './cluster-api.ts';
+import type { ClusterApi, ClusterInstanceStatus, ClusterNodeStatus, ClusterVolumeInfo, Placement } from './cluster-api.ts';
+import { ClusterVolumes } from './storage/cluster-volumes.ts';
+import type { VolumeBackend } from './storage/volume-backend.ts';
 import { NodeRegistry, type NodeEntry, type NodeRegistration } from './node-registry.ts';
 import { createPolicy } from './policies/index.ts';
 import type { AllocationPolicy, PinoLikeLogger } from './policy.ts';
@@ -49,6 +51,8 @@ export interface ClusterControllerOptions {
    * sleep; any policy that may use asleep nodes (greedy, power-save) wakes them first.
    */
   power?: ClusterPowerOptions;
+  /** Where the zone's EBS volumes live (cluster/storage/); without one the zone has no volumes. */
+  volumes?: VolumeBackend;
 }
 
 /** Seconds an asleep node that still answers is taken to be on its way down (power.ts' transitionS). */
@@ -83,6 +87,8 @@ export class ClusterController implements ClusterApi {
   private readonly zonePeers: ZonePeersRelay;
 
   readonly policyName: string;
+  /** The zone's volumes and their attachments (storage/cluster-volumes.ts). */
+  readonly volumes: ClusterVolumes;
   constructor(opts: ClusterControllerOptions) {
     this.zone = opts.zone;
     this.cidr = opts.cidr;
@@ -113,6 +119,11 @@ export class ClusterController implements ClusterApi {
         return new Scheduler({ policy: p, zone: this.zone, log: this.log, power: this.power });
       });
     this.schedulerReady.catch(() => undefined); // reported by the first request that needs it
+    this.volumes = new ClusterVolumes({
+      backend: opts.volumes, zone: this.zone,
+      command: (instanceId, what, fn) => this.command(instanceId, what, fn),
+      placed: (instanceId) => this.placements.has(instanceId) && !this.pendingTerminations.has(instanceId),
+    });
     for (const [id, reg] of Object.entries(opts.nodes ?? {})) this.registry.add(id, reg);
     if (this.pollIntervalMs > 0) this.schedule(0);
   }
@@ -267,6 +278,26 @@ export class ClusterController implements ClusterApi {
       if (!c.setMetadataOptions) throw new Ec2Error('UnsupportedOperation', `The node of ${instanceId} cannot change metadata options.`);
       await c.setMetadataOptions(instanceId, options);
     });
+  }
+
+  createVolume(volumeId: string, sizeGiB: number): Promise<ClusterVolumeInfo> {
+    return this.volumes.create(volumeId, sizeGiB);
+  }
+
+  deleteVolume(volumeId: string): Promise<void> {
+    return this.volumes.delete(volumeId);
+  }
+
+  resizeVolume(volumeId: string, sizeGiB: number): Promise<ClusterVolumeInfo> {
+    return this.volumes.resize(volumeId, sizeGiB);
+  }
+
+  attachVolume(instanceId: string, volumeId: string, device: string): Promise<void> {
+    return this.volumes.attach(instanceId, volumeId, device);
+  }
+
+  detachVolume(instanceId: string, volumeId: string, force = false): Promise<void> {
+    return this.volumes.detach(instanceId, volumeId, force);
   }
 
   async terminateInstance(instanceId: string): Promise<void> {

@@ -1,7 +1,7 @@
 // ClusterApi over HTTP: how the cloud controller drives the cluster controller of a zone on another
 // host. Calls are signed with the zone's shared secret (key id = the zone); errors come back as
 // Ec2Error with the cluster's code, and a cluster that does not answer fails with Unavailable.
-import type { ClusterApi, ClusterInstanceStatus, ClusterNodeStatus, Placement } from './cluster-api.ts';
+import type { ClusterApi, ClusterInstanceStatus, ClusterNodeStatus, ClusterVolumeInfo, Placement } from './cluster-api.ts';
 import type { InstanceMetadataOptions, InstanceSpec, InstanceUpdate } from '../node/node-api.ts';
 import type { FirewallDocument, FirewallPushResult } from '../node/network/firewall-document.ts';
 import type { NetworkDiagnosis } from '../node/network/diagnosis.ts';
@@ -33,7 +33,8 @@ export class ClusterHttpClient implements ClusterApi {
       peerName: `cluster ${opts.zone}`,
       credentials: () => credentials,
       timeoutMs: opts.timeoutMs,
-      timeoutsMs: { runInstances: runTimeoutMs, startInstance: runTimeoutMs, stopInstance: 3 * 60_000, rebootInstance: 3 * 60_000, terminateInstance: 3 * 60_000, applyFirewall: 2 * 60_000 },
+      timeoutsMs: { runInstances: runTimeoutMs, startInstance: runTimeoutMs, stopInstance: 3 * 60_000, rebootInstance: 3 * 60_000, terminateInstance: 3 * 60_000, applyFirewall: 2 * 60_000,
+        createVolume: 3 * 60_000, deleteVolume: 3 * 60_000, resizeVolume: 3 * 60_000, attachVolume: 3 * 60_000, detachVolume: 3 * 60_000 },
     });
   }
 
@@ -55,6 +56,26 @@ export class ClusterHttpClient implements ClusterApi {
 
   async setMetadataOptions(instanceId: string, options: InstanceMetadataOptions): Promise<void> {
     await this.#peer.call('setMetadataOptions', { instanceId, options });
+  }
+
+  createVolume(volumeId: string, sizeGiB: number): Promise<ClusterVolumeInfo> {
+    return this.#peer.call('createVolume', { volumeId, sizeGiB });
+  }
+
+  async deleteVolume(volumeId: string): Promise<void> {
+    await this.#peer.call('deleteVolume', { volumeId });
+  }
+
+  resizeVolume(volumeId: string, sizeGiB: number): Promise<ClusterVolumeInfo> {
+    return this.#peer.call('resizeVolume', { volumeId, sizeGiB });
+  }
+
+  async attachVolume(instanceId: string, volumeId: string, device: string): Promise<void> {
+    await this.#peer.call('attachVolume', { instanceId, volumeId, device });
+  }
+
+  async detachVolume(instanceId: string, volumeId: string, force?: boolean): Promise<void> {
+    await this.#peer.call('detachVolume', { instanceId, volumeId, force });
   }
 
   async terminateInstance(instanceId: string): Promise<void> {

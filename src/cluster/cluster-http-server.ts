@@ -146,6 +146,18 @@ export function createClusterHttpServer(opts: ClusterHttpServerOptions): Cluster
 
   // ---- the cloud's calls ---------------------------------------------------------------------
 
+  /** A volume call the cluster may lack (no storage back-end): EC2's UnsupportedOperation then. */
+  function volumeCall<T>(method: keyof ClusterApi, work: (c: ClusterApi) => Promise<T>): Promise<T> {
+    if (typeof cluster[method] !== 'function') throw new Ec2Error('UnsupportedOperation', `The cluster of ${zone} keeps no volumes.`);
+    return work(cluster);
+  }
+
+  function requiredInteger(p: Record<string, unknown>, name: string): number {
+    const value = p[name];
+    if (typeof value !== 'number' || !Number.isInteger(value)) throw new Ec2Error('InvalidParameterValue', `The parameter ${name} must be a whole number.`);
+    return value;
+  }
+
   const cloudVerifier = new PeerVerifier({ secretFor: (keyId) => (keyId === zone ? opts.cloudSecret : undefined) });
   const cloudMethods: PeerMethods = {
     runInstances: async (p) => {
@@ -162,6 +174,17 @@ export function createClusterHttpServer(opts: ClusterHttpServerOptions): Cluster
       return {};
     },
     terminateInstance: (p) => cluster.terminateInstance(requiredString(p, 'instanceId')),
+    createVolume: (p) => volumeCall('createVolume', (c) => c.createVolume!(requiredString(p, 'volumeId'), requiredInteger(p, 'sizeGiB'))),
+    deleteVolume: (p) => volumeCall('deleteVolume', async (c) => { await c.deleteVolume!(requiredString(p, 'volumeId')); return {}; }),
+    resizeVolume: (p) => volumeCall('resizeVolume', (c) => c.resizeVolume!(requiredString(p, 'volumeId'), requiredInteger(p, 'sizeGiB'))),
+    attachVolume: (p) => volumeCall('attachVolume', async (c) => {
+      await c.attachVolume!(requiredString(p, 'instanceId'), requiredString(p, 'volumeId'), requiredString(p, 'device'));
+      return {};
+    }),
+    detachVolume: (p) => volumeCall('detachVolume', async (c) => {
+      await c.detachVolume!(requiredString(p, 'instanceId'), requiredString(p, 'volumeId'), optionalBoolean(p, 'force'));
+      return {};
+    }),
     consoleOutput: async (p) => ({ output: await cluster.consoleOutput(requiredString(p, 'instanceId')) }),
     describeInstances: () => cluster.describeInstances(),
     describeNodes: () => cluster.describeNodes(),

@@ -3,7 +3,7 @@
 // no per-VM timers or files exist, and console output is synthesized on demand.
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  type HypervisorDriver, type StopOptions, type VmInfo, type VmSpec, type VmState,
+  type DetachOptions, type HypervisorDriver, type StopOptions, type VolumeAttachment, type VmInfo, type VmSpec, type VmState,
   assertOperationAllowed, assertTransition, validateVmSpec, VmNotFoundError,
 } from './hypervisor.ts';
 
@@ -29,6 +29,8 @@ interface FakeVm {
   /** Set while a start or stop is in flight so a second stop can wait for it. */
   inFlight?: Promise<void>;
   abortStop?: () => void;
+  /** Volumes plugged in, by id; a VM that stops loses them (its QEMU would end). */
+  volumes: Map<string, VolumeAttachment>;
 }
 
 export class FakeDriver implements HypervisorDriver {
@@ -50,7 +52,7 @@ export class FakeDriver implements HypervisorDriver {
     validateVmSpec(spec);
     const existing = this.vms.get(spec.id);
     if (existing) assertOperationAllowed(spec.id, existing.state, 'create');
-    const vm: FakeVm = { spec: { ...spec }, state: 'defined', boots: 0 };
+    const vm: FakeVm = { spec: { ...spec }, state: 'defined', boots: 0, volumes: new Map() };
     this.vms.set(spec.id, vm);
     this.notify(vm);
   }
@@ -135,6 +137,24 @@ export class FakeDriver implements HypervisorDriver {
     return lines.join('\n') + '\n';
   }
 
+  async attachVolume(id: string, volume: VolumeAttachment): Promise<void> {
+    const vm = this.get(id);
+    assertOperationAllowed(id, vm.state, 'attachVolume');
+    if (!volume.nbd && !volume.path) throw new Error(`volume ${volume.volumeId} has neither an NBD export nor a file`);
+    vm.volumes.set(volume.volumeId, { ...volume });
+  }
+
+  async detachVolume(id: string, volumeId: string, _opts?: DetachOptions): Promise<void> {
+    const vm = this.get(id);
+    assertOperationAllowed(id, vm.state, 'detachVolume');
+    vm.volumes.delete(volumeId);
+  }
+
+  async attachedVolumes(id: string): Promise<string[]> {
+    const vm = this.get(id);
+    return vm.state === 'running' ? [...vm.volumes.keys()].sort() : [];
+  }
+
   /** Simulates QEMU dying under a running VM (for tests of crash handling). */
   simulateCrash(id: string): void {
     const vm = this.get(id);
@@ -163,6 +183,7 @@ export class FakeDriver implements HypervisorDriver {
     vm.state = to;
     // Like a serial log file: each start begins a fresh one; a stopped VM keeps its last run's output.
     if (to === 'starting' || to === 'destroyed') vm.boots = 0;
+    if (to !== 'running' && to !== 'stopping') vm.volumes.clear();
     this.notify(vm);
   }
 

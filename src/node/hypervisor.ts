@@ -60,11 +60,18 @@ export interface StopOptions {
   timeoutMs?: number;
 }
 
-/** A disk attached to a running VM after boot (EBS-style volumes). */
+/** A disk attached to a running VM after boot (EBS-style volumes): a file on this host, or an NBD export. */
 export interface VolumeAttachment {
   volumeId: string;
-  path: string;
-  format: 'raw' | 'qcow2';
+  path?: string;
+  format?: 'raw' | 'qcow2';
+  /** A volume of the zone's storage host; TLS credentials (keys.psk) in `tls.credsDir`. */
+  nbd?: { host: string; port: number; exportName: string; tls?: { credsDir: string; identity: string } };
+}
+
+export interface DetachOptions {
+  /** How long the guest gets to let go of the disk. */
+  timeoutMs?: number;
 }
 
 export interface HypervisorDriver {
@@ -81,7 +88,9 @@ export interface HypervisorDriver {
   // Optional capabilities: a driver that lacks one leaves it out, and callers go through the helpers
   // below, which answer UnsupportedOperationError instead of a TypeError.
   attachVolume?(id: string, volume: VolumeAttachment): Promise<void>;
-  detachVolume?(id: string, volumeId: string): Promise<void>;
+  detachVolume?(id: string, volumeId: string, opts?: DetachOptions): Promise<void>;
+  /** Volumes plugged into the VM now. */
+  attachedVolumes?(id: string): Promise<string[]>;
 }
 
 export type VmOperation = 'create' | 'start' | 'stop' | 'reboot' | 'destroy' | 'attachVolume' | 'detachVolume';
@@ -165,9 +174,9 @@ export async function attachVolume(driver: HypervisorDriver, id: string, volume:
   await driver.attachVolume(id, volume);
 }
 
-export async function detachVolume(driver: HypervisorDriver, id: string, volumeId: string): Promise<void> {
+export async function detachVolume(driver: HypervisorDriver, id: string, volumeId: string, opts?: DetachOptions): Promise<void> {
   if (!driver.detachVolume) throw new UnsupportedOperationError(driver.name, 'detachVolume');
-  await driver.detachVolume(id, volumeId);
+  await driver.detachVolume(id, volumeId, opts);
 }
 
 export class InvalidVmSpecError extends Error {

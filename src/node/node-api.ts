@@ -102,6 +102,23 @@ export interface InstanceUpdate {
   metadataOptions?: InstanceMetadataOptions;
 }
 
+/** Where a node reaches a volume: an NBD export of the zone's storage host (cluster/storage/). */
+export interface NbdLocation {
+  host: string;
+  port: number;
+  exportName: string;
+  /** TLS with a pre-shared key: the identity the server knows and the key, hex. */
+  tls?: { identity: string; pskHex: string };
+}
+
+/** An EBS volume attached to an instance (AttachVolume): kept with the instance, plugged while it runs. */
+export interface NodeVolumeAttachment {
+  volumeId: string;
+  /** The EC2 device name asked for (/dev/sdf); the guest names the disk itself (its serial is the volume id). */
+  device: string;
+  nbd: NbdLocation;
+}
+
 export interface NodeApi {
   describeResources(): Promise<NodeResources>;
   describeInstances(): Promise<NodeInstanceStatus[]>;
@@ -124,6 +141,13 @@ export interface NodeApi {
    * service honours them from the next request. Optional: a node without it keeps launch-time options.
    */
   setMetadataOptions?(instanceId: string, options: InstanceMetadataOptions): Promise<void>;
+  /**
+   * Attaches a volume to an instance (idempotent): hot-plugged now if it runs, kept and plugged at
+   * every boot otherwise. Optional: a node without it has no volumes.
+   */
+  attachVolume?(instanceId: string, attachment: NodeVolumeAttachment): Promise<void>;
+  /** Unplugs (the guest lets go) and forgets a volume; idempotent. `force`: forgotten even if the guest holds on. */
+  detachVolume?(instanceId: string, volumeId: string, force?: boolean): Promise<void>;
   /** The zone's other nodes as the cluster knows them: the zone network's tunnel follows them. Optional. */
   setZonePeers?(peers: ZonePeers): Promise<void>;
   /** The host networking this node made, against what it should be (ok, missing, extra). Optional. */

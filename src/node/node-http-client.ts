@@ -1,6 +1,6 @@
 // NodeApi over HTTP: how a cluster controller on another host drives a node controller. Calls are
 // signed with the node's secret; a node that does not answer in time fails with Unavailable.
-import type { InstanceMetadataOptions, InstanceSpec, InstanceUpdate, NodeApi, NodeInstanceStatus, NodeResources } from './node-api.ts';
+import type { InstanceMetadataOptions, InstanceSpec, InstanceUpdate, NodeApi, NodeInstanceStatus, NodeResources, NodeVolumeAttachment } from './node-api.ts';
 import type { FirewallApplyResult, FirewallDocument } from './network/firewall-document.ts';
 import type { NetworkDiagnosis } from './network/diagnosis.ts';
 import type { ZonePeers } from './network/overlay.ts';
@@ -32,7 +32,7 @@ export class NodeHttpClient implements NodeApi {
         return secret === undefined ? undefined : { keyId: opts.nodeId, secret };
       },
       timeoutMs: opts.timeoutMs,
-      timeoutsMs: { runInstance: runTimeoutMs, startInstance: runTimeoutMs, stopInstance: 2 * 60_000, terminateInstance: 2 * 60_000, rebootInstance: 2 * 60_000 },
+      timeoutsMs: { runInstance: runTimeoutMs, startInstance: runTimeoutMs, stopInstance: 2 * 60_000, terminateInstance: 2 * 60_000, rebootInstance: 2 * 60_000, attachVolume: 2 * 60_000, detachVolume: 2 * 60_000 },
     });
   }
 
@@ -74,6 +74,14 @@ export class NodeHttpClient implements NodeApi {
 
   async setMetadataOptions(instanceId: string, options: InstanceMetadataOptions): Promise<void> {
     await this.#peer.call('setMetadataOptions', { instanceId, options });
+  }
+
+  async attachVolume(instanceId: string, attachment: NodeVolumeAttachment): Promise<void> {
+    await this.#peer.call('attachVolume', { instanceId, attachment });
+  }
+
+  async detachVolume(instanceId: string, volumeId: string, force?: boolean): Promise<void> {
+    await this.#peer.call('detachVolume', { instanceId, volumeId, force });
   }
 
   applyFirewall(doc: FirewallDocument): Promise<FirewallApplyResult> {

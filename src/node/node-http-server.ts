@@ -3,7 +3,7 @@
 import type { RequestListener } from 'node:http';
 import { Hono } from 'hono';
 import type { Logger } from 'pino';
-import type { InstanceMetadataOptions, InstanceUpdate, NodeApi } from './node-api.ts';
+import type { InstanceMetadataOptions, InstanceUpdate, NodeApi, NodeVolumeAttachment } from './node-api.ts';
 import { PeerVerifier } from '../auth/peer-auth.ts';
 import { Ec2Error } from '../protocol/errors.ts';
 import { DEFAULT_PEER_MAX_REQUEST_BYTES, honoListenerWithBodyLimit, peerTooLarge } from '../http/request-body.ts';
@@ -34,6 +34,17 @@ export function nodeApiMethods(agent: NodeApi): PeerMethods {
     setMetadataOptions: async (p) => {
       if (!agent.setMetadataOptions) throw new Ec2Error('UnsupportedOperation', 'This node cannot change metadata options.');
       await agent.setMetadataOptions(requiredString(p, 'instanceId'), requiredObject<InstanceMetadataOptions>(p, 'options'));
+      return {};
+    },
+    // The agent checks the attachment value by value (storage/node-volumes.ts).
+    attachVolume: async (p) => {
+      if (!agent.attachVolume) throw new Ec2Error('UnsupportedOperation', 'This node cannot attach volumes.');
+      await agent.attachVolume(requiredString(p, 'instanceId'), requiredObject<NodeVolumeAttachment>(p, 'attachment'));
+      return {};
+    },
+    detachVolume: async (p) => {
+      if (!agent.detachVolume) throw new Ec2Error('UnsupportedOperation', 'This node cannot detach volumes.');
+      await agent.detachVolume(requiredString(p, 'instanceId'), requiredString(p, 'volumeId'), optionalBoolean(p, 'force'));
       return {};
     },
     // The agent checks the document value by value before any of it reaches nftables.

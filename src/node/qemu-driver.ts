@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
-  type Accelerator, type HypervisorDriver, type StopOptions, type VmInfo, type VmSpec, type VmState,
+  type Accelerator, type DetachOptions, type HypervisorDriver, type StopOptions, type VmInfo, type VmSpec, type VmState, type VolumeAttachment,
   assertOperationAllowed, assertTransition, InvalidVmSpecError, validateVmSpec, VmNotFoundError,
 } from './hypervisor.ts';
 import { QmpClient, type QmpEvent } from './qmp-client.ts';
@@ -15,6 +15,7 @@ import { ensurePrivateDir, ensurePrivateFile, PRIVATE_FILE_MODE, restrictFile } 
 import { describeExit, lastLines } from './command-failure.ts';
 import { smbiosType1Arg } from './smbios-identity.ts';
 import { ensureUefiVars, OVMF_CODE } from './hypervisor/uefi-firmware.ts';
+import { hotplugPortArgs, pluggedVolumes, plugVolume, unplugVolume } from './storage/qmp-volumes.ts';
 
 export interface QemuDriverOptions {
   /** Directory indexing every VM this driver manages (entries are work dirs or links to them). */
@@ -219,6 +220,35 @@ export class QemuDriver implements HypervisorDriver {
     const vm = this.get(id);
     if (vm.state === 'destroyed') return '';
     return readTail(join(vm.spec.workDir, FILES.console), CONSOLE_TAIL_BYTES);
+  }
+
+  /** Hot-plugs a volume into the running VM (storage/qmp-volumes.ts); plugging one already there is a no-op. */
+  async attachVolume(id: string, volume: VolumeAttachment): Promise<void> {
+    const vm = this.get(id);
+    return this.withLock(vm, async () => {
+      assertOperationAllowed(id, vm.state, 'attachVolume');
+      const qmp = await this.monitor(vm);
+      if (!qmp) throw new Error(`cannot attach volume ${volume.volumeId} to VM ${id}: its QEMU monitor is unreachable`);
+      await plugVolume(qmp, volume, this.opts.machine);
+    });
+  }
+
+  /** Unplugs a volume once the guest lets go of it (by default within 30 s); not plugged is a no-op. */
+  async detachVolume(id: string, volumeId: string, opts: DetachOptions = {}): Promise<void> {
+    const vm = this.get(id);
+    return this.withLock(vm, async () => {
+      assertOperationAllowed(id, vm.state, 'detachVolume');
+      const qmp = await this.monitor(vm);
+      if (!qmp) throw new Error(`cannot detach volume ${volumeId} from VM ${id}: its QEMU monitor is unreachable`);
+      await unplugVolume(qmp, volumeId, opts.timeoutMs ?? 30_000);
+    });
+  }
+
+  async attachedVolumes(id: string): Promise<string[]> {
+    const vm = this.get(id);
+    if (vm.state !== 'running') return [];
+    const qmp = await this.monitor(vm);
+    return qmp ? pluggedVolumes(qmp) : [];
   }
 
   /** Lets go of every QEMU monitor; the VMs keep running for the next driver to adopt. */
@@ -511,6 +541,8 @@ export function buildQemuArgs(spec: VmSpec, run: {
   args.push('-drive', `file=${optValue(spec.diskPath)},if=virtio,format=qcow2`);
   // Entropy for the guest's first-boot host keys; without it key generation stalls on TCG.
   args.push('-device', 'virtio-rng-pci');
+  // Empty ports for EBS volumes plugged in while the VM runs (q35's root bus takes no hot-plug).
+  args.push(...hotplugPortArgs(run.machine));
   const net = spec.network;
   if (net.kind === 'none') {
     args.push('-nic', 'none');

@@ -25,6 +25,8 @@ export interface NbdExportServerOptions {
   /** The PSK identity, e.g. ironbark-<zone>. */
   identity: string;
   binary?: string;
+  /** Named network namespace the server listens in (tests' hosts); the host's own when absent. */
+  netns?: string;
 }
 
 /** A volume a node is connected to cannot be closed safely (resizing waits until it is detached). */
@@ -175,7 +177,13 @@ export class NbdExportServer {
       '--pidfile', join(dir, FILES.pid),
       '--daemonize',
     ];
-    const binary = this.#opts.binary ?? 'qemu-storage-daemon';
+    let binary = this.#opts.binary ?? 'qemu-storage-daemon';
+    const netns = this.#opts.netns;
+    if (netns !== undefined) {
+      if (!/^[A-Za-z0-9_.-]+$/.test(netns)) throw new Error(`invalid network namespace name ${netns}`);
+      args.unshift('netns', 'exec', netns, binary);
+      binary = 'ip';
+    }
     await new Promise<void>((resolve, reject) => {
       execFile(binary, args, { timeout: 30_000, killSignal: 'SIGKILL' }, (err, _stdout, stderr) => {
         if (!err) return resolve();

@@ -20,6 +20,8 @@ export interface Qcow2VolumeBackendOptions {
   /** The zone: names the TLS pre-shared key's identity. */
   zone: string;
   qemuImg?: string;
+  /** Named network namespace the NBD server listens in (tests' hosts). */
+  netns?: string;
 }
 
 const GiB = 1024 ** 3;
@@ -33,7 +35,7 @@ export class Qcow2VolumeBackend implements VolumeBackend {
   constructor(opts: Qcow2VolumeBackendOptions) {
     this.dir = resolve(opts.dir);
     this.#qemuImg = opts.qemuImg ?? 'qemu-img';
-    this.nbd = new NbdExportServer({ dir: join(this.dir, 'nbd'), host: opts.host, port: opts.port, identity: `ironbark-${opts.zone}` });
+    this.nbd = new NbdExportServer({ dir: join(this.dir, 'nbd'), host: opts.host, port: opts.port, identity: `ironbark-${opts.zone}`, netns: opts.netns });
   }
 
   async create(volumeId: string, sizeGiB: number): Promise<VolumeBackendInfo> {

@@ -6,6 +6,9 @@
 // A node never opens a volume's file: it reaches every volume over the zone's network as an NBD
 // export of the back-end's host, authenticated with the zone's TLS pre-shared key, so the VM and
 // its volume need not share a host.
+import type { NbdLocation } from '../../node/node-api.ts';
+
+export type { NbdLocation };
 
 export interface VolumeBackendInfo {
   volumeId: string;
@@ -13,19 +16,6 @@ export interface VolumeBackendInfo {
   sizeGiB: number;
   /** Bytes the back-end really holds for it (thin provisioning). */
   allocatedBytes: number;
-}
-
-/** How a node reaches one exported volume: NBD over TCP, TLS with a pre-shared key when `tls` is given. */
-export interface NbdLocation {
-  host: string;
-  port: number;
-  exportName: string;
-  tls?: {
-    /** The PSK identity (username) the server knows. */
-    identity: string;
-    /** The pre-shared key, hex. */
-    pskHex: string;
-  };
 }
 
 export interface VolumeBackend {
