@@ -80,5 +80,7 @@ function nftables(): Record<string, unknown> {
 }
 
 export async function benchNetwork(): Promise<Record<string, unknown>> {
-  return { bench: 'network', ...(await documentBuild()), ...nftables() };
+  const publicAddress = await (await import('./network-public.ts')).benchPublicAddresses();
+  const zoneNetwork = await (await import('./network-zone.ts')).benchZoneNetwork();
+  return { bench: 'network', ...(await documentBuild()), ...nftables(), ...publicAddress, ...zoneNetwork };
 }
