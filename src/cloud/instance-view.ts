@@ -7,7 +7,7 @@ import { GUEST_SHUTDOWN_REASON, type VmTypeSpec } from '../node/node-api.ts';
 import type { FilterAccessors } from '../protocol/filters.ts';
 import { noValueFilters, viewFilters } from './view-filters.ts';
 import type { Tag } from './tags.ts';
-import { ARCHITECTURE, HYPERVISOR, ROOT_DEVICE_NAME, VIRTUALIZATION_TYPE } from './images/images.ts';
+import { ARCHITECTURE, HYPERVISOR, OWN_BOOT_LOADER_VIRTUALIZATION_TYPE, ROOT_DEVICE_NAME, VIRTUALIZATION_TYPE } from './images/images.ts';
 import { privateDnsName } from './ip-allocation.ts';
 import { publicDnsName } from './network/public-addresses.ts';
 import { metadataOptionsOf, metadataOptionsView } from './instance-metadata-options.ts';
@@ -152,7 +152,8 @@ export function instanceView(row: InstancesTable, tags: Tag[], view: ViewContext
     SourceDestCheck: true,
     ...(reason ? { StateReason: reason } : {}),
     Tags: tags,
-    VirtualizationType: VIRTUALIZATION_TYPE,
+    // An instance without a kernel of the cloud's boots its image's own boot loader: hvm.
+    VirtualizationType: row.kernel_id ? VIRTUALIZATION_TYPE : OWN_BOOT_LOADER_VIRTUALIZATION_TYPE,
     CpuOptions: { CoreCount: vmType?.cores ?? 1, ThreadsPerCore: 1 },
     HibernationOptions: { Configured: false },
     MetadataOptions: metadataOptionsView(metadataOptionsOf(row)),
@@ -330,7 +331,7 @@ export function instanceFilters(region: string, zoneIds: ReadonlyMap<string, str
     'hypervisor': () => HYPERVISOR,
     'root-device-type': () => 'instance-store',
     'root-device-name': () => ROOT_DEVICE_NAME,
-    'virtualization-type': () => VIRTUALIZATION_TYPE,
+    'virtualization-type': (i) => (i.row.kernel_id ? VIRTUALIZATION_TYPE : OWN_BOOT_LOADER_VIRTUALIZATION_TYPE),
     'monitoring-state': () => 'disabled',
     'tenancy': () => 'default',
     'platform-details': () => 'Linux/UNIX',

@@ -77,6 +77,7 @@ describe('image launch permissions', () => {
     assert.equal(image.Public, false);
     const out = await launch(A);
     assert.equal(out.Instances[0].KernelId, undefined);
+    assert.equal(out.Instances[0].VirtualizationType, 'hvm');
     const [[spec]] = cluster.callsTo('runInstances') as [InstanceSpec[]][];
     const sent = (Array.isArray(spec) ? spec[0] : spec) as InstanceSpec;
     assert.equal(sent.kernel, undefined);
