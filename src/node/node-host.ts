@@ -10,7 +10,7 @@ import { ensurePrivateDir } from '../store/private-files.ts';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { probeAccelerator } from './accel-probe.ts';
-import { FakeDriver } from './fake-driver.ts';
+import { FAKE_VMS_FILE, PersistentFakeDriver } from './fake-driver-state.ts';
 import { ensureDefaultGuestImage } from './guest-image.ts';
 import type { HypervisorDriver } from './hypervisor.ts';
 import { ImageCache } from './image-cache.ts';
@@ -48,6 +48,9 @@ export interface NodeHost {
   close(): Promise<void>;
 }
 
+/** What a node controller with the fake driver offers when not told: as `ironbark up --driver fake` does. */
+const SIMULATED_NODE_CAPACITY = { cores: 256, memoryMiB: 1024 * 1024, diskGiB: 16 * 1024 };
+
 export async function startNodeHost(opts: NodeHostOptions): Promise<NodeHost> {
   const nodeDir = join(opts.dataDir, 'node');
   // Instance specs (user data), console logs and disks live below: the owner's alone.
@@ -74,7 +77,8 @@ export async function startNodeHost(opts: NodeHostOptions): Promise<NodeHost> {
       closers.push(() => qemu.close());
       driver = qemu;
     } else {
-      driver = new FakeDriver();
+      // Simulated VMs outlive the node controller as QEMU's do (fake-driver-state.ts).
+      driver = await PersistentFakeDriver.open(join(nodeDir, FAKE_VMS_FILE));
       acceleratorReason = 'simulated VMs (fake driver)';
     }
 
@@ -92,7 +96,8 @@ export async function startNodeHost(opts: NodeHostOptions): Promise<NodeHost> {
       imageCache,
       network: opts.driver === 'qemu' ? networkFor : undefined,
       hostNetworks: opts.driver === 'qemu' ? hostNetworks : undefined,
-      capacity: opts.capacity,
+      // Simulated VMs cost nothing: a fake node is large unless told otherwise, as under `ironbark up`.
+      capacity: opts.capacity ?? (opts.driver === 'fake' ? SIMULATED_NODE_CAPACITY : undefined),
       acceleratorReason,
       stopTimeoutMs: opts.stopTimeoutMs,
       log,
