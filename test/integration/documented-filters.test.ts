@@ -15,12 +15,13 @@ import {
   DescribeAvailabilityZonesCommand, DescribeImagesCommand, DescribeInstancesCommand, DescribeInstanceStatusCommand,
   DescribeInstanceTypesCommand, DescribeKeyPairsCommand, DescribeRegionsCommand, DescribeSecurityGroupRulesCommand,
   DescribeSecurityGroupsCommand, DescribeSubnetsCommand, DescribeTagsCommand, DescribeVpcsCommand, RunInstancesCommand,
-  type Filter,
+  AllocateAddressCommand, AssociateAddressCommand, DescribeAddressesCommand, type Filter,
 } from '@aws-sdk/client-ec2';
 import { startInProcessCloud, ec2Client, type TestCloud } from '../helpers/cloud.ts';
 import { FakeCluster } from '../helpers/fake-cluster.ts';
 import { registerImageFiles } from '../../src/cloud/images/images.ts';
 import { skipUnlessPresent } from '../helpers/prerequisites.ts';
+import { setPublicRange } from '../../src/cloud/network/public-ranges.ts';
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 
@@ -122,6 +123,10 @@ const DOCUMENTED: Record<string, string[]> = {
     'parent-zoneName', 'region-name', 'state',
     'zone-id', 'zone-name', 'zone-type',
   ],
+  DescribeAddresses: [
+    'allocation-id', 'association-id', 'domain', 'instance-id', 'network-border-group', 'network-interface-id', 'network-interface-owner-id',
+    'private-ip-address', 'public-ip', 'tag-key', 'tag:<key>',
+  ],
   DescribeTags: [
     'key', 'resource-id', 'resource-type', 'tag:<key>', 'value',
   ],
@@ -202,8 +207,11 @@ describe('documented Describe filters', () => {
     const vpcs = await ec2.send(new DescribeVpcsCommand({}));
     const subnets = await ec2.send(new DescribeSubnetsCommand({}));
     const keys = await ec2.send(new DescribeKeyPairsCommand({}));
+    await cloud.cloud!.store.transaction((tx) => setPublicRange(tx, 'ironbark-1a', '198.51.100.0/28'));
+    const eip = await ec2.send(new AllocateAddressCommand({ Domain: 'vpc' }));
+    await ec2.send(new AssociateAddressCommand({ AllocationId: eip.AllocationId, InstanceId: instanceId }));
     await ec2.send(new CreateTagsCommand({
-      Resources: [instanceId, imageId, group.GroupId!, vpcs.Vpcs![0]!.VpcId!, subnets.Subnets![0]!.SubnetId!, keys.KeyPairs![0]!.KeyPairId!],
+      Resources: [instanceId, imageId, group.GroupId!, vpcs.Vpcs![0]!.VpcId!, subnets.Subnets![0]!.SubnetId!, keys.KeyPairs![0]!.KeyPairId!, eip.AllocationId!],
       Tags: [{ Key: 'Name', Value: 'tagged' }],
     }));
     operations = {
@@ -217,6 +225,7 @@ describe('documented Describe filters', () => {
       DescribeSubnets: async (Filters) => (await ec2.send(new DescribeSubnetsCommand({ Filters }))).Subnets!,
       DescribeRegions: async (Filters) => (await ec2.send(new DescribeRegionsCommand({ Filters }))).Regions!,
       DescribeAvailabilityZones: async (Filters) => (await ec2.send(new DescribeAvailabilityZonesCommand({ Filters }))).AvailabilityZones!,
+      DescribeAddresses: async (Filters) => (await ec2.send(new DescribeAddressesCommand({ Filters }))).Addresses!,
       DescribeTags: async (Filters) => (await ec2.send(new DescribeTagsCommand({ Filters }))).Tags!,
       DescribeInstanceTypes: async (Filters) => (await ec2.send(new DescribeInstanceTypesCommand({ Filters }))).InstanceTypes!,
     };
