@@ -33,10 +33,8 @@ import { NodeFirewallDocuments } from './network/firewall-documents.ts';
 import type { HostNetworks } from './network/host-networks.ts';
 import type { NetworkDiagnosis } from './network/diagnosis.ts';
 import { validateZonePeers, type ZonePeers } from './network/overlay.ts';
-import { GUEST_SHUTDOWN_REASON, type ImageRef, type InstanceMetadataOptions, type InstanceSpec, type InstanceUpdate, type NodeApi, type NodeVolumeAttachment, type NodeInstanceState, type NodeInstanceStatus, type NodeResources } from './node-api.ts';
+import { GUEST_SHUTDOWN_REASON, type ImageRef, type InstanceMetadataOptions, type InstanceSpec, type InstanceUpdate, type NodeApi, type NodeInstanceState, type NodeInstanceStatus, type NodeResources } from './node-api.ts';
 import { NodeStateStore, type InstanceRecord, type QuarantinedRecord } from './node-state.ts';
-import { checkAttachment, NodeVolumes } from './storage/node-volumes.ts';
-import { attachVolume as driverAttachVolume, detachVolume as driverDetachVolume } from './hypervisor.ts';
 
 export interface AgentLogger {
   debug(fields: object, msg: string): void;
@@ -84,6 +82,8 @@ interface Instance {
 /** How long a guest gets to honour an ACPI power-down before its VM is ended. */
 export const DEFAULT_STOP_TIMEOUT_MS = 30_000;
 const GiB = 1024 ** 3;
+/** Space the node keeps free on its state directory's file system for instance records and logs. */
+const STATE_DIR_RESERVE = 16 * 1024 * 1024;
 const MiB = 1024 ** 2;
 /** States in which an instance has (or is about to have) a live VM: it holds cores and memory. */
 const HOLDS_CPU: ReadonlySet<NodeInstanceState> = new Set(['pending', 'running', 'stopping', 'shutting-down']);
@@ -104,8 +104,6 @@ export class NodeAgent implements NodeApi {
   private readonly firewallDocs: NodeFirewallDocuments;
   private readonly metadataByIp = new Map<string, InstanceMetadata>();
   private readonly instanceDisks: boolean;
-  /** The EBS volumes each instance keeps (storage/node-volumes.ts). */
-  private readonly volumes: NodeVolumes;
   private recovered: Promise<void> | undefined;
   /** Records set aside at start (unreadable or damaged): their VMs are kept, and they are reported. */
   private quarantined: QuarantinedRecord[] = [];
@@ -118,7 +116,6 @@ export class NodeAgent implements NodeApi {
     this.firewallDocs = new NodeFirewallDocuments(opts.network ? opts.stateDir : undefined);
     this.log = opts.log ?? noopLog;
     this.instanceDisks = opts.instanceDisks ?? opts.driver.name === 'qemu';
-    this.volumes = new NodeVolumes(opts.stateDir);
   }
 
   /** For the metadata service: the instance whose private address this is. */
@@ -172,7 +169,9 @@ export class NodeAgent implements NodeApi {
       free: {
         cores: Math.max(0, capacity.cores - held.cores),
         memoryMiB: Math.max(0, capacity.memoryMiB - held.memoryMiB),
-        diskGiB: Math.max(0, capacity.diskGiB - held.diskGiB),
+        // A file system that is (nearly) full cannot take an instance's record, whatever the
+        // accounting says: no room, so the scheduler passes this node by until space is freed.
+        diskGiB: await this.stateDirFull() ? 0 : Math.max(0, capacity.diskGiB - held.diskGiB),
       },
       instanceCount: [...this.instances.values()].filter((i) => i.record.state !== 'terminated').length,
       ...(this.quarantined.length > 0 ? { quarantined: this.quarantined.map((q) => ({ ...q })) } : {}),
@@ -205,6 +204,10 @@ export class NodeAgent implements NodeApi {
       await this.store.save(inst.record);
     } catch (err) {
       this.instances.delete(spec.instanceId);
+      // A full disk is a lack of capacity (EC2's answer for a host that cannot take the instance).
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
+        throw new Ec2Error('InsufficientInstanceCapacity', `Node ${this.nodeId} has no room left on its disk for instance ${spec.instanceId}.`);
+      }
       throw new Ec2Error('InternalError', `Node ${this.nodeId} could not record instance ${spec.instanceId}: ${(err as Error).message}`);
     }
     this.log.info({ instanceId: spec.instanceId, vmType: spec.vmType.name }, 'launching instance');
@@ -316,57 +319,6 @@ export class NodeAgent implements NodeApi {
     if (this.metadataByIp.get(ip)?.instanceId === instanceId) this.metadataByIp.set(ip, metadataFromSpec(inst.record.spec));
   }
 
-  /**
-   * AttachVolume on this node: kept with the instance first (so it survives stop/start and a
-   * restart of this controller), then hot-plugged if the instance runs; a pending instance gets it
-   * at the end of its boot, a stopped one at its next start.
-   */
-  async attachVolume(instanceId: string, raw: NodeVolumeAttachment): Promise<void> {
-    await this.recover();
-    const att = checkAttachment(raw);
-    const inst = this.get(instanceId);
-    await this.withLock(inst, async () => {
-      await this.observe(inst, true);
-      const { state } = inst.record;
-      if (state === 'shutting-down' || state === 'terminated') throw incorrectState(instanceId, 'attached to');
-      await this.volumes.add(instanceId, att);
-      if (state === 'running') await driverAttachVolume(this.driver, instanceId, await this.volumes.forDriver(att));
-      this.log.info({ instanceId, volumeId: att.volumeId, device: att.device, plugged: state === 'running' }, 'volume attached');
-    });
-  }
-
-  /**
-   * DetachVolume on this node: unplugged once the guest lets go (within the stop timeout), then
-   * forgotten. With `force` it is forgotten even when the guest holds on (the storage host cuts
-   * the guest off); without, the caller hears why and may ask again.
-   */
-  async detachVolume(instanceId: string, volumeId: string, force = false): Promise<void> {
-    await this.recover();
-    const inst = this.instances.get(instanceId);
-    if (!inst) return;
-    await this.withLock(inst, async () => {
-      await this.observe(inst, true);
-      const info = await this.driver.info(instanceId);
-      if (info?.state === 'running') {
-        try {
-          await driverDetachVolume(this.driver, instanceId, volumeId, { timeoutMs: this.opts.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS });
-        } catch (err) {
-          if (!force) throw new Ec2Error('IncorrectState', `Volume ${volumeId} could not be detached from ${instanceId}: ${(err as Error).message}.`);
-          this.log.warn({ instanceId, volumeId, err: (err as Error).message }, 'forced detach: the guest still holds the disk');
-        }
-      }
-      await this.volumes.remove(instanceId, volumeId);
-      this.log.info({ instanceId, volumeId, force }, 'volume detached');
-    });
-  }
-
-  /** Plugs every volume the instance keeps into its freshly booted VM. */
-  private async plugVolumes(instanceId: string): Promise<void> {
-    for (const att of await this.volumes.of(instanceId)) {
-      await driverAttachVolume(this.driver, instanceId, await this.volumes.forDriver(att));
-    }
-  }
-
   /** Keeps the zone's firewall document and rebuilds the security-group rules of its networks here. */
   async applyFirewall(raw: FirewallDocument): Promise<FirewallApplyResult> {
     // Without real networking (the fake driver) there is nothing to filter: acknowledged, not kept.
@@ -457,7 +409,6 @@ export class NodeAgent implements NodeApi {
     const info = await this.driver.info(id);
     if (!info || info.state === 'destroyed') await this.driver.create(vmSpec);
     if (info?.state !== 'running') await this.driver.start(id);
-    await this.plugVolumes(id);
   }
 
   /** Shuts the VM down; `onStopping` is told once the instance is recorded as stopping. */
@@ -503,7 +454,6 @@ export class NodeAgent implements NodeApi {
     const zoneNetwork = await this.networkFor(spec);
     await zoneNetwork?.removeInstance(id);
     if (this.instanceDisks) await deleteInstanceDisk(this.diskPath(id));
-    await this.volumes.forget(id);
     await rm(this.workDir(id), { recursive: true, force: true });
   }
 
@@ -584,6 +534,16 @@ export class NodeAgent implements NodeApi {
       memoryMiB: override.memoryMiB ?? Math.floor(os.totalmem() / MiB),
       diskGiB,
     };
+  }
+
+  /** Whether the file system of the state directory has less than STATE_DIR_RESERVE left. */
+  private async stateDirFull(): Promise<boolean> {
+    try {
+      const fs = await statfs(this.opts.stateDir);
+      return fs.bavail * fs.bsize < STATE_DIR_RESERVE;
+    } catch {
+      return false; // not made yet: describeResources' capacity() makes it
+    }
   }
 
   private held(except?: string): Capacity {

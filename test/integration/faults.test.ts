@@ -36,7 +36,7 @@ const WAIT_MS = 300_000;
 
 const hosts = new TestHosts({ prefix: 'ibf', startTimeoutMs: 120_000, pollMs: 500 });
 const tag = hosts.tag;
-const NS = { cloud: `${tag}-cloud`, cluster: `${tag}-cl`, node: `${tag}-n1` };
+const NS = { cloud: `${tag}-cloud`, cluster: `${tag}-cl`, node: `${tag}-n1`, node2: `${tag}-n2` };
 const waitFor = <T>(what: string, probe: () => Promise<T | undefined>) => hosts.waitFor(what, probe, WAIT_MS);
 
 const skip = skipUnlessPresent(multiHostSkipReason());
@@ -46,6 +46,7 @@ describe('faults: the API stays responsive and honest, and recovery needs no ope
   let imageId = '';
   let nodeDir = '';
   let instanceId = '';
+  let fullDiskMount = '';
 
   /** The node's link to the cluster bridge: made at set-up, and again after its host vanished. */
   async function linkNode(): Promise<void> {
@@ -134,7 +135,11 @@ describe('faults: the API stays responsive and honest, and recovery needs no ope
     await waitHealthy(instanceId);
   });
 
-  after(() => hosts.dispose());
+  after(async () => {
+    // The full-disk node's tmpfs goes first (lazily: its node may still hold files there).
+    if (fullDiskMount) await run('umount', ['-l', fullDiskMount]);
+    await hosts.dispose();
+  });
 
   it('a slow node (it answers nothing): impaired while silent, launches refused for capacity, the same VM healthy again once it answers', async () => {
     const node = hosts.roles.filter((r) => r.name.startsWith('node n1')).at(-1)!;
@@ -198,5 +203,33 @@ describe('faults: the API stays responsive and honest, and recovery needs no ope
     // And the zone takes new launches again.
     const again = await launch();
     await waitState(again, 'running');
+  });
+
+  it('a full disk on a node: no room reported, launches refused for capacity, and taken again once space is freed', async () => {
+    fullDiskMount = join(hosts.work, 'node-n2');
+    await mkdir(fullDiskMount);
+    await must('mount', ['-t', 'tmpfs', '-o', 'size=48m,mode=0700', 'ibf-full-disk', fullDiskMount]);
+    await hosts.link({ ns: NS.node2, dev: `${tag}n2`, addr: '172.31.0.12/24' }, { ns: NS.cluster, dev: `${tag}n2p`, master: `${tag}br` });
+    await hosts.joinNode('n2', NS.node2, { zone: ZONE, clusterUrl: `http://172.31.0.1:${CLUSTER_PORT}`, dataDir: fullDiskMount, listen: `172.31.0.12:${NODE_PORT}`, driver: 'fake' });
+    const nodes = async () => (await hosts.admin('node', 'list')).nodes as { name: string; state: string; free: { diskGiB: number }; instanceCount: number }[];
+    await waitFor('node n2 up with room', async () => ((await nodes()).some((n) => n.name === 'n2' && n.state === 'up' && n.free.diskGiB > 0) ? true : undefined));
+    // n1 hangs, so n2 is the zone's only node; then its disk fills up.
+    const n1 = hosts.roles.filter((r) => r.name.startsWith('node n1')).at(-1)!;
+    process.kill(n1.child.pid!, 'SIGSTOP');
+    try {
+      await waitImpaired(instanceId);
+      await must('dd', ['if=/dev/zero', `of=${join(fullDiskMount, 'filler')}`, 'bs=1M', 'count=64', 'status=none']).catch(() => undefined); // ends with ENOSPC
+      await waitFor('n2 reporting no room on its disk', async () => ((await nodes()).find((n) => n.name === 'n2')?.free.diskGiB === 0 ? true : undefined));
+      await expectCapacityRefusal();
+      assert.equal((await nodes()).find((n) => n.name === 'n2')!.instanceCount, 0, 'nothing half-launched on the full node');
+      // Space is freed: the node takes launches again, with no operator step on it.
+      await must('rm', ['-f', join(fullDiskMount, 'filler')]);
+      await waitFor('n2 reporting room again', async () => ((await nodes()).find((n) => n.name === 'n2')!.free.diskGiB > 0 ? true : undefined));
+      const placed = await launch();
+      await waitState(placed, 'running');
+    } finally {
+      process.kill(n1.child.pid!, 'SIGCONT');
+    }
+    await waitHealthy(instanceId);
   });
 });
