@@ -129,9 +129,13 @@ export class InstanceReconciler {
         .select(['id', 'state', 'node_id', 'status_impaired', 'state_changed_at', 'accelerator', 'shutdown_behavior', 'reservation_id', 'reboot_requested_at'])
         .where('zone', '=', zone).execute();
       let reported: ClusterInstanceStatus[];
+      /** Nodes the cluster has not heard from since it started: it cannot know their instances yet. */
+      let unheard: Set<string>;
       const asked = Date.now();
       if (!this.#zoneLastAnswer.has(zone)) this.#zoneLastAnswer.set(zone, asked);
       try {
+        // Nodes first: a node the cluster heard from before this answer is in the instances that follow.
+        unheard = new Set((await cluster.describeNodes()).filter((n) => n.lastSeen === undefined).map((n) => n.nodeId));
         reported = await cluster.describeInstances();
       } catch (e) {
         // A cluster that does not answer tells us nothing: every row keeps its state, and once the
@@ -147,12 +151,12 @@ export class InstanceReconciler {
       }
       this.#zoneLastAnswer.set(zone, asked);
       if (this.#directory.unreachable.delete(zone)) this.#log.info({ zone }, 'cluster answers again');
-      await this.#reconcileZone(zone, cluster, rows, reported);
+      await this.#reconcileZone(zone, cluster, rows, reported, unheard);
     }));
     await this.#deleteExpired();
   }
 
-  async #reconcileZone(zone: string, cluster: ClusterApi, rows: Row[], reported: ClusterInstanceStatus[]): Promise<void> {
+  async #reconcileZone(zone: string, cluster: ClusterApi, rows: Row[], reported: ClusterInstanceStatus[], unheard: ReadonlySet<string> = new Set()): Promise<void> {
     const actual = new Map(reported.map((r) => [r.instanceId, r]));
     const now = Date.now();
     const changes = new Map<string, { change: StateChange; ids: string[] }>();
@@ -175,6 +179,9 @@ export class InstanceReconciler {
     for (const row of rows) {
       known.add(row.id);
       const seen = actual.get(row.id);
+      // A cluster that was restarted answers before all its nodes have: an instance on a node it
+      // has not heard from yet is unknown, not gone (marking it lost would terminate it for good).
+      if (seen === undefined && row.node_id !== null && unheard.has(row.node_id)) continue;
       const present = seen !== undefined && seen.state !== 'terminated';
       const change = this.#nextState(row, present ? seen : undefined, now);
       if (change) {

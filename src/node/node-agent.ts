@@ -33,8 +33,10 @@ import { NodeFirewallDocuments } from './network/firewall-documents.ts';
 import type { HostNetworks } from './network/host-networks.ts';
 import type { NetworkDiagnosis } from './network/diagnosis.ts';
 import { validateZonePeers, type ZonePeers } from './network/overlay.ts';
-import { GUEST_SHUTDOWN_REASON, type ImageRef, type InstanceMetadataOptions, type InstanceSpec, type InstanceUpdate, type NodeApi, type NodeInstanceState, type NodeInstanceStatus, type NodeResources } from './node-api.ts';
+import { GUEST_SHUTDOWN_REASON, type ImageRef, type InstanceMetadataOptions, type InstanceSpec, type InstanceUpdate, type NodeApi, type NodeVolumeAttachment, type NodeInstanceState, type NodeInstanceStatus, type NodeResources } from './node-api.ts';
 import { NodeStateStore, type InstanceRecord, type QuarantinedRecord } from './node-state.ts';
+import { checkAttachment, NodeVolumes } from './storage/node-volumes.ts';
+import { attachVolume as driverAttachVolume, detachVolume as driverDetachVolume } from './hypervisor.ts';
 
 export interface AgentLogger {
   debug(fields: object, msg: string): void;
@@ -104,6 +106,8 @@ export class NodeAgent implements NodeApi {
   private readonly firewallDocs: NodeFirewallDocuments;
   private readonly metadataByIp = new Map<string, InstanceMetadata>();
   private readonly instanceDisks: boolean;
+  /** The EBS volumes each instance keeps (storage/node-volumes.ts). */
+  private readonly volumes: NodeVolumes;
   private recovered: Promise<void> | undefined;
   /** Records set aside at start (unreadable or damaged): their VMs are kept, and they are reported. */
   private quarantined: QuarantinedRecord[] = [];
@@ -116,6 +120,7 @@ export class NodeAgent implements NodeApi {
     this.firewallDocs = new NodeFirewallDocuments(opts.network ? opts.stateDir : undefined);
     this.log = opts.log ?? noopLog;
     this.instanceDisks = opts.instanceDisks ?? opts.driver.name === 'qemu';
+    this.volumes = new NodeVolumes(opts.stateDir);
   }
 
   /** For the metadata service: the instance whose private address this is. */
@@ -319,6 +324,57 @@ export class NodeAgent implements NodeApi {
     if (this.metadataByIp.get(ip)?.instanceId === instanceId) this.metadataByIp.set(ip, metadataFromSpec(inst.record.spec));
   }
 
+  /**
+   * AttachVolume on this node: kept with the instance first (so it survives stop/start and a
+   * restart of this controller), then hot-plugged if the instance runs; a pending instance gets it
+   * at the end of its boot, a stopped one at its next start.
+   */
+  async attachVolume(instanceId: string, raw: NodeVolumeAttachment): Promise<void> {
+    await this.recover();
+    const att = checkAttachment(raw);
+    const inst = this.get(instanceId);
+    await this.withLock(inst, async () => {
+      await this.observe(inst, true);
+      const { state } = inst.record;
+      if (state === 'shutting-down' || state === 'terminated') throw incorrectState(instanceId, 'attached to');
+      await this.volumes.add(instanceId, att);
+      if (state === 'running') await driverAttachVolume(this.driver, instanceId, await this.volumes.forDriver(att));
+      this.log.info({ instanceId, volumeId: att.volumeId, device: att.device, plugged: state === 'running' }, 'volume attached');
+    });
+  }
+
+  /**
+   * DetachVolume on this node: unplugged once the guest lets go (within the stop timeout), then
+   * forgotten. With `force` it is forgotten even when the guest holds on (the storage host cuts
+   * the guest off); without, the caller hears why and may ask again.
+   */
+  async detachVolume(instanceId: string, volumeId: string, force = false): Promise<void> {
+    await this.recover();
+    const inst = this.instances.get(instanceId);
+    if (!inst) return;
+    await this.withLock(inst, async () => {
+      await this.observe(inst, true);
+      const info = await this.driver.info(instanceId);
+      if (info?.state === 'running') {
+        try {
+          await driverDetachVolume(this.driver, instanceId, volumeId, { timeoutMs: this.opts.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS });
+        } catch (err) {
+          if (!force) throw new Ec2Error('IncorrectState', `Volume ${volumeId} could not be detached from ${instanceId}: ${(err as Error).message}.`);
+          this.log.warn({ instanceId, volumeId, err: (err as Error).message }, 'forced detach: the guest still holds the disk');
+        }
+      }
+      await this.volumes.remove(instanceId, volumeId);
+      this.log.info({ instanceId, volumeId, force }, 'volume detached');
+    });
+  }
+
+  /** Plugs every volume the instance keeps into its freshly booted VM. */
+  private async plugVolumes(instanceId: string): Promise<void> {
+    for (const att of await this.volumes.of(instanceId)) {
+      await driverAttachVolume(this.driver, instanceId, await this.volumes.forDriver(att));
+    }
+  }
+
   /** Keeps the zone's firewall document and rebuilds the security-group rules of its networks here. */
   async applyFirewall(raw: FirewallDocument): Promise<FirewallApplyResult> {
     // Without real networking (the fake driver) there is nothing to filter: acknowledged, not kept.
@@ -409,6 +465,7 @@ export class NodeAgent implements NodeApi {
     const info = await this.driver.info(id);
     if (!info || info.state === 'destroyed') await this.driver.create(vmSpec);
     if (info?.state !== 'running') await this.driver.start(id);
+    await this.plugVolumes(id);
   }
 
   /** Shuts the VM down; `onStopping` is told once the instance is recorded as stopping. */
@@ -454,6 +511,7 @@ export class NodeAgent implements NodeApi {
     const zoneNetwork = await this.networkFor(spec);
     await zoneNetwork?.removeInstance(id);
     if (this.instanceDisks) await deleteInstanceDisk(this.diskPath(id));
+    await this.volumes.forget(id);
     await rm(this.workDir(id), { recursive: true, force: true });
   }
 
