@@ -331,6 +331,8 @@ export function createAdminApi(deps: AdminApiDeps): Hono<AdminEnv> {
       await tx.deleteFrom('key_pairs').where('account_id', '=', account.id).execute();
       await tx.deleteFrom('tags').where('account_id', '=', account.id).execute();
       await tx.deleteFrom('instances').where('account_id', '=', account.id).execute();
+      // Images other accounts shared with this one: the permission would name nobody.
+      await tx.deleteFrom('image_launch_permissions').where('account_id', '=', account.id).execute();
       await tx.deleteFrom('images').where('account_id', '=', account.id).execute();
       await deleteQuotas(tx, account.id);
       await deleteRateLimits(tx, account.id);
