@@ -135,7 +135,8 @@ export class InstanceReconciler {
       if (!this.#zoneLastAnswer.has(zone)) this.#zoneLastAnswer.set(zone, asked);
       try {
         // Nodes first: a node the cluster heard from before this answer is in the instances that follow.
-        unheard = new Set((await cluster.describeNodes()).filter((n) => n.lastSeen === undefined).map((n) => n.nodeId));
+        // (A node that is up has answered; lastSeen is what an HTTP cluster adds to say when.)
+        unheard = new Set((await cluster.describeNodes()).filter((n) => n.state !== 'up' && n.lastSeen === undefined).map((n) => n.nodeId));
         reported = await cluster.describeInstances();
       } catch (e) {
         // A cluster that does not answer tells us nothing: every row keeps its state, and once the
