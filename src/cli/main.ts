@@ -10,6 +10,7 @@ import { registerPublicRangeAdminCommands } from './admin-public-ranges-cli.ts';
 import { addPowerFlags } from './power-options.ts';
 import { addRequestLimitFlag } from './request-limit-option.ts';
 import { registerImageCommands } from './image-cli.ts';
+import { registerImageAdminCommands } from './admin-images-cli.ts';
 import { addGuestImageOption } from './guest-image-option.ts';
 
 const program = new Command();
@@ -42,6 +43,7 @@ registerClusterAdminCommands(admin);
 registerMasterKeyCommands(admin);
 registerRateLimitAdminCommands(admin);
 registerPublicRangeAdminCommands(admin);
+registerImageAdminCommands(admin);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`ironbark: ${err instanceof Error ? err.message : String(err)}\n`);

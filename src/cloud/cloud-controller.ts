@@ -28,6 +28,7 @@ import { applyServerTimeouts } from '../http/server-timeouts.ts';
 import { RequestLimiter, type EndpointLimitOptions } from './limits/request-limiter.ts';
 import { createRateLimitAdminApi } from './limits/admin-rate-limits.ts';
 import { createPublicRangeAdminApi } from './admin-public-ranges.ts';
+import { createImageAdminApi } from './images/image-admin-api.ts';
 import { guardEndpointServer } from './limits/endpoint-server.ts';
 
 export interface CloudControllerOptions {
@@ -120,6 +121,7 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     adminApis.route('/admin', createClusterAdminApi({ store, keys, log: opts.log, region: opts.region, connections: clusters }));
     adminApis.route('/admin', createRateLimitAdminApi({ store, keys, log: opts.log, limiter }));
     adminApis.route('/admin', createPublicRangeAdminApi({ store, keys, log: opts.log }));
+    adminApis.route('/admin', createImageAdminApi({ store, keys, log: opts.log, imagesDir: join(opts.dataDir, 'imported-images') }));
     adminApis.all('/admin/*', adminNotFound);
     const reconciler = new InstanceReconciler({ store, directory, log: opts.log, intervalMs: opts.reconcileIntervalMs ?? 1000, imageUrl });
     reconciler.start();
