@@ -13,6 +13,7 @@ import { imageAttributeOperations } from './images/image-attributes.ts';
 import { instanceOperations, type InstanceOperationDeps } from './instances.ts';
 import { instanceMetadataOptionOperations } from './instance-metadata-options.ts';
 import { addressOperations } from './network/addresses.ts';
+import { subnetAttributeOperations } from './network/subnet-attributes.ts';
 import { volumeOperations } from './storage/volumes.ts';
 
 export function allOperations(compute: InstanceOperationDeps): OperationTable {
@@ -29,6 +30,7 @@ export function allOperations(compute: InstanceOperationDeps): OperationTable {
     ...instanceOperations(compute),
     ...instanceMetadataOptionOperations(compute),
     ...addressOperations,
+    ...subnetAttributeOperations,
     ...volumeOperations(),
   };
 }

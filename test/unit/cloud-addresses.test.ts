@@ -18,6 +18,8 @@ import { ComputeDirectory } from '../../src/cloud/compute-directory.ts';
 import { taggingOperations } from '../../src/cloud/tagging.ts';
 import { accountAttributeOperations } from '../../src/cloud/account-attributes.ts';
 import { addressOperations } from '../../src/cloud/network/addresses.ts';
+import { subnetAttributeOperations } from '../../src/cloud/network/subnet-attributes.ts';
+import { vpcOperations } from '../../src/cloud/vpcs.ts';
 import { setPublicRange } from '../../src/cloud/network/public-ranges.ts';
 import { buildFirewallDocument } from '../../src/cloud/network/firewall-document.ts';
 import { setQuota } from '../../src/cloud/quotas.ts';
@@ -64,7 +66,7 @@ async function makeWorld(): Promise<World> {
   directory.register(clusterB);
   const ops: OperationTable = {
     ...instanceOperations({ directory, imageUrl: (id) => `http://cluster/images/${id}`, statusInitializingMs: 0, log: quiet }),
-    ...taggingOperations, ...accountAttributeOperations, ...addressOperations,
+    ...taggingOperations, ...accountAttributeOperations, ...addressOperations, ...subnetAttributeOperations, ...vpcOperations,
   };
   const reconciler = new InstanceReconciler({ store, directory, log: quiet });
   const call = (account: string, action: string, input: object = {}) => callOperation(contextFor(store, account), ops, action, input);
@@ -231,6 +233,30 @@ describe('AssociateAddress, DisassociateAddress and public addresses of instance
       'InsufficientAddressCapacity');
     const live = await w.store.db.selectFrom('instances').select('id').where('zone', '=', ZONE_B).execute();
     assert.deepEqual(live.map((r) => r.id), [quiet], 'the refused launch left no instance behind');
+  });
+
+  it("follows the subnet's MapPublicIpOnLaunch, which ModifySubnetAttribute changes", async () => {
+    const subnet = (await w.call(w.A, 'DescribeSubnets', { Filters: [{ Name: 'availability-zone', Values: [ZONE_A] }] })).Subnets[0];
+    assert.equal(subnet.MapPublicIpOnLaunch, true, 'default subnets have it, as on EC2');
+    assert.deepEqual(await w.call(w.A, 'ModifySubnetAttribute', { SubnetId: subnet.SubnetId, MapPublicIpOnLaunch: { Value: false } }), {});
+    assert.equal((await w.call(w.A, 'DescribeSubnets', { SubnetIds: [subnet.SubnetId] })).Subnets[0].MapPublicIpOnLaunch, false);
+    assert.equal((await w.instance(await w.launch())).PublicIpAddress, undefined);
+    const asked = await w.launch({ NetworkInterfaces: [{ DeviceIndex: 0, AssociatePublicIpAddress: true }] });
+    assert.equal((await w.instance(asked)).PublicIpAddress, '203.0.113.1', 'the interface can still ask for one');
+    await w.call(w.A, 'ModifySubnetAttribute', { SubnetId: subnet.SubnetId, MapPublicIpOnLaunch: { Value: true } });
+    assert.equal((await w.instance(await w.launch())).PublicIpAddress, '203.0.113.2');
+
+    await expectEc2Error(w.call(w.B, 'ModifySubnetAttribute', { SubnetId: subnet.SubnetId, MapPublicIpOnLaunch: { Value: false } }), 'InvalidSubnetID.NotFound');
+    await expectEc2Error(w.call(w.A, 'ModifySubnetAttribute', { SubnetId: 'subnet-x' , MapPublicIpOnLaunch: { Value: false } }), 'InvalidSubnetID.Malformed');
+    await expectEc2Error(w.call(w.A, 'ModifySubnetAttribute', { SubnetId: subnet.SubnetId }), 'MissingParameter');
+    await expectEc2Error(w.call(w.A, 'ModifySubnetAttribute', { SubnetId: subnet.SubnetId, MapPublicIpOnLaunch: { Value: false }, EnableDns64: { Value: false } }),
+      'InvalidParameterCombination', 'Fields for multiple attribute types specified: MapPublicIpOnLaunch, EnableDns64');
+    await expectEc2Error(w.call(w.A, 'ModifySubnetAttribute', { SubnetId: subnet.SubnetId, AssignIpv6AddressOnCreation: { Value: true } }), 'InvalidParameterValue');
+    assert.deepEqual(await w.call(w.A, 'ModifySubnetAttribute', { SubnetId: subnet.SubnetId, AssignIpv6AddressOnCreation: { Value: false } }), {});
+    assert.deepEqual(await w.call(w.A, 'ModifySubnetAttribute', { SubnetId: subnet.SubnetId, PrivateDnsHostnameTypeOnLaunch: 'ip-name' }), {});
+    await expectEc2Error(w.call(w.A, 'ModifySubnetAttribute', { SubnetId: subnet.SubnetId, PrivateDnsHostnameTypeOnLaunch: 'resource-name' }), 'InvalidParameterValue');
+    await expectEc2Error(w.call(w.A, 'ModifySubnetAttribute', { SubnetId: subnet.SubnetId, EnableLniAtDeviceIndex: 1 }), 'InvalidParameterValue');
+    assert.equal((await w.call(w.A, 'DescribeSubnets', { SubnetIds: [subnet.SubnetId] })).Subnets[0].MapPublicIpOnLaunch, true, 'refusals changed nothing');
   });
 
   it('associates by instance or interface, refuses a second association unless allowed, and hands launch-time addresses back and forth', async () => {
