@@ -48,15 +48,16 @@ export function registerClusterAdminCommands(adminCommand: Command): void {
     .requiredOption('--zone <name>', 'availability zone the cluster serves, e.g. ironbark-1b')
     .requiredOption('--url <url>', 'where the cloud reaches the cluster controller, e.g. http://192.168.250.2:8774')
     .requiredOption('--cidr <cidr>', "the zone's private network, e.g. 10.2.0.0/16 (zones may share a range)")
+    .option('--public-range <cidr>', "the zone's public IPv4 range (elastic IPs, launch-time public addresses), routed by you to its nodes")
     .option('--secret <secret>', 'use this shared secret instead of a generated one')
     .option('--secret-file <file>', 'read the shared secret from this file')
-    .action(async (opts: { zone: string; url: string; cidr: string; secret?: string; secretFile?: string }, cmd: Command) => {
+    .action(async (opts: { zone: string; url: string; cidr: string; publicRange?: string; secret?: string; secretFile?: string }, cmd: Command) => {
       const secret = opts.secretFile ? readFileSync(opts.secretFile, 'utf8').trim() : opts.secret;
       const answer = await adminClientFor(cmd).request<{ cluster: ClusterJson; secret: string }>('POST', '/clusters', {
-        body: { zone: opts.zone, url: opts.url, cidr: opts.cidr, ...(secret ? { secret } : {}) },
+        body: { zone: opts.zone, url: opts.url, cidr: opts.cidr, ...(opts.publicRange ? { publicRange: opts.publicRange } : {}), ...(secret ? { secret } : {}) },
       });
       printResult(cmd, answer, (a) => [
-        `Cluster of zone ${a.cluster.zone} added: ${a.cluster.url} (network ${a.cluster.cidr}).`,
+        `Cluster of zone ${a.cluster.zone} added: ${a.cluster.url} (network ${a.cluster.cidr}${opts.publicRange ? `, public range ${opts.publicRange}` : ''}).`,
         `Shared secret (shown once; keep it private): ${a.secret}`,
         'Start the cluster controller with it, e.g.:',
         `  echo '${a.secret}' > cloud-secret && chmod 600 cloud-secret`,

@@ -3,7 +3,7 @@
 // the zone's cluster controller, and node join tokens are minted here with the cluster's secret so
 // the cluster can check them without asking back.
 //
-//   GET    /v1/clusters                       POST /v1/clusters {zone, url, cidr, secret?} -> cluster + secret (once)
+//   GET    /v1/clusters                       POST /v1/clusters {zone, url, cidr, secret?, publicRange?} -> cluster + secret (once)
 //   DELETE /v1/clusters/:zone                 (refused while the zone has instances that are not terminated)
 //   POST   /v1/clusters/:zone/node-tokens {ttlSeconds?} -> token
 //   GET    /v1/clusters/:zone/nodes           joined nodes with their state and resources
@@ -20,6 +20,7 @@ import type { ClustersTable } from '../store/schema.ts';
 import { Ec2Error } from '../protocol/errors.ts';
 import { newAdminApp, readJsonObject, requiredString, type AdminEnv } from './admin-api.ts';
 import { addCluster, findCluster, listClusters, removeCluster, type ClusterConnections } from './clusters.ts';
+import { setPublicRange } from './network/public-ranges.ts';
 import { DEFAULT_JOIN_TOKEN_TTL_SECONDS, MAX_JOIN_TOKEN_TTL_SECONDS, mintJoinToken } from '../cluster/join-tokens.ts';
 import type { ClusterHttpClient } from '../cluster/cluster-http-client.ts';
 
@@ -60,9 +61,19 @@ export function createClusterAdminApi(deps: ClusterAdminDeps): Hono<AdminEnv> {
   app.post('/v1/clusters', async (c) => {
     const body = await readJsonObject(c);
     const secret = body.secret === undefined || body.secret === null ? undefined : requiredString(body, 'secret');
+    const publicRange = body.publicRange === undefined || body.publicRange === null ? undefined : requiredString(body, 'publicRange');
     const row = await addCluster(store, {
       zone: requiredString(body, 'zone'), url: requiredString(body, 'url'), cidr: requiredString(body, 'cidr'), region: deps.region, secret,
     });
+    if (publicRange !== undefined) {
+      // The zone's public range (network/public-ranges.ts); a refused range leaves no cluster behind.
+      try {
+        await store.transaction((tx) => setPublicRange(tx, row.zone, publicRange));
+      } catch (e) {
+        await removeCluster(db, row.zone);
+        throw e;
+      }
+    }
     connections.connect(row);
     log.info({ zone: row.zone, url: row.url }, 'cluster added');
     return c.json({ cluster: clusterView(row, await zoneCidr(store, row.zone)), secret: row.secret }, 201);

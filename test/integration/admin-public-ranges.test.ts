@@ -83,3 +83,14 @@ test('the operator gives a zone a public range and a quota; users allocate, see 
   assert.match(await ok(['zone', 'public-range', ZONE, '--remove']), new RegExp(`Zone ${ZONE} has no public range any more`));
   assert.match(await ok(['zone', 'public-range', ZONE]), /has no public range/);
 });
+
+test('admin cluster add --public-range gives the new zone its range, and a refused range adds no cluster', async () => {
+  const refused = await admin(['cluster', 'add', '--zone', 'ironbark-1c', '--url', 'http://127.0.0.1:9', '--cidr', '10.3.0.0/16', '--public-range', '10.3.1.0/24']);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /overlaps the private network 10\.3\.0\.0\/16 of zone ironbark-1c/);
+  assert.doesNotMatch(await ok(['cluster', 'list']), /ironbark-1c/);
+  assert.match(await ok(['cluster', 'add', '--zone', 'ironbark-1c', '--url', 'http://127.0.0.1:9', '--cidr', '10.3.0.0/16', '--public-range', '198.51.100.32/28']),
+    /Cluster of zone ironbark-1c added: http:\/\/127\.0\.0\.1:9 \(network 10\.3\.0\.0\/16, public range 198\.51\.100\.32\/28\)/);
+  const ranges = JSON.parse(await ok(['zone', 'public-ranges', '--json'])).publicRanges;
+  assert.deepEqual(ranges.find((r: { zone: string }) => r.zone === 'ironbark-1c'), { zone: 'ironbark-1c', cidr: '198.51.100.32/28', size: 14, used: 0, free: 14 });
+});
