@@ -30,10 +30,12 @@ const skip = skipUnlessPresent(canUseNetns()
 /** Generous bounds: boots under TCG on a loaded machine. */
 const BOOT_MS = 5 * 60_000;
 const ENDPOINT = 'http://127.0.0.1:8773';
+/** Each step waits on several boots; above the runner's default of 10 minutes on a loaded host. */
+const IT_TIMEOUT_MS = 20 * 60_000;
 
 type Env = Record<string, string>;
 
-describe('imported images with their own boot loader, shared between accounts, on real VMs', { skip, timeout: 30 * 60_000 }, () => {
+describe('imported images with their own boot loader, shared between accounts, on real VMs', { skip, timeout: 60 * 60_000 }, () => {
   let ns: TestNetns;
   let dataDir = '';
   let work = '';
@@ -115,7 +117,7 @@ describe('imported images with their own boot loader, shared between accounts, o
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
-  it('imports both disks with progress, and refuses an oversized one leaving nothing behind', () => {
+  it('imports both disks with progress, and refuses an oversized one leaving nothing behind', { timeout: IT_TIMEOUT_MS }, () => {
     const bios = ironbark('image', 'import', biosDisk, '--name', 'byo-bios', '--description', 'SYSLINUX disk');
     assert.equal(bios.code, 0, bios.err);
     assert.match(bios.err, /copying \d+%/);
@@ -139,7 +141,7 @@ describe('imported images with their own boot loader, shared between accounts, o
     assert.equal(files.length, 2, `only the two imported images' files: ${files.join(' ')}`);
   });
 
-  it('shared with a second account, the BIOS image boots there from its own boot loader; a third account is refused', async () => {
+  it('shared with a second account, the BIOS image boots there from its own boot loader; a third account is refused', { timeout: IT_TIMEOUT_MS }, async () => {
     const second = newAccount('second');
     const third = newAccount('third');
     const secondId: string = ok(second, 'sts', 'get-caller-identity').json.Account;
@@ -180,7 +182,7 @@ describe('imported images with their own boot loader, shared between accounts, o
     ok(second, 'ec2', 'terminate-instances', '--instance-ids', id);
   });
 
-  it('the UEFI image boots through OVMF for its owner', async () => {
+  it('the UEFI image boots through OVMF for its owner', { timeout: IT_TIMEOUT_MS }, async () => {
     const id = launch(owner, uefiImage);
     await waitFor(`${id} running`, () => stateOf(owner, id) === 'running');
     const text = await waitFor(`${id}'s guest on its console`, () => {
