@@ -227,11 +227,11 @@ describe('one zone network across two nodes (network namespaces)', { skip: skipU
 
     const tap = tapNameForInstance(guests.b2.id);
     node.ns.exec('ip', ['link', 'del', tap]);
-    node.ns.exec('ip', ['link', 'add', 'ibstray0', 'type', 'bridge']);
+    node.ns.exec('ip', ['link', 'add', 'ibbr-stray', 'type', 'bridge']);
     const second = await node.networks.diagnose('nd-test');
     assert.deepEqual(second.items.filter((i) => i.status === 'missing').map((i) => [i.kind, i.name]), [['tap', tap]]);
-    assert.deepEqual(second.items.filter((i) => i.status === 'extra').map((i) => i.name), ['ibstray0']);
-    node.ns.exec('ip', ['link', 'del', 'ibstray0']);
+    assert.deepEqual(second.items.filter((i) => i.status === 'extra').map((i) => i.name), ['ibbr-stray']);
+    node.ns.exec('ip', ['link', 'del', 'ibbr-stray']);
   });
 
   it('keeps an established connection across the nodes while a node\'s networks are rebuilt from state (agent restart)', async () => {

@@ -17,6 +17,8 @@ interface IpAddress {
   addr_info?: { family: string; local: string; prefixlen: number }[];
 }
 
+/** Ironbark's interface names: `ib<kind>-…` (ibbr-, ibvx-, ibtap-); not InfiniBand's ib0 or another tool's `ib…`. */
+const IRONBARK_LINK = /^ib[a-z]+-/;
 /** Tables of Ironbark's that belong to the metadata service, not to a zone network (metadata-hop-limit.ts). */
 const SERVICE_TABLES = /^ib_imds_\d+$/;
 
@@ -68,12 +70,12 @@ export class HostNetworks {
       present.push(...(await network.presentPeculiarItems()));
     }
     for (const link of await ipJson<IpLink>(['-d', 'link', 'show'], netns)) {
-      if (!link.ifname.startsWith('ib')) continue;
+      if (!IRONBARK_LINK.test(link.ifname)) continue;
       const kind = link.linkinfo?.info_kind;
       present.push({ kind: kind === 'bridge' ? 'bridge' : kind === 'vxlan' ? 'tunnel' : link.ifname.startsWith('ibtap-') ? 'tap' : `link(${kind ?? 'plain'})`, name: link.ifname });
     }
     for (const entry of await ipJson<IpAddress>(['-4', 'addr', 'show'], netns)) {
-      if (!entry.ifname.startsWith('ib')) continue;
+      if (!IRONBARK_LINK.test(entry.ifname)) continue;
       for (const a of entry.addr_info ?? []) present.push({ kind: 'address', name: `${a.local}/${a.prefixlen} on ${entry.ifname}` });
     }
     const tables = JSON.parse(await runCommand('nft', ['-j', 'list', 'tables'], { netns })) as { nftables: { table?: { family: string; name: string } }[] };
