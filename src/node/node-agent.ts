@@ -84,6 +84,8 @@ interface Instance {
 /** How long a guest gets to honour an ACPI power-down before its VM is ended. */
 export const DEFAULT_STOP_TIMEOUT_MS = 30_000;
 const GiB = 1024 ** 3;
+/** Space the node keeps free on its state directory's file system for instance records and logs. */
+const STATE_DIR_RESERVE = 16 * 1024 * 1024;
 const MiB = 1024 ** 2;
 /** States in which an instance has (or is about to have) a live VM: it holds cores and memory. */
 const HOLDS_CPU: ReadonlySet<NodeInstanceState> = new Set(['pending', 'running', 'stopping', 'shutting-down']);
@@ -172,7 +174,9 @@ export class NodeAgent implements NodeApi {
       free: {
         cores: Math.max(0, capacity.cores - held.cores),
         memoryMiB: Math.max(0, capacity.memoryMiB - held.memoryMiB),
-        diskGiB: Math.max(0, capacity.diskGiB - held.diskGiB),
+        // A file system that is (nearly) full cannot take an instance's record, whatever the
+        // accounting says: no room, so the scheduler passes this node by until space is freed.
+        diskGiB: await this.stateDirFull() ? 0 : Math.max(0, capacity.diskGiB - held.diskGiB),
       },
       instanceCount: [...this.instances.values()].filter((i) => i.record.state !== 'terminated').length,
       ...(this.quarantined.length > 0 ? { quarantined: this.quarantined.map((q) => ({ ...q })) } : {}),
@@ -205,6 +209,10 @@ export class NodeAgent implements NodeApi {
       await this.store.save(inst.record);
     } catch (err) {
       this.instances.delete(spec.instanceId);
+      // A full disk is a lack of capacity (EC2's answer for a host that cannot take the instance).
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
+        throw new Ec2Error('InsufficientInstanceCapacity', `Node ${this.nodeId} has no room left on its disk for instance ${spec.instanceId}.`);
+      }
       throw new Ec2Error('InternalError', `Node ${this.nodeId} could not record instance ${spec.instanceId}: ${(err as Error).message}`);
     }
     this.log.info({ instanceId: spec.instanceId, vmType: spec.vmType.name }, 'launching instance');
@@ -584,6 +592,16 @@ export class NodeAgent implements NodeApi {
       memoryMiB: override.memoryMiB ?? Math.floor(os.totalmem() / MiB),
       diskGiB,
     };
+  }
+
+  /** Whether the file system of the state directory has less than STATE_DIR_RESERVE left. */
+  private async stateDirFull(): Promise<boolean> {
+    try {
+      const fs = await statfs(this.opts.stateDir);
+      return fs.bavail * fs.bsize < STATE_DIR_RESERVE;
+    } catch {
+      return false; // not made yet: describeResources' capacity() makes it
+    }
   }
 
   private held(except?: string): Capacity {
