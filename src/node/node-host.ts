@@ -131,8 +131,12 @@ export async function startNodeHost(opts: NodeHostOptions): Promise<NodeHost> {
         vpcOf: hostNetworks.vpcOf,
         onError: (err, what) => log.warn({ err: err.message }, what),
       });
-      await dns.listen(zoneNetwork.gateway, 53, { netns: opts.netns });
-      closers.push(() => dns.close());
+      // A host DNS server that holds port 53 on every address (no bind-interfaces) does not stop the
+      // node: instances run, and their private names resolve once it is bound to its own addresses.
+      await dns.listen(zoneNetwork.gateway, 53, { netns: opts.netns }).then(
+        () => closers.push(() => dns.close()),
+        (err: Error) => log.warn({ err: err.message }, `the zone's name service cannot listen on ${zoneNetwork.gateway}:53; private DNS names will not resolve`),
+      );
       closers.push(async () => {
         if (agent.instanceCount > 0) return;
         await hostNetworks.tearDownAll();
