@@ -4,7 +4,7 @@
 // DisassociateAddress, ReleaseAddress, DescribeAddresses with its filters, DescribeAddressesAttribute,
 // launch-time public addresses (MapPublicIpOnLaunch, NetworkInterfaces' AssociatePublicIpAddress)
 // and their release at termination, DescribeInstances' public fields, and the zone's firewall
-// document carrying each instance's public address to the nodes.
+// document carrying each instance's public address to the nodes. The API suites run on every store back-end.
 import { describe, it, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -26,6 +26,7 @@ import { setQuota } from '../../src/cloud/quotas.ts';
 import type { OperationTable } from '../../src/cloud/context.ts';
 import { FakeCluster } from '../helpers/fake-cluster.ts';
 import { REGION, callOperation, contextFor, expectEc2Error } from '../helpers/handler-context.ts';
+import { storeBackends, type StoreBackend } from '../helpers/stores.ts';
 
 const ZONE_A = 'ironbark-1a';
 const ZONE_B = 'ironbark-1b';
@@ -44,10 +45,12 @@ interface World {
   launch(input?: object, account?: string): Promise<string>;
   instance(id: string, account?: string): Promise<any>;
   heldAddresses(): Promise<{ public_ip: string; allocation_id: string | null; instance_id: string | null }[]>;
+  /** Closes the store (and drops a PostgreSQL test database). */
+  close(): Promise<void>;
 }
 
-async function makeWorld(): Promise<World> {
-  const store = await openStore({ url: ':memory:' });
+async function makeWorld(backend?: StoreBackend): Promise<World> {
+  const { store, dispose } = backend ? await backend.open() : await openStore({ url: ':memory:' }).then((st) => ({ store: st, dispose: () => st.close() }));
   await ensureZone(store, { name: ZONE_A, cidr: '10.1.0.0/16', region: REGION });
   await ensureZone(store, { name: ZONE_B, cidr: '10.2.0.0/16', region: REGION });
   await seedVmTypes(store.db);
@@ -71,7 +74,7 @@ async function makeWorld(): Promise<World> {
   const reconciler = new InstanceReconciler({ store, directory, log: quiet });
   const call = (account: string, action: string, input: object = {}) => callOperation(contextFor(store, account), ops, action, input);
   return {
-    store, A, B, image, clusterA, reconciler, call,
+    store, A, B, image, clusterA, reconciler, call, close: dispose,
     launch: async (input = {}, account = A) => (await call(account, 'RunInstances', {
       ImageId: image.imageId, MinCount: 1, MaxCount: 1, Placement: { AvailabilityZone: ZONE_A }, ...input,
     })).Instances[0].InstanceId,
@@ -85,7 +88,7 @@ const setRange = (w: World, zone: string, cidr: string | null) => w.store.transa
 describe('public ranges', () => {
   let w: World;
   beforeEach(async () => { w = await makeWorld(); });
-  afterEach(async () => w.store.close());
+  afterEach(async () => w.close());
 
   it('refuses ranges that are not IPv4 blocks, too large, overlapping, or that would strand held addresses', async () => {
     await expectEc2Error(setRange(w, 'nowhere-1z', RANGE_A), 'InvalidParameterValue', 'There is no zone "nowhere-1z".');
@@ -104,10 +107,10 @@ describe('public ranges', () => {
   });
 });
 
-describe('AllocateAddress, DescribeAddresses, ReleaseAddress', () => {
+for (const backend of storeBackends()) describe(`AllocateAddress, DescribeAddresses, ReleaseAddress on ${backend.name}`, () => {
   let w: World;
-  beforeEach(async () => { w = await makeWorld(); });
-  afterEach(async () => w.store.close());
+  beforeEach(async () => { w = await makeWorld(backend); });
+  afterEach(async () => w.close());
 
   it('has nothing to give before the operator sets a range', async () => {
     await expectEc2Error(w.call(w.A, 'AllocateAddress', { Domain: 'vpc' }), 'InsufficientAddressCapacity', /no zone a public range/);
@@ -199,10 +202,10 @@ describe('AllocateAddress, DescribeAddresses, ReleaseAddress', () => {
   });
 });
 
-describe('AssociateAddress, DisassociateAddress and public addresses of instances', () => {
+for (const backend of storeBackends()) describe(`AssociateAddress, DisassociateAddress and public addresses of instances on ${backend.name}`, () => {
   let w: World;
-  beforeEach(async () => { w = await makeWorld(); await setRange(w, ZONE_A, RANGE_A); });
-  afterEach(async () => w.store.close());
+  beforeEach(async () => { w = await makeWorld(backend); await setRange(w, ZONE_A, RANGE_A); });
+  afterEach(async () => w.close());
 
   it('gives a launch in a MapPublicIpOnLaunch subnet a public address, unless the interface says no', async () => {
     const id = await w.launch();

@@ -3,6 +3,7 @@
 // elastic IP comes from a zone's public range (public-ranges.ts) and serves instances of that zone;
 // the instance-side bookkeeping is public-addresses.ts. The data plane follows through the zone's
 // firewall document (which carries each instance's public address) to the nodes, within seconds.
+import { PostgresAdapter } from 'kysely';
 import type { OperationTable, RequestContext } from '../context.ts';
 import type { Db, Tx } from '../../store/store.ts';
 import type { AddressesTable, InstancesTable } from '../../store/schema.ts';
@@ -192,6 +193,11 @@ async function AllocateAddress(ctx: RequestContext, input: AllocateInput) {
   for (let attempt = 0; ; attempt++) {
     try {
       return await ctx.store.transaction(async (tx) => {
+        // On PostgreSQL the account's row is locked until the end, so two controllers cannot both
+        // admit the last address the quota allows (SQLite runs one transaction at a time anyway).
+        if (tx.getExecutor().adapter instanceof PostgresAdapter) {
+          await tx.selectFrom('accounts').select('id').where('id', '=', accountId).forNoKeyUpdate().execute();
+        }
         const limit = (await getQuota(tx, accountId, 'max-elastic-ips')) ?? DEFAULT_MAX_ELASTIC_IPS;
         const held = await tx.selectFrom('addresses').select((eb) => eb.fn.countAll<number>().as('n'))
           .where('account_id', '=', accountId).where('allocation_id', 'is not', null).executeTakeFirstOrThrow();
