@@ -53,6 +53,8 @@ interface UsageJson {
   accountId: string; accountName: string; status: string;
   instances: { live: number; byState: Record<string, number>; byType: Record<string, number> };
   coresInUse: number; memoryMiBInUse: number; keyPairs: number; securityGroups: number; quotas: QuotaJson[];
+  /** Absent from a cloud older than EBS volumes. */
+  volumes?: { count: number; gib: number };
 }
 
 function quotaText(q: QuotaJson): string {
@@ -84,6 +86,7 @@ function usageDetail(u: UsageJson): string {
     `Memory in use:    ${u.memoryMiBInUse} MiB${of('max-memory-mib')}`,
     `Key pairs:        ${u.keyPairs}`,
     `Security groups:  ${u.securityGroups}`,
+    ...(u.volumes ? [`Volumes:          ${u.volumes.count}${of('max-volumes')}, ${u.volumes.gib} GiB${of('max-volume-gib')}`] : []),
     `Quotas:           ${u.quotas.map((q) => `${q.name} ${quotaText(q)}`).join(', ')}`,
   ].join('\n') + '\n';
 }

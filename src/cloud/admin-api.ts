@@ -199,6 +199,8 @@ interface AccountUsage {
   memoryMiBInUse: number;
   keyPairs: number;
   securityGroups: number;
+  /** EBS volumes that are not deleted and their GiB together, as the volume quotas count them. */
+  volumes: { count: number; gib: number };
   quotas: ReturnType<typeof quotasView>;
 }
 
@@ -216,6 +218,9 @@ async function usageOf(db: Db | Tx, accounts: AccountsTable[]): Promise<AccountU
     .where('account_id', 'in', ids).groupBy('account_id').execute();
   const groupRows = await db.selectFrom('security_groups').select((eb) => ['account_id', eb.fn.countAll<number>().as('n')])
     .where('account_id', 'in', ids).groupBy('account_id').execute();
+  const volumeRows = await db.selectFrom('volumes').select((eb) => ['account_id', eb.fn.countAll<number>().as('n'), eb.fn.sum<number>('size_gib').as('gib')])
+    .where('account_id', 'in', ids).where('state', 'not in', ['deleted', 'error']).groupBy('account_id').execute();
+  const volumes = new Map(volumeRows.map((r) => [r.account_id, { count: Number(r.n), gib: Number(r.gib ?? 0) }]));
   const keyPairs = new Map(keyPairRows.map((r) => [r.account_id, Number(r.n)]));
   const groups = new Map(groupRows.map((r) => [r.account_id, Number(r.n)]));
 
@@ -225,6 +230,7 @@ async function usageOf(db: Db | Tx, accounts: AccountsTable[]): Promise<AccountU
       accountId: a.id, accountName: a.name, status: a.status,
       instances: { live: 0, byState: {}, byType: {} }, coresInUse: 0, memoryMiBInUse: 0,
       keyPairs: keyPairs.get(a.id) ?? 0, securityGroups: groups.get(a.id) ?? 0,
+      volumes: volumes.get(a.id) ?? { count: 0, gib: 0 },
       quotas: quotasView(await getQuotas(db, a.id)),
     };
     for (const r of instanceRows) {

@@ -351,6 +351,10 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
     const [row] = await instancesByIds(ctx.store.db, ctx.caller.accountId, [input.InstanceId]);
     const read = ATTRIBUTE_READERS[input.Attribute];
     if (!read) throw new Ec2Error('InvalidParameterValue', `Value (${input.Attribute}) for parameter attribute is invalid. Unknown attribute.`);
+    // The instance's EBS volumes live in their own table.
+    if (input.Attribute === 'blockDeviceMapping') {
+      return { InstanceId: row!.id, BlockDeviceMappings: (await instanceVolumeMappings(ctx.store.db, ctx.caller.accountId))(row!.id) };
+    }
     return { InstanceId: row!.id, ...read(row!) };
   }
 

@@ -338,7 +338,7 @@ for (const backend of storeBackends()) {
       assert.equal(await getQuota(store.db, frank.account.id, 'max-cores'), 8, 'refused changes leave the quota as it was');
     });
 
-    test('usage: live instances by state and type, cores and memory in use, key pairs and groups', async () => {
+    test('usage: live instances by state and type, cores and memory in use, key pairs, groups and volumes', async () => {
       const gina = await createAccount('gina');
       await insertInstance(gina.account.id, 'running', 'm1.small');   // 1 core, 256 MiB
       await insertInstance(gina.account.id, 'running', 'c1.medium');  // 2 cores, 512 MiB
@@ -348,6 +348,13 @@ for (const backend of storeBackends()) {
       await ec2(gina.accessKey, 'CreateKeyPair', { KeyName: 'a' });
       await ec2(gina.accessKey, 'CreateKeyPair', { KeyName: 'b' });
       await ec2(gina.accessKey, 'CreateSecurityGroup', { GroupName: 'web', GroupDescription: 'web servers' });
+      const volume = (id: string, size: number, state: string) => ({
+        id, account_id: gina.account.id, zone: 'ironbark-1a', size_gib: size, volume_type: 'gp2', iops: null, throughput: null, snapshot_id: null,
+        state, created_at: new Date().toISOString(), state_changed_at: new Date().toISOString(), auto_enable_io: 0, instance_id: null, device: null,
+        attach_state: null, attach_time: null, delete_on_termination: 0, detach_force: 0,
+      });
+      await store.db.insertInto('volumes').values([volume('vol-00000000000000001', 3, 'available'), volume('vol-00000000000000002', 4, 'in-use'),
+        volume('vol-00000000000000003', 5, 'deleted')]).execute();
 
       const one = await call('GET', '/usage', { query: { account: 'gina' } });
       assert.equal(one.status, 200);
@@ -358,6 +365,7 @@ for (const backend of storeBackends()) {
       assert.equal(u.memoryMiBInUse, 1024);
       assert.equal(u.keyPairs, 2);
       assert.equal(u.securityGroups, 2);
+      assert.deepEqual(u.volumes, { count: 2, gib: 7 }, 'volumes that are not deleted, as the volume quotas count them');
 
       const all = await call('GET', '/usage');
       const ids = all.json.usage.map((x: any) => x.accountId);

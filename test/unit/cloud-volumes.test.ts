@@ -177,6 +177,8 @@ describe('EBS volumes through a cluster controller and node agent (fake driver)'
     assert.equal(attached.Attachments[0].State, 'attached');
     const described = (await call('DescribeInstances', { InstanceIds: [instance] })).Reservations[0].Instances[0];
     assert.deepEqual(described.BlockDeviceMappings.map((m: any) => [m.DeviceName, m.Ebs.VolumeId, m.Ebs.Status]), [['/dev/sdf', vol, 'attached']]);
+    const attribute = await call('DescribeInstanceAttribute', { InstanceId: instance, Attribute: 'blockDeviceMapping' });
+    assert.deepEqual(attribute.BlockDeviceMappings.map((m: any) => [m.DeviceName, m.Ebs.VolumeId]), [['/dev/sdf', vol]]);
     const filtered = await call('DescribeInstances', { Filters: [{ Name: 'block-device-mapping.volume-id', Values: [vol] }] });
     assert.deepEqual(filtered.Reservations.map((r: any) => r.Instances[0].InstanceId), [instance]);
     assert.equal((await call('DescribeVolumes', { Filters: [{ Name: 'attachment.instance-id', Values: [instance] }] })).Volumes.length, 1);
