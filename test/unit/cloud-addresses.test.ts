@@ -321,6 +321,17 @@ for (const backend of storeBackends()) describe(`AssociateAddress, DisassociateA
     assert.deepEqual(await w.call(w.A, 'ReleaseAddress', { AllocationId: eip.AllocationId }), {});
   });
 
+  it('gives each instance of a launch its own address, and refuses a launch the range cannot serve', async () => {
+    const out = await w.call(w.A, 'RunInstances', { ImageId: w.image.imageId, MinCount: 3, MaxCount: 3, Placement: { AvailabilityZone: ZONE_A } });
+    const ids = out.Instances.map((i: any) => i.InstanceId);
+    const ips = await Promise.all(ids.map(async (id: string) => (await w.instance(id)).PublicIpAddress));
+    assert.deepEqual(ips.sort(), ['203.0.113.1', '203.0.113.2', '203.0.113.3']);
+    await expectEc2Error(w.call(w.A, 'RunInstances', { ImageId: w.image.imageId, MinCount: 4, MaxCount: 4, Placement: { AvailabilityZone: ZONE_A } }),
+      'InsufficientAddressCapacity');
+    assert.equal((await w.heldAddresses()).length, 3, 'the refused launch holds nothing');
+    assert.equal((await w.store.db.selectFrom('instances').select('id').execute()).length, 3);
+  });
+
   it('refuses what EC2 refuses', async () => {
     const one = await w.launch();
     const theirs = await w.launch({}, w.B);

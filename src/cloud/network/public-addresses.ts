@@ -10,7 +10,7 @@
 // back to the range and its elastic IP stays allocated to the account, unassociated.
 import type { Tx } from '../../store/store.ts';
 import { Ec2Error } from '../../protocol/errors.ts';
-import { pickFreePublicIp } from './public-ranges.ts';
+import { pickFreePublicIps } from './public-ranges.ts';
 
 const CHUNK = 500;
 
@@ -38,16 +38,22 @@ export async function setInstancePublicIp(tx: Tx, instanceId: string, ip: string
 export async function assignLaunchAddresses(tx: Tx, rows: { id: string; account_id: string; zone: string; private_ip: string | null }[],
   required: boolean): Promise<Map<string, string>> {
   const given = new Map<string, string>();
-  const taken = new Set<string>();
   const now = new Date().toISOString();
-  for (const row of rows) {
-    const ip = await pickFreePublicIp(tx, row.zone, taken);
-    if (ip === undefined) {
-      const hasRange = await tx.selectFrom('public_ranges').select('zone').where('zone', '=', row.zone).executeTakeFirst();
+  const byZone = new Map<string, typeof rows>();
+  for (const row of rows) byZone.set(row.zone, [...(byZone.get(row.zone) ?? []), row]);
+  const free = new Map<string, string[]>();
+  for (const [zone, inZone] of byZone) {
+    const ips = await pickFreePublicIps(tx, zone, inZone.length);
+    if (ips.length < inZone.length) {
+      const hasRange = await tx.selectFrom('public_ranges').select('zone').where('zone', '=', zone).executeTakeFirst();
       if (!hasRange && !required) continue;
-      throw insufficientAddresses(row.zone);
+      throw insufficientAddresses(zone);
     }
-    taken.add(ip);
+    free.set(zone, ips);
+  }
+  for (const row of rows) {
+    const ip = free.get(row.zone)?.shift();
+    if (ip === undefined) continue; // a zone without a range, and the subnet's MapPublicIpOnLaunch only
     await tx.insertInto('addresses').values({
       public_ip: ip, zone: row.zone, account_id: row.account_id, allocation_id: null, domain: 'vpc',
       instance_id: row.id, association_id: null, private_ip: row.private_ip, created_at: now,

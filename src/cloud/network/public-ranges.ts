@@ -107,6 +107,23 @@ export async function pickFreePublicIp(tx: Tx, zone: string, alsoTaken: Readonly
   return undefined;
 }
 
+/**
+ * The `count` lowest free addresses of the zone's range (fewer when the range runs out; none
+ * without a range), read in one pass: a launch of many instances costs one query, not one each.
+ */
+export async function pickFreePublicIps(tx: Tx, zone: string, count: number): Promise<string[]> {
+  const cidr = await publicRangeOf(tx, zone);
+  if (!cidr || count <= 0) return [];
+  const taken = new Set((await tx.selectFrom('addresses').select('public_ip').where('zone', '=', zone).execute()).map((r) => r.public_ip));
+  const { first, last } = publicRangeBounds(parseIpv4Cidr(cidr)!);
+  const out: string[] = [];
+  for (let v = first; v <= last && out.length < count; v++) {
+    const ip = formatIpv4Address(v);
+    if (!taken.has(ip)) out.push(ip);
+  }
+  return out;
+}
+
 /** The zone whose public range holds `address`, if any. */
 export async function zoneOfPublicAddress(db: Db | Tx, address: string): Promise<string | undefined> {
   return (await listPublicRanges(db)).find((r) => isInPublicRange(r.cidr, address))?.zone;
