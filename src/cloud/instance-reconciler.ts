@@ -245,6 +245,10 @@ export class InstanceReconciler {
       });
       for (const id of unknown) if (!exist.has(id)) commands.push({ id, command: 'terminate' });
     }
+    // Instances that ended but whose node still keeps their record (a launch that failed there and
+    // was then found lost here): told to forget them, or a node's records pile up for ever.
+    const ended = new Set(rows.filter((r) => r.state === 'terminated').map((r) => r.id));
+    for (const r of reported) if (r.state === 'terminated' && ended.has(r.instanceId)) commands.push({ id: r.instanceId, command: 'terminate' });
     await this.#send(zone, cluster, commands, now);
     await this.#placeAgain(zone, cluster, unplaced, now);
   }
