@@ -272,6 +272,13 @@ export const migrations: Record<string, Migration> = {
         .columns(['account_id', 'client_token', 'launch_index']).unique().execute();
     },
   },
+  '0008b-volume-client-token': {
+    async up(db: Kysely<any>) {
+      // CreateVolume's ClientToken (the SDKs send one with every call): a retry answers the same volume.
+      await db.schema.alterTable('volumes').addColumn('client_token', text).execute();
+      await db.schema.createIndex('volumes_client_token').on('volumes').columns(['account_id', 'client_token']).execute();
+    },
+  },
   '0009-addresses': {
     async up(db: Kysely<any>) {
       // Elastic IPs and launch-time public addresses (src/cloud/network/addresses*.ts), and the

@@ -255,6 +255,8 @@ export interface VolumesTable {
   delete_on_termination: number;
   /** A DetachVolume with Force=true still under way. */
   detach_force: number;
+  /** CreateVolume's ClientToken (optional: NULL by default). */
+  client_token?: string | null;
 }
 
 export interface VolumeModificationsTable {

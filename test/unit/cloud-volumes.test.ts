@@ -135,6 +135,16 @@ describe('EBS volumes through a cluster controller and node agent (fake driver)'
     await pass();
   });
 
+  it('CreateVolume with a ClientToken answers a retry with the same volume, and refuses the token with other parameters', async () => {
+    const first = await call('CreateVolume', { AvailabilityZone: ZONE_B, Size: 3, ClientToken: 'retry-1' });
+    const again = await call('CreateVolume', { AvailabilityZone: ZONE_B, Size: 3, ClientToken: 'retry-1' });
+    assert.equal(again.VolumeId, first.VolumeId);
+    await expectEc2Error(call('CreateVolume', { AvailabilityZone: ZONE_B, Size: 4, ClientToken: 'retry-1' }), 'IdempotentParameterMismatch');
+    const other = await call('CreateVolume', { AvailabilityZone: ZONE_B, Size: 3, ClientToken: 'retry-1' }, B);
+    assert.notEqual(other.VolumeId, first.VolumeId, 'tokens are per account');
+    await store.db.updateTable('volumes').set({ state: 'deleted' }).where('zone', '=', ZONE_B).execute();
+  });
+
   it('DescribeVolumes filters, pages, and keeps accounts apart', async () => {
     const all = (await call('DescribeVolumes', {})).Volumes as { VolumeId: string }[];
     assert.equal(all.length, 2);

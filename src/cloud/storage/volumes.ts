@@ -71,6 +71,10 @@ async function describedVolumes(ctx: RequestContext, input: { VolumeIds?: string
   return rows.map((row) => ({ row, tags: tags.get(row.id) ?? [] }));
 }
 
+async function tagsOf(ctx: RequestContext, id: string) {
+  return (await tagsByResource(ctx.store.db, ctx.caller.accountId, [id])).get(id) ?? [];
+}
+
 // ---- checks ---------------------------------------------------------------------------------
 
 interface VolumeShape { type: string; sizeGiB: number; iops: number | null; throughput: number | null }
@@ -131,7 +135,19 @@ export function volumeOperations(): OperationTable {
     if (input.Size === undefined) throw new Ec2Error('MissingParameter', 'The request must contain the parameter size or snapshotId');
     const shape = checkShape(input.VolumeType || 'gp2', input.Size, input.Iops, input.Throughput);
     const tags = tagsFromSpecifications(input.TagSpecifications, ['volume']).get('volume') ?? [];
+    const token = input.ClientToken || null;
+    if (token !== null && token.length > 64) throw new Ec2Error('InvalidParameterValue', 'The ClientToken must have at most 64 characters.');
     const row = await ctx.store.transaction(async (tx) => {
+      if (token !== null) {
+        // A retry of a call that was answered (or not) answers the same volume, as EC2 does.
+        const earlier = await tx.selectFrom('volumes').selectAll().where('account_id', '=', ctx.caller.accountId).where('client_token', '=', token).executeTakeFirst();
+        if (earlier) {
+          const same = earlier.zone === input.AvailabilityZone && earlier.size_gib === shape.sizeGiB && earlier.volume_type === shape.type
+            && earlier.iops === shape.iops && earlier.throughput === shape.throughput;
+          if (!same) throw new Ec2Error('IdempotentParameterMismatch', `The client token ${token} was used before with other parameters.`);
+          return earlier;
+        }
+      }
       const zone = await tx.selectFrom('zones').select('name').where('name', '=', input.AvailabilityZone!).executeTakeFirst();
       if (!zone) throw new Ec2Error('InvalidParameterValue', `Invalid availability zone: [${input.AvailabilityZone}]`);
       await assertVolumeQuota(tx, ctx.caller.accountId, 1, shape.sizeGiB);
@@ -140,12 +156,13 @@ export function volumeOperations(): OperationTable {
         id: newId('vol'), account_id: ctx.caller.accountId, zone: zone.name, size_gib: shape.sizeGiB, volume_type: shape.type,
         iops: shape.iops, throughput: shape.throughput, snapshot_id: null, state: 'creating', created_at: now, state_changed_at: now,
         auto_enable_io: 0, instance_id: null, device: null, attach_state: null, attach_time: null, delete_on_termination: 0, detach_force: 0,
+        client_token: token,
       };
       await tx.insertInto('volumes').values(volume).execute();
       await writeTags(tx, ctx.caller.accountId, volume.id, tags);
       return volume;
     });
-    const view = volumeView(row, tags);
+    const view = volumeView(row, await tagsOf(ctx, row.id));
     const { Attachments: _none, ...created } = view;
     return created;
   }
