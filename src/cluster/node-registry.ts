@@ -182,7 +182,10 @@ export class NodeRegistry {
         entry.idleSince = now;
         this.log?.info({ nodeId: entry.id, node: entry.name }, was === 'waking' ? 'woken node answers: up' : 'asleep node answers: it was woken outside Ironbark, up');
       }
-      if (entry.version !== version) return true;
+      // A command sent meanwhile makes this answer stale, and the next poll brings a fresh one; but a
+      // node's first answer is applied even so: without it the cluster (just restarted) knows none of
+      // the node's instances while already calling the node up, and the cloud would take them for lost.
+      if (entry.version !== version && !firstAnswer) return true;
       entry.resources = resources;
       entry.instances = instances;
       this.noteIdle(entry);
