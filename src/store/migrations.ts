@@ -255,23 +255,6 @@ export const migrations: Record<string, Migration> = {
         .execute();
     },
   },
-  '0010-client-token-unique': {
-    async up(db: Kysely<any>) {
-      // One launch per (account, ClientToken), also when several controllers share PostgreSQL: every
-      // launch has a row with launch index 0, so two launches of one token cannot both commit.
-      // Earlier versions could let a race through: the earliest launch keeps the token (its
-      // replays answer it), the others are kept as launches of their own.
-      await sql`UPDATE instances SET client_token = NULL, request_hash = NULL
-        WHERE client_token IS NOT NULL AND EXISTS (
-          SELECT 1 FROM instances earlier
-          WHERE earlier.account_id = instances.account_id AND earlier.client_token = instances.client_token
-            AND (earlier.launch_time < instances.launch_time
-              OR (earlier.launch_time = instances.launch_time AND earlier.reservation_id < instances.reservation_id)))`.execute(db);
-      await db.schema.dropIndex('instances_client_token').ifExists().execute();
-      await db.schema.createIndex('instances_client_token').on('instances')
-        .columns(['account_id', 'client_token', 'launch_index']).unique().execute();
-    },
-  },
   '0008b-volume-client-token': {
     async up(db: Kysely<any>) {
       // CreateVolume's ClientToken (the SDKs send one with every call): a retry answers the same volume.
@@ -306,6 +289,23 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('instances').addColumn('auto_public_ip', 'integer').execute();
       await db.schema.alterTable('instances').addColumn('public_ip_allocation_id', text).execute();
       await db.schema.alterTable('instances').addColumn('public_ip_association_id', text).execute();
+    },
+  },
+  '0010-client-token-unique': {
+    async up(db: Kysely<any>) {
+      // One launch per (account, ClientToken), also when several controllers share PostgreSQL: every
+      // launch has a row with launch index 0, so two launches of one token cannot both commit.
+      // Earlier versions could let a race through: the earliest launch keeps the token (its
+      // replays answer it), the others are kept as launches of their own.
+      await sql`UPDATE instances SET client_token = NULL, request_hash = NULL
+        WHERE client_token IS NOT NULL AND EXISTS (
+          SELECT 1 FROM instances earlier
+          WHERE earlier.account_id = instances.account_id AND earlier.client_token = instances.client_token
+            AND (earlier.launch_time < instances.launch_time
+              OR (earlier.launch_time = instances.launch_time AND earlier.reservation_id < instances.reservation_id)))`.execute(db);
+      await db.schema.dropIndex('instances_client_token').ifExists().execute();
+      await db.schema.createIndex('instances_client_token').on('instances')
+        .columns(['account_id', 'client_token', 'launch_index']).unique().execute();
     },
   },
   '0011-image-launch-permissions': {
