@@ -48,12 +48,19 @@ export function registerImageAdminCommands(admin: Command): void {
       });
       let job = started.import;
       let lastShown = -1;
+      const copyLine = (copied: number, total: number) =>
+        `copying ${total > 0 ? Math.floor((copied / total) * 100) : 100}% (${(copied / MiB).toFixed(0)} of ${(total / MiB).toFixed(0)} MiB)\n`;
       for (;;) {
+        // A small disk is copied between two polls: the copy is still shown, whole, before what follows it.
+        if (lastShown < 0 && (job.phase === 'verifying' || job.phase === 'done')) {
+          err.write(copyLine(job.totalBytes, job.totalBytes));
+          lastShown = 10;
+        }
         if (job.phase === 'copying' || job.phase === 'verifying') {
           const percent = job.totalBytes > 0 ? Math.floor((job.copiedBytes / job.totalBytes) * 100) : 100;
           const step = job.phase === 'verifying' ? 101 : Math.floor(percent / 10);
           if (step !== lastShown) {
-            err.write(job.phase === 'verifying' ? 'checking the copy\n' : `copying ${percent}% (${(job.copiedBytes / MiB).toFixed(0)} of ${(job.totalBytes / MiB).toFixed(0)} MiB)\n`);
+            err.write(job.phase === 'verifying' ? 'checking the copy\n' : copyLine(job.copiedBytes, job.totalBytes));
             lastShown = step;
           }
         }
