@@ -188,7 +188,10 @@ export class FakeDriver implements HypervisorDriver {
   }
 
   private describe(vm: FakeVm): VmInfo {
-    return { id: vm.spec.id, state: vm.state, accelerator: 'none', startedAt: vm.state === 'running' ? vm.startedAt : undefined };
+    return {
+      id: vm.spec.id, state: vm.state, accelerator: 'none', startedAt: vm.state === 'running' ? vm.startedAt : undefined,
+      vcpus: vm.spec.vcpus, memoryMiB: vm.spec.memoryMiB,
+    };
   }
 
   private notify(vm: FakeVm): void {

@@ -51,6 +51,9 @@ export interface VmInfo {
   pid?: number;
   accelerator: Accelerator | 'none';
   startedAt?: Date;
+  /** What the VM was started with: a node that lost the VM's instance record still counts them. */
+  vcpus: number;
+  memoryMiB: number;
 }
 
 export interface StopOptions {

@@ -20,7 +20,7 @@ import os from 'node:os';
 import { mkdir, rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Ec2Error } from '../protocol/errors.ts';
-import type { HypervisorDriver, VmNetwork, VmSpec } from './hypervisor.ts';
+import type { HypervisorDriver, VmNetwork, VmSpec, VmState } from './hypervisor.ts';
 import type { ImageCache } from './image-cache.ts';
 import { createInstanceDisk, deleteInstanceDisk, diskInfo } from './instance-disk.ts';
 import type { InstanceMetadata } from './metadata-service.ts';
@@ -89,6 +89,8 @@ const STATE_DIR_RESERVE = 16 * 1024 * 1024;
 const MiB = 1024 ** 2;
 /** States in which an instance has (or is about to have) a live VM: it holds cores and memory. */
 const HOLDS_CPU: ReadonlySet<NodeInstanceState> = new Set(['pending', 'running', 'stopping', 'shutting-down']);
+/** VM states (the driver's) in which a QEMU process holds its cores and memory. */
+const VM_HOLDS_HOST: ReadonlySet<VmState> = new Set(['starting', 'running', 'stopping']);
 
 const noopLog: AgentLogger = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -111,6 +113,11 @@ export class NodeAgent implements NodeApi {
   private recovered: Promise<void> | undefined;
   /** Records set aside at start (unreadable or damaged): their VMs are kept, and they are reported. */
   private quarantined: QuarantinedRecord[] = [];
+  /**
+   * The cores and memory of the VMs those records named, while they run: kept VMs still use the
+   * host, so the scheduler must not hand their room to new instances.
+   */
+  private readonly quarantinedVms = new Map<string, { cores: number; memoryMiB: number }>();
 
   constructor(opts: NodeAgentOptions) {
     this.opts = opts;
@@ -164,6 +171,7 @@ export class NodeAgent implements NodeApi {
     await this.recover();
     const capacity = await this.capacity();
     this.lastCapacity = capacity;
+    await this.refreshQuarantinedVms();
     const held = this.held();
     return {
       nodeId: this.nodeId,
@@ -615,7 +623,21 @@ export class NodeAgent implements NodeApi {
         held.memoryMiB += t.memoryMiB;
       }
     }
+    for (const vm of this.quarantinedVms.values()) {
+      held.cores += vm.cores;
+      held.memoryMiB += vm.memoryMiB;
+    }
     return held;
+  }
+
+  /** Forgets the kept VMs that have ended since (the operator stopped or destroyed them). */
+  private async refreshQuarantinedVms(): Promise<void> {
+    for (const id of [...this.quarantinedVms.keys()]) {
+      // Unknown to the driver now is the same as gone; a failing driver keeps the room held.
+      const vm = await this.driver.info(id).catch((err) => { this.logSwallowed(id, 'look at the VM of a quarantined record', err); return null; });
+      if (vm === null) continue;
+      if (!vm || !VM_HOLDS_HOST.has(vm.state)) this.quarantinedVms.delete(id);
+    }
   }
 
   /** Capacity is checked synchronously against the last computed host capacity (refreshed on describe). */
@@ -728,6 +750,7 @@ export class NodeAgent implements NodeApi {
       if (kept.has(vm.id)) {
         // Its record is damaged, not gone: a running guest is worth more than a tidy host.
         this.log.error({ instanceId: vm.id, state: vm.state }, 'keeping a VM whose instance record is quarantined');
+        if (VM_HOLDS_HOST.has(vm.state)) this.quarantinedVms.set(vm.id, { cores: vm.vcpus, memoryMiB: vm.memoryMiB });
         continue;
       }
       // Specs are written before VMs are made, so a VM without one is a leftover of an interrupted terminate.

@@ -492,6 +492,8 @@ export class QemuDriver implements HypervisorDriver {
       pid: vm.state === 'running' || vm.state === 'stopping' ? vm.pid : undefined,
       accelerator: this.opts.accelerator,
       startedAt: vm.state === 'running' ? vm.startedAt : undefined,
+      vcpus: vm.spec.vcpus,
+      memoryMiB: vm.spec.memoryMiB,
     };
   }
 

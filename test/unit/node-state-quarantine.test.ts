@@ -130,6 +130,24 @@ describe('instance records a node cannot trust', () => {
     assert.equal(third.quarantined?.some((x) => x.instanceId === garbled), false);
   });
 
+  it('the VM of a quarantined record keeps its cores and memory held until it ends', async () => {
+    const stateDir = await mkdtemp(join(root, 'node-'));
+    const driver = new FakeDriver();
+    const [damaged] = await runningInstances(stateDir, driver, 1);
+    await writeFile(join(stateDir, 'instances', `${damaged}.json`), 'not json');
+    const restarted = agentOver(stateDir, driver);
+    const resources = await restarted.describeResources();
+    assert.deepEqual(resources.quarantined?.map((q) => q.instanceId), [damaged]);
+    // Capacity 8 cores / 8192 MiB; the kept VM is a t.small (1 core, 512 MiB).
+    assert.equal(resources.free.cores, 7);
+    assert.equal(resources.free.memoryMiB, 8192 - 512);
+    // The operator ends that VM: its room comes back at the next look.
+    await driver.stop(damaged!, { force: true });
+    const after = await restarted.describeResources();
+    assert.equal(after.free.cores, 8);
+    assert.equal(after.free.memoryMiB, 8192);
+  });
+
   it('a VM that no record names at all is still destroyed as a leftover', async () => {
     const stateDir = await mkdtemp(join(root, 'node-'));
     const driver = new FakeDriver();
