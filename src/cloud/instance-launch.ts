@@ -14,7 +14,7 @@ import { Ec2Error } from '../protocol/errors.ts';
 import { newId } from './ids.ts';
 import { tagsByResource, tagsFromSpecifications, writeTags, type Tag, type TagSpecification } from './tags.ts';
 import { DEFAULT_INSTANCE_TYPE, findVmType, listVmTypes } from './vm-types.ts';
-import { bootModeOf, findVisibleImage, imageRefFor } from './images/images.ts';
+import { bootModeOf, findVisibleImage, imageRefFor, ROOT_DEVICE_NAME } from './images/images.ts';
 import { defaultVpcId } from './account-setup.ts';
 import { resolveSecurityGroups, defaultSecurityGroup } from './security-groups.ts';
 import { launchableCount } from './quotas.ts';
@@ -24,6 +24,7 @@ import { reservationsOf, type SecurityGroupRef } from './instance-view.ts';
 import { isUnplaced, placeStoredInstances, recordPlacements } from './instance-placement.ts';
 import { interfaceAsInstanceLevel, type InterfaceSpecification } from './network/launch-interface.ts';
 import { assignLaunchAddresses, releaseInstancesPublicAddresses } from './network/public-addresses.ts';
+import { launchVolumesFrom, removeLaunchVolumes, writeLaunchVolumes, type BlockDeviceMappingInput, type LaunchVolume } from './storage/launch-volumes.ts';
 import { metadataOptionsColumn, metadataOptionsFrom, metadataOptionsSpec, type MetadataOptionsInput, type StoredMetadataOptions } from './instance-metadata-options.ts';
 
 const MAX_USER_DATA_BYTES = 16 * 1024;
@@ -56,6 +57,7 @@ export interface RunInstancesInput {
   KernelId?: string; RamdiskId?: string; DisableApiTermination?: boolean; InstanceInitiatedShutdownBehavior?: string;
   MetadataOptions?: MetadataOptionsInput;
   NetworkInterfaces?: InterfaceSpecification[];
+  BlockDeviceMappings?: BlockDeviceMappingInput[];
   [other: string]: unknown;
 }
 
@@ -77,6 +79,9 @@ interface LaunchPlan {
   metadataOptions: StoredMetadataOptions;
   privateIp?: string;
   tags: Tag[];
+  /** EBS volumes each instance gets (BlockDeviceMappings), and the tags they carry. */
+  volumes: LaunchVolume[];
+  volumeTags: Tag[];
   clientToken?: string;
   requestHash: string;
   disableApiTermination: boolean;
@@ -227,9 +232,10 @@ export function createLauncher(deps: LaunchDeps) {
     const key = await keyPair(db, accountId, input.KeyName);
     const userData = checkUserData(input.UserData);
     const metadataOptions = metadataOptionsFrom(input.MetadataOptions);
-    // Tools send volume (Ansible always) and network-interface tags along: there are no EBS volumes
-    // and the one interface has no row of its own, so those are checked and left unused.
-    const tags = tagsFromSpecifications(input.TagSpecifications, ['instance', 'volume', 'network-interface']).get('instance') ?? [];
+    // Network-interface tags are checked and left unused: the one interface has no row of its own.
+    const tagsByType = tagsFromSpecifications(input.TagSpecifications, ['instance', 'volume', 'network-interface']);
+    const tags = tagsByType.get('instance') ?? [];
+    const volumes = await launchVolumesFrom(input.BlockDeviceMappings, image.root_device_name ?? ROOT_DEVICE_NAME);
     const shutdownBehavior = input.InstanceInitiatedShutdownBehavior === undefined ? 'stop' : checkShutdownBehavior(input.InstanceInitiatedShutdownBehavior);
 
     let subnet: SubnetsTable | undefined;
@@ -281,6 +287,7 @@ export function createLauncher(deps: LaunchDeps) {
       plan: {
         accountId, region: ctx.settings.region, min, max, image, kernel, ramdisk, vmType, key, userData,
         groups: groups.map((g) => ({ id: g.id, name: g.name })), vpcId, privateIp, tags, clientToken,
+        volumes, volumeTags: tagsByType.get('volume') ?? [],
         requestHash: requestHash(request), associatePublicIp, disableApiTermination: input.DisableApiTermination === true, shutdownBehavior,
         metadataOptions,
       },
@@ -347,6 +354,7 @@ export function createLauncher(deps: LaunchDeps) {
           }
           for (let i = 0; i < rows.length; i += 200) await tx.insertInto('instances').values(rows.slice(i, i + 200)).execute();
           for (const row of rows) await writeTags(tx, plan.accountId, row.id, plan.tags);
+          await writeLaunchVolumes(tx, plan.accountId, zone, rows.map((r) => r.id), plan.volumes, plan.volumeTags);
           if (plan.associatePublicIp ?? subnet.map_public_ip_on_launch === 1) {
             const given = await assignLaunchAddresses(tx, rows, plan.associatePublicIp === true);
             for (const row of rows) if (given.has(row.id)) Object.assign(row, { public_ip: given.get(row.id)!, auto_public_ip: 1 });
@@ -379,6 +387,7 @@ export function createLauncher(deps: LaunchDeps) {
       for (let i = 0; i < ids.length; i += 500) {
         const chunk = ids.slice(i, i + 500);
         await tx.deleteFrom('tags').where('resource_id', 'in', chunk).execute();
+        await removeLaunchVolumes(tx, chunk);
         await releaseInstancesPublicAddresses(tx, chunk);
         await tx.deleteFrom('instances').where('id', 'in', chunk).execute();
       }

@@ -24,6 +24,7 @@ import { checkShutdownBehavior, createLauncher, viewContext, type LaunchDeps } f
 import { assertWithinQuotas, STATES_HOLDING_RESOURCES, type QuotaDemand } from './quotas.ts';
 import { replaceInstanceGroups } from './network/instance-groups.ts';
 import { instanceVolumeMappings } from './storage/instance-volumes.ts';
+import { setDeleteOnTermination } from './storage/launch-volumes.ts';
 import { REASONS, STATE_CODES, groupsOf, instanceFilters, reservationsOf, stateOf, type InstanceItem, type InstanceState } from './instance-view.ts';
 
 const INSTANCE_ID = /^i-[0-9a-f]{8}([0-9a-f]{9})?$/;
@@ -396,6 +397,10 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
           await tx.updateTable('instances').set({ shutdown_behavior: behavior }).where('id', '=', row!.id).execute();
           return;
         }
+        case 'blockDeviceMapping':
+          // DeleteOnTermination of the attached volumes, in any state but terminated.
+          await setDeleteOnTermination(tx, row!.id, value);
+          return;
         case 'groupSet':
           // Running or stopped: the nodes apply the new groups to new connections within seconds.
           await replaceInstanceGroups(tx, ctx.caller.accountId, row!, value);

@@ -121,7 +121,12 @@ export class VolumeReconciler {
   }
 
   #actionFor(row: VolumesTable, instance: { state: string; node_id: string | null } | undefined, modifying: boolean): Action | undefined {
-    if (row.state === 'creating') return 'create';
+    if (row.state === 'creating') {
+      // A volume of a launch (BlockDeviceMappings) is made once its instance is placed: a launch
+      // that fails before then removes the row, and no storage has anything to clean up.
+      if (row.instance_id && instance && instance.state === 'pending' && instance.node_id === null) return undefined;
+      return 'create';
+    }
     if (row.state === 'deleting') return 'delete';
     if (row.instance_id) {
       // The instance ended (or its row is gone): nothing to detach from; let the volume go.
@@ -165,7 +170,9 @@ export class VolumeReconciler {
           }
           throw e;
         }
-        await db.updateTable('volumes').set({ state: 'available', state_changed_at: now() }).where('id', '=', row.id).where('state', '=', 'creating').execute();
+        // A launch's volume is already attached to its instance (attach_state attaching): in-use.
+        await db.updateTable('volumes').set({ state: row.instance_id ? 'in-use' : 'available', state_changed_at: now() })
+          .where('id', '=', row.id).where('state', '=', 'creating').execute();
         this.#log.info({ volumeId: row.id, zone: row.zone, sizeGiB: row.size_gib }, 'volume created');
         return;
       }

@@ -20,7 +20,7 @@ import { attachmentView, reportedIops, reportedThroughput, volumeFilters, volume
 const VOLUME_ID = /^vol-[0-9a-f]{8}([0-9a-f]{9})?$/;
 const INSTANCE_ID = /^i-[0-9a-f]{8}([0-9a-f]{9})?$/;
 /** EBS device names a Linux instance takes (the root disk is /dev/vda here). */
-const DEVICE_NAME = /^\/dev\/(sd[b-z]|xvd[b-z]|vd[b-z])$/;
+export const EBS_DEVICE_NAME = /^\/dev\/(sd[b-z]|xvd[b-z]|vd[b-z])$/;
 /** The hot-plug ports each VM has (node/storage/qmp-volumes.ts): at most this many volumes per instance. */
 export const MAX_VOLUMES_PER_INSTANCE = 8;
 /** Instance states a volume may be attached in (EC2: running or stopped). */
@@ -80,7 +80,7 @@ async function tagsOf(ctx: RequestContext, id: string) {
 interface VolumeShape { type: string; sizeGiB: number; iops: number | null; throughput: number | null }
 
 /** A volume type, size, IOPS and throughput EC2 would accept together; the values to record. */
-function checkShape(type: string, sizeGiB: number, iops: number | undefined, throughput: number | undefined): VolumeShape {
+export function checkShape(type: string, sizeGiB: number, iops: number | undefined, throughput: number | undefined): VolumeShape {
   const limits = VOLUME_TYPES[type];
   if (!limits) throw new Ec2Error('InvalidParameterValue', `Value (${type}) for parameter volumeType is invalid. Valid values: ${Object.keys(VOLUME_TYPES).join(', ')}.`);
   if (!Number.isInteger(sizeGiB)) throw new Ec2Error('InvalidParameterValue', `Value (${sizeGiB}) for parameter size is invalid. Expected a whole number of GiB.`);
@@ -104,7 +104,7 @@ function checkShape(type: string, sizeGiB: number, iops: number | undefined, thr
 }
 
 /** What this cloud does not offer, said clearly rather than ignored. */
-function refuseUnoffered(input: { Encrypted?: boolean; KmsKeyId?: string; MultiAttachEnabled?: boolean; OutpostArn?: string }): void {
+export function refuseUnoffered(input: { Encrypted?: boolean; KmsKeyId?: string; MultiAttachEnabled?: boolean; OutpostArn?: string }): void {
   if (input.Encrypted === true || input.KmsKeyId) {
     throw new Ec2Error('UnsupportedOperation', 'Encrypted volumes are not offered by this cloud: create the volume without Encrypted and KmsKeyId, or encrypt inside the instance.');
   }
@@ -188,7 +188,7 @@ export function volumeOperations(): OperationTable {
   async function AttachVolume(ctx: RequestContext, input: { Device?: string; InstanceId?: string; VolumeId?: string }) {
     if (!input.Device) throw new Ec2Error('MissingParameter', 'The request must contain the parameter device');
     if (!input.InstanceId) throw new Ec2Error('MissingParameter', 'The request must contain the parameter InstanceId');
-    if (!DEVICE_NAME.test(input.Device)) {
+    if (!EBS_DEVICE_NAME.test(input.Device)) {
       throw new Ec2Error('InvalidParameterValue', `Value (${input.Device}) for parameter device is invalid. ${input.Device} is not a valid EBS device name.`);
     }
     if (!INSTANCE_ID.test(input.InstanceId)) throw new Ec2Error('InvalidInstanceID.Malformed', `Invalid id: "${input.InstanceId}"`);
