@@ -322,4 +322,27 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('images').addColumn('boot_mode', text).execute();
     },
   },
+  '0016-instance-events': {
+    async up(db: Kysely<any>) {
+      // Scheduled events (DescribeInstanceStatus Events): the operator's maintenance of a node,
+      // told to the users of its instances and carried out at its time.
+      await db.schema.createTable('instance_events')
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('instance_id', text, (c) => c.notNull())
+        .addColumn('account_id', text, (c) => c.notNull())
+        .addColumn('zone', text, (c) => c.notNull())
+        .addColumn('node_id', text, (c) => c.notNull())
+        .addColumn('code', text, (c) => c.notNull())
+        .addColumn('description', text, (c) => c.notNull())
+        .addColumn('not_before', text, (c) => c.notNull())
+        .addColumn('not_after', text)
+        .addColumn('not_before_deadline', text)
+        .addColumn('state', text, (c) => c.notNull())
+        .addColumn('created_at', text, (c) => c.notNull())
+        .addColumn('ended_at', text)
+        .execute();
+      await db.schema.createIndex('instance_events_instance').on('instance_events').columns(['instance_id', 'state']).execute();
+      await db.schema.createIndex('instance_events_due').on('instance_events').columns(['state', 'not_before']).execute();
+    },
+  },
 };

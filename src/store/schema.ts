@@ -128,6 +128,24 @@ export interface Database {
   volume_modifications: VolumeModificationsTable;
   public_ranges: PublicRangesTable;
   addresses: AddressesTable;
+  instance_events: InstanceEventsTable;
+}
+
+/** A scheduled event of an instance (src/cloud/compute/instance-events.ts), set by the operator for the instances of a node. */
+export interface InstanceEventsTable {
+  id: string;                 // instance-event-…
+  instance_id: string;
+  account_id: string;
+  zone: string;
+  node_id: string;            // the node whose maintenance it is for
+  code: string;               // instance-reboot | system-reboot | system-maintenance | instance-retirement | instance-stop
+  description: string;
+  not_before: string;         // ISO 8601
+  not_after: string | null;
+  not_before_deadline: string | null; // latest time users may move it to; NULL: they cannot
+  state: string;              // scheduled | completed | canceled
+  created_at: string;
+  ended_at: string | null;
 }
 
 /** The public IPv4 block the operator gives a zone: elastic IPs and launch-time public addresses come from it. */
