@@ -4,12 +4,12 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { NbdLocation, VolumeBackend } from '../../src/cluster/storage/volume-backend.ts';
-import { VolumeNotFoundError, VolumeSizeError } from '../../src/cluster/storage/volume-backend.ts';
+import { SnapshotNotFoundError, VolumeNotFoundError, VolumeSizeError } from '../../src/cluster/storage/volume-backend.ts';
 import { MemoryVolumeBackend } from '../../src/cluster/storage/memory-volume-backend.ts';
 import { Qcow2VolumeBackend } from '../../src/cluster/storage/qcow2-volume-backend.ts';
 import { skipUnlessPresent } from '../helpers/prerequisites.ts';
@@ -33,6 +33,10 @@ interface Harness {
   nbdRead?(loc: NbdLocation, offset: number, length: number, psk?: string): Promise<Buffer>;
   nbdWrite?(loc: NbdLocation, offset: number, data: Buffer): Promise<void>;
   reopen?(): VolumeBackend;
+  /** Starts a client that writes `first` at 0, waits `pauseMs`, then writes `second` at 1 MiB (qcow2 only). */
+  nbdSlowWriter?(loc: NbdLocation, first: number, second: number, pauseMs: number): Promise<void>;
+  /** Names of the files the back-end keeps (qcow2 only). */
+  files?(): Promise<string[]>;
   close(): Promise<void>;
 }
 
@@ -77,6 +81,15 @@ const implementations: [string, () => Promise<Harness>, () => Promise<string | u
         const creds = await clientCreds(root, loc);
         // One byte value per write: qemu-io writes a pattern.
         await run('qemu-io', qemuIoArgs(creds, loc, `write -P ${data[0]} ${offset} ${data.length}`));
+      },
+      async nbdSlowWriter(loc, first, second, pauseMs) {
+        const creds = await clientCreds(root, loc);
+        const args = qemuIoArgs(creds, loc, `write -P ${first} 0 64k`);
+        args.push('-c', `sleep ${pauseMs}`, '-c', `write -P ${second} 1M 64k`);
+        await run('qemu-io', args);
+      },
+      async files() {
+        return (await readdir(join(root, 'volumes'))).filter((n) => n.endsWith('.qcow2')).sort();
       },
       async close() {
         await (backend as Qcow2VolumeBackend).shutdown();
@@ -155,12 +168,101 @@ for (const [name, makeHarness, missing] of implementations) {
       assert.deepEqual(await h.nbdRead!(loc, 2 * 1024 ** 3 - 512, 1), Buffer.from([0x5a]));
     });
 
+    const s1 = 'snap-0123456789abcdef0';
+    const s2 = 'snap-00000000000000002';
+    const copy = 'snap-00000000000000003';
+    const fromS1 = 'vol-00000000000000011';
+    const fromS2 = 'vol-00000000000000012';
+    const MiB = 1024 ** 2;
+    const byte = async (volumeId: string, offset: number) => (await h.nbdRead!(await h.backend.export(volumeId), offset, 1))[0];
+
+    test('snapshot records the volume at its size, is idempotent, and needs the volume', { skip }, async () => {
+      const snap = await h.backend.snapshot!(a, s1);
+      assert.equal(snap.snapshotId, s1);
+      assert.equal(snap.sizeGiB, 2);
+      assert.equal((await h.backend.snapshot!(a, s1)).sizeGiB, 2);
+      assert.deepEqual((await h.backend.listSnapshots!()).map((x) => x.snapshotId), [s1]);
+      assert.equal((await h.backend.snapshotInfo!(s1))?.sizeGiB, 2);
+      assert.equal(await h.backend.snapshotInfo!(s2), undefined);
+      await assert.rejects(h.backend.snapshot!('vol-0000000000000000f', s2), VolumeNotFoundError);
+      await assert.rejects(h.backend.snapshot!(a, 'snap-../../x'), /not a snapshot id/);
+      assert.equal(await h.backend.snapshotInfo!(s2), undefined, 'a failed snapshot leaves nothing');
+      assert.equal((await h.backend.info(a))?.sizeGiB, 2, 'the volume is as it was');
+    });
+
+    test('a snapshot taken while a client writes holds the writes before it, not those after; the volume keeps both', { skip: skip || name !== 'qcow2' }, async () => {
+      const loc = await h.backend.export(a);
+      // A client connected throughout: one write, a pause, another write.
+      const writer = h.nbdSlowWriter!(loc, 0x22, 0x33, 8000);
+      for (let i = 0; i < 600 && (await byte(a, 0)) !== 0x22; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(await byte(a, 0), 0x22);
+      const snap = await h.backend.snapshot!(a, s2);
+      assert.equal(snap.sizeGiB, 2);
+      await writer;
+      assert.equal(await byte(a, 0), 0x22);
+      assert.equal(await byte(a, MiB), 0x33, 'the write after the snapshot went to the volume');
+      assert.equal(await byte(a, 2 * 1024 ** 3 - 512), 0x5a, 'data from before every snapshot is still there');
+      assert.ok((await h.backend.snapshotInfo!(s1))!.allocatedBytes < 4 * MiB + (await h.backend.snapshotInfo!(s2))!.allocatedBytes,
+        'snapshots are layers, not copies');
+    });
+
+    test('a volume from a snapshot has its data (copy-on-write), at least its size; missing snapshots and smaller sizes are refused', { skip }, async () => {
+      if (name !== 'qcow2') await h.backend.snapshot!(a, s2);
+      await assert.rejects(h.backend.createFromSnapshot!(fromS1, s1, 1), VolumeSizeError);
+      await assert.rejects(h.backend.createFromSnapshot!(fromS1, 'snap-0000000000000000f', 2), SnapshotNotFoundError);
+      assert.equal(await h.backend.info(fromS1), undefined);
+      assert.equal((await h.backend.createFromSnapshot!(fromS1, s1, 2)).sizeGiB, 2);
+      assert.equal((await h.backend.createFromSnapshot!(fromS1, s1, 2)).sizeGiB, 2, 'again is a no-op');
+      assert.equal((await h.backend.createFromSnapshot!(fromS2, s2, 5)).sizeGiB, 5, 'larger than the snapshot');
+      if (name !== 'qcow2') return;
+      assert.equal(await byte(fromS1, 0), 0, 's1 was taken before the first write');
+      assert.equal(await byte(fromS1, 2 * 1024 ** 3 - 512), 0x5a);
+      assert.equal(await byte(fromS2, 0), 0x22);
+      assert.equal(await byte(fromS2, MiB), 0, 's2 was taken before the second write');
+      // Writes to the new volume stay there: the snapshot and the other volumes do not see them.
+      await h.nbdWrite!(await h.backend.export(fromS2), 2 * MiB, Buffer.alloc(512, 0x44));
+      assert.equal(await byte(fromS2, 2 * MiB), 0x44);
+      assert.equal(await byte(a, 2 * MiB), 0);
+      assert.ok((await h.backend.info(fromS2))!.allocatedBytes < 64 * MiB, 'nothing was copied');
+    });
+
+    test('copySnapshot makes a snapshot with the same data', { skip }, async () => {
+      assert.equal((await h.backend.copySnapshot!(s2, copy)).sizeGiB, 2);
+      await assert.rejects(h.backend.copySnapshot!('snap-0000000000000000f', 'snap-0000000000000000e'), SnapshotNotFoundError);
+      assert.deepEqual((await h.backend.listSnapshots!()).map((x) => x.snapshotId).sort(), [copy, s2, s1].sort());
+      const fromCopy = 'vol-00000000000000013';
+      await h.backend.createFromSnapshot!(fromCopy, copy, 2);
+      if (name === 'qcow2') assert.equal(await byte(fromCopy, 0), 0x22);
+      await h.backend.delete(fromCopy);
+      await h.backend.deleteSnapshot!(copy);
+    });
+
+    test('a deleted snapshot is gone at once but kept while a volume depends on it, and removed with the last one', { skip }, async () => {
+      await h.backend.deleteSnapshot!(s1);
+      await h.backend.deleteSnapshot!(s1);
+      assert.equal(await h.backend.snapshotInfo!(s1), undefined);
+      assert.deepEqual((await h.backend.listSnapshots!()).map((x) => x.snapshotId), [s2]);
+      await assert.rejects(h.backend.createFromSnapshot!('vol-00000000000000014', s1, 2), SnapshotNotFoundError);
+      if (name === 'qcow2') assert.equal(await byte(fromS1, 2 * 1024 ** 3 - 512), 0x5a, 'the volume made from it still reads its data');
+      await h.backend.delete(fromS1);
+      await h.backend.delete(fromS2);
+      await h.backend.deleteSnapshot!(s2);
+      if (name === 'qcow2') {
+        // s1 and s2 are layers under volume a's own data: kept until a goes (next test).
+        assert.ok((await h.files!()).includes(`${s1}.qcow2`));
+        assert.equal(await byte(a, 0), 0x22);
+      }
+      assert.deepEqual(await h.backend.listSnapshots!(), []);
+    });
+
     test('delete removes the volume and is idempotent', { skip }, async () => {
       await h.backend.delete(a);
       await h.backend.delete(a);
       assert.equal(await h.backend.info(a), undefined);
       assert.deepEqual((await h.backend.list()).map((v) => v.volumeId), [b]);
       await assert.rejects(h.backend.export(a), VolumeNotFoundError);
+      if (name === 'qcow2') assert.deepEqual(await h.files!(), [`${b}.qcow2`], 'the deleted snapshots went with the last volume that needed them');
+      if (name === 'memory') assert.equal((h.backend as MemoryVolumeBackend).holdsSnapshot(s1), false);
     });
   });
 }

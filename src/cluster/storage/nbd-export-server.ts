@@ -70,13 +70,37 @@ export class NbdExportServer {
     await this.run(async (qmp) => {
       const exports = await qmp.execute<{ id: string }[]>('query-block-exports');
       if (exports.some((e) => e.id === exportId(name))) return;
-      const nodes = await qmp.execute<{ 'node-name': string }[]>('query-named-block-nodes', { flat: true });
-      if (!nodes.some((n) => n['node-name'] === nodeName(name))) {
-        await qmp.execute('blockdev-add', { driver: 'qcow2', 'node-name': nodeName(name), file: { driver: 'file', filename: file } });
+      let top = topNode(await nodeNames(qmp), name);
+      if (top === undefined) {
+        await qmp.execute('blockdev-add', { driver: 'qcow2', 'node-name': nodeName(name), file: fileNode(file) });
+        top = nodeName(name);
       }
-      await qmp.execute('block-export-add', { type: 'nbd', id: exportId(name), 'node-name': nodeName(name), name, writable: true });
+      await qmp.execute('block-export-add', { type: 'nbd', id: exportId(name), 'node-name': top, name, writable: true });
     });
     return this.location(name);
+  }
+
+  /**
+   * Puts the empty qcow2 `overlayFile` (whose backing file is the image `name` has open now) on
+   * top of it, at one point between two writes: from then on every write of the export's clients
+   * goes to the overlay and the image below stays as it was (blockdev-snapshot). The export follows
+   * the new top by itself. `name` must be open (exported) already.
+   */
+  async swapTop(name: string, overlayFile: string): Promise<void> {
+    await this.run(async (qmp) => {
+      const names = await nodeNames(qmp);
+      const top = topNode(names, name);
+      if (top === undefined) throw new Error(`${name} is not open in the NBD server`);
+      const next = `${nodeName(name)}.${generation(top, name) + 1}`;
+      // No backing here: blockdev-snapshot makes the image open now the backing, not a second copy of it.
+      await qmp.execute('blockdev-add', { driver: 'qcow2', 'node-name': next, file: fileNode(overlayFile), backing: null });
+      try {
+        await qmp.execute('blockdev-snapshot', { node: top, overlay: next });
+      } catch (err) {
+        await qmp.execute('blockdev-del', { 'node-name': next }).catch(() => undefined);
+        throw err;
+      }
+    });
   }
 
   /**
@@ -100,9 +124,15 @@ export class NbdExportServer {
         }
       }
       if (opts.keepOpen) return;
-      const nodes = await qmp.execute<{ 'node-name': string }[]>('query-named-block-nodes', { flat: true });
-      if (nodes.some((n) => n['node-name'] === nodeName(name))) await qmp.execute('blockdev-del', { 'node-name': nodeName(name) });
+      // The top first: each node below is its backing until the one above it goes.
+      const mine = (await nodeNames(qmp)).filter((n) => generation(n, name) >= 0).sort((a, b) => generation(b, name) - generation(a, name));
+      for (const node of mine) await qmp.execute('blockdev-del', { 'node-name': node });
     });
+  }
+
+  /** Whether the daemon has `file` open (as any node): a snapshot's swap that reached it. */
+  async hasOpen(file: string): Promise<boolean> {
+    return this.run(async (qmp) => (await qmp.execute<{ file: string }[]>('query-named-block-nodes', { flat: true })).some((n) => n.file === file));
   }
 
   async isExported(name: string): Promise<boolean> {
@@ -209,6 +239,39 @@ export class NbdExportServer {
 
 function nodeName(name: string): string {
   return `n${name}`;
+}
+
+// A volume opened once is node n<name>; each snapshot puts a new top on it, n<name>.1, .2, ...
+// (swapTop), so the daemon itself says which node is the volume's top after a controller restart.
+
+/** The node's generation for `name` (0 for n<name>), or -1 when it is not one of name's nodes. */
+function generation(node: string, name: string): number {
+  const base = nodeName(name);
+  if (node === base) return 0;
+  if (!node.startsWith(`${base}.`)) return -1;
+  const n = Number(node.slice(base.length + 1));
+  return Number.isInteger(n) && n > 0 ? n : -1;
+}
+
+function topNode(names: string[], name: string): string | undefined {
+  let top: string | undefined;
+  for (const n of names) if (generation(n, name) >= 0 && (top === undefined || generation(n, name) > generation(top, name))) top = n;
+  return top;
+}
+
+/**
+ * A volume's own image, as the daemon opens it. Without file locks: after a snapshot the frozen
+ * image stays open (read-write, as it was opened) below the volume's new top, and volumes made
+ * from the snapshot open the same file again as their backing, which a write lock would refuse.
+ * The daemon is the only process that opens the storage directory's images for writing (the
+ * back-end reads them with qemu-img -U), and a frozen image gets no more writes.
+ */
+function fileNode(filename: string) {
+  return { driver: 'file', filename, locking: 'off' };
+}
+
+async function nodeNames(qmp: QmpClient): Promise<string[]> {
+  return (await qmp.execute<{ 'node-name': string }[]>('query-named-block-nodes', { flat: true })).map((n) => n['node-name']);
 }
 
 function exportId(name: string): string {

@@ -1,7 +1,7 @@
 // The seam between a zone's cluster controller and where its EBS volumes live. One small vocabulary
 // (create, delete, resize, info, list, export) that a qcow2 directory implements today and that LVM
-// or Ceph RBD can implement later; snapshot and clone are the next words (issue 10, item 3) and
-// are left optional so a back-end that lacks them says so.
+// or Ceph RBD can implement later; snapshots (take, copy, delete, info, list) and volumes made
+// from them are optional, so a back-end that lacks them says so.
 //
 // A node never opens a volume's file: it reaches every volume over the zone's network as an NBD
 // export of the back-end's host, authenticated with the zone's TLS pre-shared key, so the VM and
@@ -38,9 +38,39 @@ export interface VolumeBackend {
   unexport(volumeId: string, opts?: { force?: boolean }): Promise<void>;
   /** Stops using the back-end (the qcow2 one may leave its NBD server running for attached VMs). */
   close(): Promise<void>;
-  // Room for snapshots and clones (issue 10, item 3): absent means the back-end cannot.
-  snapshot?(volumeId: string, snapshotId: string): Promise<void>;
+  // Snapshots (issue 10, item 3): absent means the back-end cannot.
+  /**
+   * Freezes the volume's data as it is now as the snapshot `snapshotId` (crash-consistent: a
+   * point in time of the writes an attached node made); the volume stays usable throughout.
+   * Idempotent: a snapshot that exists is answered as it is.
+   */
+  snapshot?(volumeId: string, snapshotId: string): Promise<SnapshotBackendInfo>;
+  /** Makes a new volume holding the snapshot's data, `sizeGiB` at least the snapshot's size; idempotent. */
   createFromSnapshot?(volumeId: string, snapshotId: string, sizeGiB: number): Promise<VolumeBackendInfo>;
+  /** A new snapshot with the same data as `sourceSnapshotId` (CopySnapshot); idempotent. */
+  copySnapshot?(sourceSnapshotId: string, snapshotId: string): Promise<SnapshotBackendInfo>;
+  /**
+   * The snapshot is gone for its users at once (info and list no longer show it); a back-end may
+   * keep its data while volumes or other snapshots still depend on it. Idempotent.
+   */
+  deleteSnapshot?(snapshotId: string): Promise<void>;
+  snapshotInfo?(snapshotId: string): Promise<SnapshotBackendInfo | undefined>;
+  listSnapshots?(): Promise<SnapshotBackendInfo[]>;
+}
+
+export interface SnapshotBackendInfo {
+  snapshotId: string;
+  /** The volume size it was taken at, in GiB: a volume made from it is at least this large. */
+  sizeGiB: number;
+  /** Bytes this snapshot holds beyond those it shares with the snapshots before it (incremental). */
+  allocatedBytes: number;
+}
+
+export class SnapshotNotFoundError extends Error {
+  constructor(readonly snapshotId: string) {
+    super(`snapshot ${snapshotId} does not exist in this zone's storage`);
+    this.name = 'SnapshotNotFoundError';
+  }
 }
 
 export class VolumeNotFoundError extends Error {
@@ -62,6 +92,13 @@ export const VOLUME_ID = /^vol-[0-9a-f]{8}([0-9a-f]{9})?$/;
 
 export function checkVolumeId(volumeId: string): void {
   if (!VOLUME_ID.test(volumeId)) throw new Error(`${JSON.stringify(volumeId)} is not a volume id (vol- and 8 or 17 hex digits)`);
+}
+
+/** Snapshot ids name files and QEMU nodes too. */
+export const SNAPSHOT_ID = /^snap-[0-9a-f]{8}([0-9a-f]{9})?$/;
+
+export function checkSnapshotId(snapshotId: string): void {
+  if (!SNAPSHOT_ID.test(snapshotId)) throw new Error(`${JSON.stringify(snapshotId)} is not a snapshot id (snap- and 8 or 17 hex digits)`);
 }
 
 export function checkSize(volumeId: string, sizeGiB: number): void {
