@@ -65,7 +65,7 @@ export interface InstancePort {
   mac: string;
   ip: string;
   tapName: string;
-  /** Present for filtered ports (every instance the node agent runs); a port without it is not filtered. */
+  /** The launch spec's VPC and groups (every instance the node agent runs); without it the port is closed until the document names it. */
   firewall?: PortFirewallContext;
 }
 
@@ -374,13 +374,10 @@ export class NodeNetwork {
 
   private async applyFirewall(state: NetworkState): Promise<void> {
     await applyAntiSpoofTable(this.firewallTable, Object.values(state.instances), this.netns);
-    // A port attached before it had a firewall context (an older node) is filtered once the document knows it.
-    const known = new Set(this.firewallDocument?.instances.map((i) => i.id));
-    const filtered: FirewallPort[] = [];
-    for (const [instanceId, port] of Object.entries(state.instances)) {
-      if (!port.firewall && !known.has(instanceId)) continue;
-      filtered.push({ instanceId, tapName: port.tapName, ip: port.ip, vpcId: port.firewall?.vpcId ?? '', groups: port.firewall?.groups ?? [] });
-    }
+    // Every port is filtered. One attached without a firewall context (by an older node) has no VPC
+    // and no group until the document names it: closed but for DHCP, DNS and metadata, and alone on the link.
+    const filtered: FirewallPort[] = Object.entries(state.instances).map(([instanceId, port]) => (
+      { instanceId, tapName: port.tapName, ip: port.ip, vpcId: port.firewall?.vpcId ?? '', groups: port.firewall?.groups ?? [] }));
     const bridge = { bridgeName: this.bridgeName, cidr: this.range.cidr, gateway: this.range.gateway };
     await this.publicNat.apply(planPublicNat(bridge, this.firewallDocument, Object.entries(state.instances).map(([instanceId, p]) => ({ instanceId, ip: p.ip }))));
     const plan = planBridgeFirewall(bridge, this.firewallDocument, filtered);
@@ -391,7 +388,7 @@ export class NodeNetwork {
       // Every instance of the zone the node knows of: its own ports (with their VPC) and the document's others.
       const local = new Set(plan.ports.map((p) => p.ip));
       const instances: OverlayInstance[] = [
-        ...plan.ports.map((p) => ({ ip: p.ip, vpcId: p.vpcId, tapName: p.tapName })),
+        ...plan.ports.filter((p) => p.vpcId).map((p) => ({ ip: p.ip, vpcId: p.vpcId, tapName: p.tapName })),
         ...(this.firewallDocument?.instances ?? []).filter((i) => !local.has(i.ip)).map((i) => ({ ip: i.ip, vpcId: i.vpcId })),
       ];
       await this.overlay.applyRules(state.overlayPeers, instances);

@@ -18,6 +18,7 @@ import { MetadataService, type InstanceMetadata } from '../../src/node/metadata-
 import { makeFirewallDocument, type FirewallGroup, type FirewallInstance } from '../../src/node/network/firewall-document.ts';
 import { securityGroupTableNames } from '../../src/node/network/nftables-firewall.ts';
 import { NodeFirewallDocuments } from '../../src/node/network/firewall-documents.ts';
+import { ZoneDnsService } from '../../src/node/network/dns-service.ts';
 import { canUseNetns, TestNetns } from '../helpers/netns.ts';
 import { onPath } from '../helpers/multi-host.ts';
 import { skipUnlessPresent } from '../helpers/prerequisites.ts';
@@ -62,6 +63,15 @@ describe('security groups and VPC isolation on a zone bridge (network namespaces
   function connects(from: TestNetns, to: Guest, port = 22): boolean {
     const r = spawnSync('ip', ['netns', 'exec', from.name, 'busybox', 'nc', '-w', '2', to.ip, String(port)], { encoding: 'utf8', input: '', timeout: 10_000 });
     return r.stdout.includes(`banner-${to.id}`);
+  }
+
+  /** Whether `check` holds within a few tries (a condition that settles, not a timing). */
+  async function eventually(check: () => boolean, tries = 5): Promise<boolean> {
+    for (let i = 0; i < tries; i++) {
+      if (check()) return true;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    return false;
   }
 
   function pings(from: TestNetns, ip: string): boolean {
@@ -112,6 +122,84 @@ describe('security groups and VPC isolation on a zone bridge (network namespaces
     for (const g of Object.values(guests)) g.ns.dispose();
     host?.dispose();
     if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  it('closes a port attached without a firewall context until the document names it, but for DHCP, DNS and metadata', async () => {
+    // Default deny: an instance that reaches this node before its groups are known (an older
+    // node's state file, no context; no document yet) boots, and nothing else gets in or out.
+    const id = 'i-0d1000000000000d1';
+    const ip = '10.79.0.13';
+    const ns = new TestNetns('ibt-sgl');
+    const tap = tapNameForInstance(id);
+    const hostListener = spawn('ip', ['netns', 'exec', host.name, process.execPath, '-e',
+      `require('net').createServer((s) => s.end('banner-host\\n')).listen(7000, '${GATEWAY}')`], { stdio: 'ignore', detached: true });
+    hostListener.unref();
+    const meta: InstanceMetadata = {
+      instanceId: id, amiId: 'ami-0123456789abcdef0', instanceType: 'm1.small', localIpv4: ip, localHostname: 'ip-10-79-0-13',
+      availabilityZone: ZONE, region: 'ibtest', publicKeys: [], securityGroups: [], reservationId: 'r-0123456789abcdef0',
+      mac: allocateMac(id), accountId: '111111111111', launchTime: new Date(), amiLaunchIndex: 0,
+    };
+    const md = new MetadataService({ lookupByIp: (a) => (a === ip ? meta : undefined) });
+    const dns = new ZoneDnsService({ asker: (a) => (a === ip ? { vpcId: VPC_A, region: 'ibtest' } : undefined), vpcOf: () => VPC_A, upstream: [] });
+    const late: Guest = { id, ns, ip, vpcId: VPC_A, groups: [SERVER] };
+    try {
+      host.exec('ip', ['link', 'add', tap, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns.name]);
+      ns.exec('ip', ['link', 'set', 'eth0', 'address', allocateMac(id)]);
+      ns.exec('ip', ['link', 'set', 'eth0', 'up']);
+      await network.addInstance({ instanceId: id, mac: allocateMac(id), ip }); // no firewall context
+      const server = spawn('ip', ['netns', 'exec', ns.name, process.execPath, '-e',
+        `require('net').createServer((s) => s.end('banner-${id}\\n')).listen(22, '0.0.0.0')`], { stdio: 'ignore', detached: true });
+      server.unref();
+      await md.listen(METADATA_ADDRESS, 80, { netns: host.name });
+      await dns.listen(GATEWAY, 53, { netns: host.name });
+
+      // DHCP hands it its address (and so configures it).
+      const envFile = join(stateDir, 'late-lease.env');
+      const script = join(stateDir, 'late-udhcpc.sh');
+      writeFileSync(script, `#!/bin/sh\n[ "$1" = bound ] && echo "ip=$ip" > ${envFile} && ip addr add "$ip/24" dev "$interface" && ip route add default via "$router"\nexit 0\n`);
+      chmodSync(script, 0o755);
+      const dhcp = spawnSync('ip', ['netns', 'exec', ns.name, 'busybox', 'udhcpc', '-i', 'eth0', '-f', '-q', '-n', '-t', '5', '-T', '1', '-s', script], { encoding: 'utf8', timeout: 30_000 });
+      assert.equal(dhcp.status, 0, dhcp.stderr);
+      assert.equal(readFileSync(envFile, 'utf8').trim(), `ip=${ip}`);
+      // The zone's name service on the gateway answers it (asynchronously: it answers from this process).
+      const lookup = await new Promise<string>((resolve) => {
+        execFile('ip', ['netns', 'exec', ns.name, 'busybox', 'nslookup', 'ip-10-79-0-13.ibtest.compute.internal', GATEWAY], { timeout: 20_000 },
+          (err, stdout, stderr) => resolve(`${String(stdout)}${String(stderr)}${err?.message ?? ''}`));
+      });
+      assert.match(lookup, /Address:\s*10\.79\.0\.13/, lookup);
+      // And the metadata service.
+      const r = await new Promise<{ stdout: string; stderr: string }>((resolve) => {
+        execFile('ip', ['netns', 'exec', ns.name, 'busybox', 'wget', '-q', '-O', '-', `http://${METADATA_ADDRESS}/latest/meta-data/instance-id`],
+          { timeout: 20_000 }, (err, stdout, stderr) => resolve({ stdout: String(stdout), stderr: `${String(stderr)} ${err?.message ?? ''}` }));
+      });
+      assert.equal(r.stdout, id, r.stderr);
+
+      // Nothing else: not the host's other services, not another instance (even of its future VPC), not the other way.
+      for (let i = 0; i < 50 && spawnSync('ip', ['netns', 'exec', host.name, 'busybox', 'nc', '-w', '1', GATEWAY, '7000'], { encoding: 'utf8', input: '' }).stdout.indexOf('banner-host') < 0; i++) {
+        await new Promise((res) => setTimeout(res, 200));
+      }
+      const toHost = spawnSync('ip', ['netns', 'exec', ns.name, 'busybox', 'nc', '-w', '2', GATEWAY, '7000'], { encoding: 'utf8', input: '', timeout: 10_000 });
+      assert.doesNotMatch(toHost.stdout, /banner-host/, 'a TCP service of the node host');
+      assert.equal(pings(ns, GATEWAY), false, 'ICMP to the gateway');
+      assert.equal(connects(ns, guests.client), false, 'to another instance');
+      assert.equal(connects(host, late), false, 'from the host');
+      assert.equal(pings(guests.client.ns, ip), false, 'from another instance');
+
+      // The document names it (in SERVER, whose rule lets CLIENT in on tcp/22): its groups apply.
+      await network.setFirewallDocument(makeFirewallDocument(ZONE, groups(), [...members(), { id, ip, vpcId: VPC_A, groups: [SERVER] }]));
+      // (The client's first tries may go to resolving its address again: its ARP requests were dropped until now.)
+      assert.equal(await eventually(() => connects(guests.client.ns, late)), true, 'CLIENT reaches it on tcp/22 once its groups are known');
+      assert.equal(connects(host, late), false, 'the host still does not');
+    } finally {
+      await md.close().catch(() => undefined);
+      await dns.close().catch(() => undefined);
+      await network.removeInstance(id).catch(() => undefined);
+      ns.dispose();
+      try { process.kill(-hostListener.pid!, 'SIGKILL'); } catch { /* gone */ }
+    }
+    // Back to no document for the cases below: the node as it restarts before the cloud speaks.
+    network = new NodeNetwork({ zone: ZONE, cidr: CIDR, stateDir, netns: host.name });
+    await network.setUp();
   });
 
   it('closes every port whose groups the node has no rules for yet', async () => {

@@ -124,6 +124,20 @@ describe('security group plan of a bridge', () => {
     assert.deepEqual(withPeer.groupMembers.get(ADMIN), ['10.1.0.20']);
   });
 
+  it('closes a port with neither context nor document entry, and keeps it alone on the link', () => {
+    const plan = planBridgeFirewall(BRIDGE, undefined, [
+      { instanceId: 'i-0000000000000000e', tapName: 'ibtap-00000000e', ip: '10.1.0.20', vpcId: '', groups: [] },
+      { instanceId: 'i-0000000000000000f', tapName: 'ibtap-00000000f', ip: '10.1.0.21', vpcId: VPC_A, groups: [] },
+    ]);
+    const text = renderSecurityGroupTables(plan);
+    assert.match(text, /chain out_ibtap_00000000e \{\n    # [^\n]*no group\n    drop\n  \}/);
+    assert.match(text, /chain in_ibtap_00000000e \{\n    # [^\n]*no group\n    drop\n  \}/);
+    assert.match(text, /"ibtap-00000000e" : jump v_unknown, "ibtap-00000000f" : jump v_vpc_000000000000000a1/);
+    assert.match(text, /chain v_unknown \{\n    oifname "ibtap-\*" drop\n  \}/);
+    // What it needs to boot is allowed before any port's chain.
+    assert.match(text, /udp sport 68 udp dport 67 accept\n    ip daddr 10\.1\.0\.1 udp dport 53 accept\n    ct original ip daddr 169\.254\.169\.254 tcp dport 80 accept\n    ip saddr vmap/);
+  });
+
   it('ignores a group of another VPC named on a port', () => {
     const plan = planBridgeFirewall(BRIDGE, sampleDocument(), [
       { instanceId: 'i-0000000000000000e', tapName: 'ibtap-00000000e', ip: '10.1.0.20', vpcId: VPC_B, groups: [WEB] },

@@ -47,6 +47,8 @@ const groupSet = (groupId: string) => `g_${ident(groupId)}`;
 const vpcChain = (vpcId: string) => `v_${ident(vpcId)}`;
 const ingressChain = (tapName: string) => `in_${ident(tapName)}`;
 const egressChain = (tapName: string) => `out_${ident(tapName)}`;
+/** The isolation chain of ports whose VPC is not known yet (no VPC id makes this name: they all start `vpc-`). */
+const NO_VPC_CHAIN = 'v_unknown';
 
 function portRange(from: number, to: number): string {
   return from === to ? String(from) : `${from}-${to}`;
@@ -142,13 +144,15 @@ ${perPort}}
 `;
 
   const byVpc = new Map<string, string[]>();
-  for (const p of ports) byVpc.set(p.vpcId, [...(byVpc.get(p.vpcId) ?? []), p.tapName]);
+  for (const p of ports) if (p.vpcId) byVpc.set(p.vpcId, [...(byVpc.get(p.vpcId) ?? []), p.tapName]);
   const vpcIds = [...byVpc.keys()].sort();
-  const dispatch = ports.map((p) => `${JSON.stringify(p.tapName)} : jump ${vpcChain(p.vpcId)}`).join(', ');
+  // A port whose VPC is not known yet (attached without a firewall context, the document silent on
+  // it) shares its link with nobody: it reaches this host (DHCP, DNS, metadata) and no other port.
+  const dispatch = ports.map((p) => `${JSON.stringify(p.tapName)} : jump ${p.vpcId ? vpcChain(p.vpcId) : NO_VPC_CHAIN}`).join(', ');
   const vpcChains = vpcIds.map((id) => {
     const taps = byVpc.get(id)!.map((t) => JSON.stringify(t)).join(', ');
     return `  chain ${vpcChain(id)} {\n    oifname "ibtap-*" oifname != { ${taps} } drop\n  }\n`;
-  }).join('');
+  }).join('') + (ports.some((p) => !p.vpcId) ? `  chain ${NO_VPC_CHAIN} {\n    oifname "ibtap-*" drop\n  }\n` : '');
   const allTaps = ports.map((p) => JSON.stringify(p.tapName)).join(', ');
   const bridgeTable = `table bridge ${vpc} {
   chain forward {

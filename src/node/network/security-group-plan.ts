@@ -2,11 +2,13 @@
 // ports attached to the bridge on this node. Pure data in, pure data out: the nftables backend turns
 // a plan into rules, and unit tests look at plans without touching the host.
 //
-// A port is filtered only when it was attached with a firewall context (its VPC and groups, from the
-// instance's launch spec): that is every instance the node agent runs. The document, when it knows
-// the instance, wins over the spec (ModifyInstanceAttribute changes a running instance's groups).
-// A group the node has no rules for yet contributes no rules: a new instance is closed, not open,
-// until the cloud's document reaches the node (within seconds of the launch).
+// Every port is filtered, from the moment it is attached: default deny. Its VPC and groups come from
+// the instance's launch spec (the firewall context the node agent attaches it with); the document,
+// when it knows the instance, wins over the spec (ModifyInstanceAttribute changes a running
+// instance's groups). A group the node has no rules for yet contributes no rules, and a port with
+// neither context nor document entry (vpcId '') has no group and no VPC: such a port is closed to new
+// connections both ways, but for what an instance needs to boot (DHCP, the zone's DNS, metadata: the
+// tables allow those before any group), until the cloud's document reaches the node (within seconds).
 import type { FirewallDocument, FirewallGroup, FirewallRule } from './firewall-document.ts';
 
 /** A bridge port as the firewall sees it. */
