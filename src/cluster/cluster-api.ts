@@ -64,6 +64,16 @@ export interface ClusterApi {
   attachVolume?(instanceId: string, volumeId: string, device: string): Promise<void>;
   /** Detaches it once the guest lets go (idempotent); `force` cuts the instance off even if it holds on. */
   detachVolume?(instanceId: string, volumeId: string, force?: boolean): Promise<void>;
+  // EBS snapshots, kept by the zone's storage beside the volumes (cluster/storage/). Optional.
+  /** Freezes the volume's data as it is now (crash-consistent while attached); idempotent. */
+  createSnapshot?(volumeId: string, snapshotId: string): Promise<ClusterSnapshotInfo>;
+  /** Makes a volume holding the snapshot's data (copy-on-write), `sizeGiB` at least the snapshot's; idempotent. */
+  createVolumeFromSnapshot?(volumeId: string, snapshotId: string, sizeGiB: number): Promise<ClusterVolumeInfo>;
+  /** A new snapshot with the source's data (CopySnapshot); idempotent. */
+  copySnapshot?(sourceSnapshotId: string, snapshotId: string): Promise<ClusterSnapshotInfo>;
+  /** Removes it (its data stays while volumes made from it need it); idempotent. */
+  deleteSnapshot?(snapshotId: string): Promise<void>;
 }
 
 export interface ClusterVolumeInfo { volumeId: string; sizeGiB: number; allocatedBytes: number }
+export interface ClusterSnapshotInfo { snapshotId: string; sizeGiB: number; allocatedBytes: number }

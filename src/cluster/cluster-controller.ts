@@ -6,7 +6,7 @@
 // With power-save it also puts idle nodes to sleep and wakes them before they are used (power.ts).
 import { Ec2Error, insufficientCapacity } from '../protocol/errors.ts';
 import type { InstanceMetadataOptions, InstanceSpec, InstanceUpdate, NodeInstanceStatus } from '../node/node-api.ts';
-import type { ClusterApi, ClusterInstanceStatus, ClusterNodeStatus, ClusterVolumeInfo, Placement } from './cluster-api.ts';
+import type { ClusterApi, ClusterInstanceStatus, ClusterNodeStatus, ClusterSnapshotInfo, ClusterVolumeInfo, Placement } from './cluster-api.ts';
 import { ClusterVolumes } from './storage/cluster-volumes.ts';
 import type { VolumeBackend } from './storage/volume-backend.ts';
 import { NodeRegistry, type NodeEntry, type NodeRegistration } from './node-registry.ts';
@@ -298,6 +298,22 @@ export class ClusterController implements ClusterApi {
 
   detachVolume(instanceId: string, volumeId: string, force = false): Promise<void> {
     return this.volumes.detach(instanceId, volumeId, force);
+  }
+
+  createSnapshot(volumeId: string, snapshotId: string): Promise<ClusterSnapshotInfo> {
+    return this.volumes.snapshot(volumeId, snapshotId);
+  }
+
+  createVolumeFromSnapshot(volumeId: string, snapshotId: string, sizeGiB: number): Promise<ClusterVolumeInfo> {
+    return this.volumes.createFromSnapshot(volumeId, snapshotId, sizeGiB);
+  }
+
+  copySnapshot(sourceSnapshotId: string, snapshotId: string): Promise<ClusterSnapshotInfo> {
+    return this.volumes.copySnapshot(sourceSnapshotId, snapshotId);
+  }
+
+  deleteSnapshot(snapshotId: string): Promise<void> {
+    return this.volumes.deleteSnapshot(snapshotId);
   }
 
   async terminateInstance(instanceId: string): Promise<void> {

@@ -1,7 +1,7 @@
 // ClusterApi over HTTP: how the cloud controller drives the cluster controller of a zone on another
 // host. Calls are signed with the zone's shared secret (key id = the zone); errors come back as
 // Ec2Error with the cluster's code, and a cluster that does not answer fails with Unavailable.
-import type { ClusterApi, ClusterInstanceStatus, ClusterNodeStatus, ClusterVolumeInfo, Placement } from './cluster-api.ts';
+import type { ClusterApi, ClusterInstanceStatus, ClusterNodeStatus, ClusterSnapshotInfo, ClusterVolumeInfo, Placement } from './cluster-api.ts';
 import type { InstanceMetadataOptions, InstanceSpec, InstanceUpdate } from '../node/node-api.ts';
 import type { FirewallDocument, FirewallPushResult } from '../node/network/firewall-document.ts';
 import type { NetworkDiagnosis } from '../node/network/diagnosis.ts';
@@ -76,6 +76,22 @@ export class ClusterHttpClient implements ClusterApi {
 
   async detachVolume(instanceId: string, volumeId: string, force?: boolean): Promise<void> {
     await this.#peer.call('detachVolume', { instanceId, volumeId, force });
+  }
+
+  createSnapshot(volumeId: string, snapshotId: string): Promise<ClusterSnapshotInfo> {
+    return this.#peer.call('createSnapshot', { volumeId, snapshotId });
+  }
+
+  createVolumeFromSnapshot(volumeId: string, snapshotId: string, sizeGiB: number): Promise<ClusterVolumeInfo> {
+    return this.#peer.call('createVolumeFromSnapshot', { volumeId, snapshotId, sizeGiB });
+  }
+
+  copySnapshot(sourceSnapshotId: string, snapshotId: string): Promise<ClusterSnapshotInfo> {
+    return this.#peer.call('copySnapshot', { sourceSnapshotId, snapshotId });
+  }
+
+  async deleteSnapshot(snapshotId: string): Promise<void> {
+    await this.#peer.call('deleteSnapshot', { snapshotId });
   }
 
   async terminateInstance(instanceId: string): Promise<void> {

@@ -185,6 +185,11 @@ export function createClusterHttpServer(opts: ClusterHttpServerOptions): Cluster
       await c.detachVolume!(requiredString(p, 'instanceId'), requiredString(p, 'volumeId'), optionalBoolean(p, 'force'));
       return {};
     }),
+    createSnapshot: (p) => volumeCall('createSnapshot', (c) => c.createSnapshot!(requiredString(p, 'volumeId'), requiredString(p, 'snapshotId'))),
+    createVolumeFromSnapshot: (p) => volumeCall('createVolumeFromSnapshot',
+      (c) => c.createVolumeFromSnapshot!(requiredString(p, 'volumeId'), requiredString(p, 'snapshotId'), requiredInteger(p, 'sizeGiB'))),
+    copySnapshot: (p) => volumeCall('copySnapshot', (c) => c.copySnapshot!(requiredString(p, 'sourceSnapshotId'), requiredString(p, 'snapshotId'))),
+    deleteSnapshot: (p) => volumeCall('deleteSnapshot', async (c) => { await c.deleteSnapshot!(requiredString(p, 'snapshotId')); return {}; }),
     consoleOutput: async (p) => ({ output: await cluster.consoleOutput(requiredString(p, 'instanceId')) }),
     describeInstances: () => cluster.describeInstances(),
     describeNodes: () => cluster.describeNodes(),

@@ -4,7 +4,7 @@
 // is gone from one that is busy.
 import { Ec2Error } from '../../protocol/errors.ts';
 import type { NodeApi } from '../../node/node-api.ts';
-import { VolumeNotFoundError, VolumeSizeError, type VolumeBackend, type VolumeBackendInfo } from './volume-backend.ts';
+import { SnapshotNotFoundError, VolumeNotFoundError, VolumeSizeError, type SnapshotBackendInfo, type VolumeBackend, type VolumeBackendInfo } from './volume-backend.ts';
 import { ExportInUseError } from './nbd-export-server.ts';
 
 /** How the cluster sends a command to the node of an instance (ClusterController.command). */
@@ -44,6 +44,30 @@ export class ClusterVolumes {
     return this.#storage((b) => b.info(volumeId));
   }
 
+  snapshot(volumeId: string, snapshotId: string): Promise<SnapshotBackendInfo> {
+    return this.#storage((b) => this.#snapshots(b).snapshot!(volumeId, snapshotId));
+  }
+
+  createFromSnapshot(volumeId: string, snapshotId: string, sizeGiB: number): Promise<VolumeBackendInfo> {
+    return this.#storage((b) => this.#snapshots(b).createFromSnapshot!(volumeId, snapshotId, sizeGiB));
+  }
+
+  copySnapshot(sourceSnapshotId: string, snapshotId: string): Promise<SnapshotBackendInfo> {
+    return this.#storage((b) => this.#snapshots(b).copySnapshot!(sourceSnapshotId, snapshotId));
+  }
+
+  deleteSnapshot(snapshotId: string): Promise<void> {
+    return this.#storage((b) => this.#snapshots(b).deleteSnapshot!(snapshotId));
+  }
+
+  /** The back-end, if it keeps snapshots (every snapshot word), else EC2's UnsupportedOperation. */
+  #snapshots(b: VolumeBackend): VolumeBackend {
+    if (!b.snapshot || !b.createFromSnapshot || !b.copySnapshot || !b.deleteSnapshot) {
+      throw new Ec2Error('UnsupportedOperation', `The storage of zone ${this.#zone} (${b.kind}) keeps no snapshots.`);
+    }
+    return b;
+  }
+
   async attach(instanceId: string, volumeId: string, device: string): Promise<void> {
     const nbd = await this.#storage((b) => b.export(volumeId));
     await this.#command(instanceId, 'attachVolume', async (node) => {
@@ -74,6 +98,7 @@ export class ClusterVolumes {
     try {
       return await work(this.#backend);
     } catch (err) {
+      if (err instanceof SnapshotNotFoundError) throw new Ec2Error('InvalidSnapshot.NotFound', `The snapshot '${err.snapshotId}' does not exist.`);
       if (err instanceof VolumeNotFoundError) throw new Ec2Error('InvalidVolume.NotFound', `The volume '${err.volumeId}' does not exist.`);
       if (err instanceof VolumeSizeError) throw new Ec2Error('InvalidParameterValue', err.message);
       if (err instanceof ExportInUseError) throw new Ec2Error('IncorrectState', `The volume '${err.exportName}' is attached; it grows once detached.`);
