@@ -8,6 +8,7 @@ import { Ec2Error, insufficientCapacity } from '../protocol/errors.ts';
 import type { InstanceMetadataOptions, InstanceSpec, InstanceUpdate, NodeInstanceStatus } from '../node/node-api.ts';
 import type { ClusterApi, ClusterInstanceStatus, ClusterNodeStatus, ClusterSnapshotInfo, ClusterVolumeInfo, Placement } from './cluster-api.ts';
 import { ClusterVolumes } from './storage/cluster-volumes.ts';
+import { withRootVolumeExport } from './storage/root-volume-export.ts';
 import type { VolumeBackend } from './storage/volume-backend.ts';
 import { NodeRegistry, type NodeEntry, type NodeRegistration } from './node-registry.ts';
 import { createPolicy } from './policies/index.ts';
@@ -166,8 +167,10 @@ export class ClusterController implements ClusterApi {
 
   // --- ClusterApi --------------------------------------------------------------------------------
 
-  async runInstances(specs: InstanceSpec[]): Promise<Placement[]> {
-    if (!specs.length) throw new Ec2Error('InvalidParameterValue', 'No instances to run.');
+  async runInstances(asked: InstanceSpec[]): Promise<Placement[]> {
+    if (!asked.length) throw new Ec2Error('InvalidParameterValue', 'No instances to run.');
+    // Instances that boot from a volume learn where the zone's storage serves it.
+    const specs = await Promise.all(asked.map((s) => withRootVolumeExport(this.volumes, s)));
     for (const spec of specs) {
       if (spec.zone !== this.zone) {
         throw new Ec2Error('InvalidParameterValue', `Instance ${spec.instanceId} is for availability zone ${spec.zone}, not ${this.zone}.`);

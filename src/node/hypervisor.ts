@@ -39,6 +39,8 @@ export interface VmSpec {
   bootMode?: 'legacy-bios' | 'uefi';
   /** The instance's qcow2 disk. The caller owns it: destroy leaves it in place. */
   diskPath: string;
+  /** Boot from an EBS volume instead (storage/root-volume.ts): diskPath is then not used. */
+  rootVolume?: VolumeAttachment;
   macAddress: string;
   network: VmNetwork;
   /** Per-instance directory for the QMP socket, pid file and console log. */

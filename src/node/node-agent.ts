@@ -36,6 +36,7 @@ import { validateZonePeers, type ZonePeers } from './network/overlay.ts';
 import { GUEST_SHUTDOWN_REASON, type ImageRef, type InstanceMetadataOptions, type InstanceSpec, type InstanceUpdate, type NodeApi, type NodeVolumeAttachment, type NodeInstanceState, type NodeInstanceStatus, type NodeResources } from './node-api.ts';
 import { NodeStateStore, type InstanceRecord, type QuarantinedRecord } from './node-state.ts';
 import { checkAttachment, NodeVolumes } from './storage/node-volumes.ts';
+import { checkRootVolume, ROOT_VOLUME_DEVICE } from './storage/root-volume.ts';
 import { attachVolume as driverAttachVolume, detachVolume as driverDetachVolume } from './hypervisor.ts';
 
 export interface AgentLogger {
@@ -437,13 +438,17 @@ export class NodeAgent implements NodeApi {
     const step = () => { if (inst.terminating) throw new LaunchAborted(`instance ${id} is being terminated`); };
     const kernelPath = spec.kernel ? await this.opts.imageCache.ensure(imageSource(spec.kernel)) : undefined;
     const initrdPath = spec.ramdisk ? await this.opts.imageCache.ensure(imageSource(spec.ramdisk)) : undefined;
-    const rootPath = await this.opts.imageCache.ensure(imageSource(spec.root));
+    // An EBS root (boot from volume) is the zone storage's: no image to fetch, no local disk.
+    const rootVolume = spec.rootVolume
+      ? await this.volumes.forDriver({ ...checkRootVolume(id, spec.rootVolume), device: ROOT_VOLUME_DEVICE })
+      : undefined;
+    const rootPath = rootVolume ? undefined : await this.opts.imageCache.ensure(imageSource(spec.root));
     step();
     const diskPath = this.diskPath(id);
-    if (this.instanceDisks && !(await exists(diskPath))) {
+    if (rootPath && this.instanceDisks && !(await exists(diskPath))) {
       await createInstanceDisk(rootPath, diskPath, { baseFormat: spec.root.format, sizeGiB: await diskSizeFor(rootPath, spec) });
     }
-    if (inst.record.diskPath !== diskPath && this.instanceDisks) {
+    if (rootPath && inst.record.diskPath !== diskPath && this.instanceDisks) {
       inst.record.diskPath = diskPath;
       await this.store.save(inst.record);
     }
@@ -466,6 +471,7 @@ export class NodeAgent implements NodeApi {
       kernelCmdline: spec.kernelCmdline,
       ...(spec.bootMode ? { bootMode: spec.bootMode } : {}),
       diskPath,
+      ...(rootVolume ? { rootVolume } : {}),
       macAddress: spec.mac,
       network,
       workDir: this.workDir(id),
@@ -802,6 +808,8 @@ function validateSpec(spec: InstanceSpec): void {
   if (spec.bootMode === undefined && spec.kernel === undefined) bad(`Instance ${spec.instanceId} has neither a kernel nor a boot mode.`);
   for (const [name, ref] of [['kernel', spec.kernel], ['root', spec.root], ['ramdisk', spec.ramdisk]] as const) {
     if ((name === 'ramdisk' || (name === 'kernel' && spec.bootMode)) && ref === undefined) continue;
+    // Booted from a volume: the image's reference is not used here.
+    if (name === 'root' && spec.rootVolume !== undefined) continue;
     if (!ref || !ref.id || !ref.url || !/^[0-9a-fA-F]{64}$/.test(ref.sha256 ?? '')) bad(`Instance ${spec.instanceId} has an invalid ${name} image reference.`);
   }
   if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(spec.mac ?? '')) bad(`Instance ${spec.instanceId} has an invalid MAC address ${JSON.stringify(spec.mac)}.`);

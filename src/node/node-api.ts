@@ -3,6 +3,7 @@
 import type { FirewallApplyResult, FirewallDocument } from './network/firewall-document.ts';
 import type { NetworkDiagnosis } from './network/diagnosis.ts';
 import type { ZonePeers } from './network/overlay.ts';
+import type { RootVolumeSpec } from './storage/root-volume.ts';
 
 /** How a VM whose disk carries its own boot loader starts: EC2's BootMode values. */
 export type BootMode = 'legacy-bios' | 'uefi';
@@ -42,7 +43,10 @@ export interface InstanceSpec {
   /** The kernel QEMU loads directly; absent when the root disk boots with its own boot loader. */
   kernel?: ImageRef;
   ramdisk?: ImageRef;
+  /** The image the root disk is made from; with rootVolume the node does not fetch or use it. */
   root: ImageRef;
+  /** Boot from this EBS volume of the zone (an EBS-backed image); the cluster fills in its NBD location. */
+  rootVolume?: RootVolumeSpec;
   kernelCmdline: string;
   /** Set (and kernel absent) when the image carries its own boot loader: BIOS (SeaBIOS) or UEFI (OVMF). */
   bootMode?: BootMode;

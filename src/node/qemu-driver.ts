@@ -15,6 +15,7 @@ import { ensurePrivateDir, ensurePrivateFile, PRIVATE_FILE_MODE, restrictFile } 
 import { describeExit, lastLines } from './command-failure.ts';
 import { smbiosType1Arg } from './smbios-identity.ts';
 import { ensureUefiVars, OVMF_CODE } from './hypervisor/uefi-firmware.ts';
+import { rootVolumeArgs } from './storage/root-volume.ts';
 import { hotplugPortArgs, pluggedVolumes, plugVolume, unplugVolume } from './storage/qmp-volumes.ts';
 
 export interface QemuDriverOptions {
@@ -540,7 +541,8 @@ export function buildQemuArgs(spec: VmSpec, run: {
     '-smbios', smbiosType1Arg(spec.id),
   ];
   if (spec.initrdPath) args.push('-initrd', spec.initrdPath);
-  args.push('-drive', `file=${optValue(spec.diskPath)},if=virtio,format=qcow2`);
+  if (spec.rootVolume) args.push(...rootVolumeArgs(spec.rootVolume));
+  else args.push('-drive', `file=${optValue(spec.diskPath)},if=virtio,format=qcow2`);
   // Entropy for the guest's first-boot host keys; without it key generation stalls on TCG.
   args.push('-device', 'virtio-rng-pci');
   // Empty ports for EBS volumes plugged in while the VM runs (q35's root bus takes no hot-plug).
