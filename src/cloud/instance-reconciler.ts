@@ -20,7 +20,7 @@ import { Ec2Error } from '../protocol/errors.ts';
 import { REASONS } from './instance-view.ts';
 import { startUpdateFor } from './instance-update.ts';
 import { isUnplaced, placeStoredInstances } from './instance-placement.ts';
-import { releaseEndedInstancesPublicAddresses } from './network/public-addresses.ts';
+import { releaseEndedInstancesPublicAddresses, releaseStoppedInstancesLaunchAddresses } from './network/public-addresses.ts';
 
 export interface ReconcilerLog {
   info(obj: object, msg?: string): void;
@@ -223,6 +223,7 @@ export class InstanceReconciler {
           for (const { id } of await update.returning('id').execute()) commands.push({ id, command: change.command });
         });
         if (change.releaseAddress) await releaseEndedInstancesPublicAddresses(tx, ids);
+        if (change.to === 'stopped') await releaseStoppedInstancesLaunchAddresses(tx, ids);
       }
       await chunked(impaired, (chunk) => tx.updateTable('instances').set({ status_impaired: 1 }).where('id', 'in', chunk).execute());
       await chunked(healthy, (chunk) => tx.updateTable('instances').set({ status_impaired: 0 }).where('id', 'in', chunk).execute());

@@ -2,8 +2,8 @@
 // cluster: zones' public ranges, AllocateAddress (a given address, tags, the operator's quota and
 // DescribeAccountAttributes), AssociateAddress (by instance or interface, AllowReassociation),
 // DisassociateAddress, ReleaseAddress, DescribeAddresses with its filters, DescribeAddressesAttribute,
-// launch-time public addresses (MapPublicIpOnLaunch, NetworkInterfaces' AssociatePublicIpAddress)
-// and their release at termination, DescribeInstances' public fields, and the zone's firewall
+// launch-time public addresses (MapPublicIpOnLaunch, NetworkInterfaces' AssociatePublicIpAddress),
+// given back at a stop and renewed at the start, released at termination, DescribeInstances' public fields, and the zone's firewall
 // document carrying each instance's public address to the nodes. The API suites run on every store back-end.
 import { describe, it, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
@@ -367,6 +367,49 @@ for (const backend of storeBackends()) describe(`AssociateAddress, DisassociateA
     const [shown] = (await w.call(w.A, 'DescribeAddresses')).Addresses;
     assert.equal(shown.AssociationId, undefined);
     await expectEc2Error(w.call(w.A, 'AssociateAddress', { AllocationId: eip.AllocationId, InstanceId: two }), 'IncorrectInstanceState');
+  });
+
+  it('gives a stopped instance\'s launch-time address back and a new one at start; an elastic IP stays through both', async () => {
+    w.clusterA.autoProgress = true;
+    const one = await w.launch();
+    const two = await w.launch();
+    const eip = await w.call(w.A, 'AllocateAddress', {});
+    await w.call(w.A, 'AssociateAddress', { AllocationId: eip.AllocationId, InstanceId: two });
+    await w.reconciler.reconcileOnce();
+    assert.equal((await w.instance(one)).PublicIpAddress, '203.0.113.1');
+
+    await w.call(w.A, 'StopInstances', { InstanceIds: [one, two] });
+    assert.equal((await w.instance(one)).PublicIpAddress, '203.0.113.1', 'kept while stopping');
+    await w.reconciler.reconcileOnce();
+    const stopped = await w.instance(one);
+    assert.equal(stopped.State.Name, 'stopped');
+    assert.equal(stopped.PublicIpAddress, undefined);
+    assert.equal(stopped.PublicDnsName, '');
+    assert.equal((await w.instance(two)).PublicIpAddress, eip.PublicIp, 'the elastic IP stays with the stopped instance');
+    const doc = await buildFirewallDocument(w.store.db, ZONE_A);
+    assert.equal(doc.instances.find((i) => i.id === one)?.publicIp, undefined, 'no node answers for it any more');
+    // Back in the range: the next launch takes it.
+    const three = await w.launch();
+    assert.equal((await w.instance(three)).PublicIpAddress, '203.0.113.1');
+
+    await w.call(w.A, 'StartInstances', { InstanceIds: [one, two] });
+    const started = await w.instance(one);
+    // .1 went to the third instance, .3 is the elastic IP: the lowest free one is .2 (given back when two took the elastic IP).
+    assert.equal(started.PublicIpAddress, '203.0.113.2', 'a new address from the range, at once');
+    assert.equal((await w.instance(two)).PublicIpAddress, eip.PublicIp);
+    assert.deepEqual((await w.heldAddresses()).filter((a) => a.instance_id === one).map((a) => [a.public_ip, a.allocation_id]), [[started.PublicIpAddress, null]]);
+    await w.reconciler.reconcileOnce();
+    assert.equal((await w.instance(one)).State.Name, 'running');
+    assert.equal((await w.instance(one)).PublicIpAddress, started.PublicIpAddress);
+
+    // A start the range cannot serve is refused, and the instance stays stopped with nothing taken.
+    await w.call(w.A, 'StopInstances', { InstanceIds: [one] });
+    await w.reconciler.reconcileOnce();
+    while ((await w.heldAddresses()).length < 6) await w.call(w.A, 'AllocateAddress', {});
+    await expectEc2Error(w.call(w.A, 'StartInstances', { InstanceIds: [one] }), 'InsufficientAddressCapacity');
+    const refused = await w.instance(one);
+    assert.equal(refused.State.Name, 'stopped');
+    assert.equal(refused.PublicIpAddress, undefined);
   });
 
   it("puts each instance's public address in its zone's firewall document", async () => {

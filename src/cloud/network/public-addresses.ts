@@ -6,8 +6,10 @@
 // As on EC2: a launch with AssociatePublicIpAddress (or into a subnet with MapPublicIpOnLaunch)
 // gets an address from the zone's public range, released when the instance terminates; an elastic
 // IP associated with the instance replaces it, and when that elastic IP leaves again the instance
-// gets a new launch-time address. A terminated instance keeps nothing: its launch-time address goes
-// back to the range and its elastic IP stays allocated to the account, unassociated.
+// gets a new launch-time address. A stopped instance gives its launch-time address back and gets a
+// new one when it starts (an elastic IP stays with it through both). A terminated instance keeps
+// nothing: its launch-time address goes back to the range and its elastic IP stays allocated to the
+// account, unassociated.
 import type { Tx } from '../../store/store.ts';
 import { Ec2Error } from '../../protocol/errors.ts';
 import { pickFreePublicIps } from './public-ranges.ts';
@@ -119,4 +121,40 @@ export async function unbindElasticIp(tx: Tx, eip: { public_ip: string; instance
       if (!(e instanceof Ec2Error && e.code === 'InsufficientAddressCapacity')) throw e;
     });
   }
+}
+
+/**
+ * As EC2 at a stop: a stopped instance's launch-time public address goes back to the range (its
+ * elastic IP, if it has one, stays). Only those of `instanceIds` that are stopped now are touched,
+ * so a row an API call moved on meanwhile keeps what it has. Called where rows become stopped.
+ */
+export async function releaseStoppedInstancesLaunchAddresses(tx: Tx, instanceIds: string[]): Promise<void> {
+  for (let i = 0; i < instanceIds.length; i += CHUNK) {
+    const stopped = (await tx.selectFrom('instances').select('id').where('id', 'in', instanceIds.slice(i, i + CHUNK))
+      .where('state', '=', 'stopped').where('public_ip_allocation_id', 'is', null).where('public_ip', 'is not', null).execute()).map((r) => r.id);
+    if (stopped.length === 0) continue;
+    await tx.deleteFrom('addresses').where('instance_id', 'in', stopped).where('allocation_id', 'is', null).execute();
+    await tx.updateTable('instances').set({ public_ip: null }).where('id', 'in', stopped).execute();
+  }
+}
+
+/**
+ * As EC2 at a start: an instance launched with a public address (and holding no elastic IP) gets a
+ * new launch-time address; one it still holds from before (stopped before this rule existed) goes
+ * back first. Throws InsufficientAddressCapacity when the zone's range has none free, so the start
+ * is refused with nothing changed; in a zone whose range was taken away it quietly gets none.
+ */
+export async function renewLaunchAddresses(tx: Tx, rows: { id: string; account_id: string; zone: string; private_ip: string | null }[]): Promise<void> {
+  const wanting: typeof rows = [];
+  for (let i = 0; i < rows.length; i += CHUNK) {
+    const chunk = rows.slice(i, i + CHUNK);
+    const due = new Set((await tx.selectFrom('instances').select('id').where('id', 'in', chunk.map((r) => r.id))
+      .where('auto_public_ip', '=', 1).where('public_ip_allocation_id', 'is', null).execute()).map((r) => r.id));
+    wanting.push(...chunk.filter((r) => due.has(r.id) && r.private_ip !== null));
+  }
+  if (wanting.length === 0) return;
+  for (let i = 0; i < wanting.length; i += CHUNK) {
+    await tx.deleteFrom('addresses').where('instance_id', 'in', wanting.slice(i, i + CHUNK).map((r) => r.id)).where('allocation_id', 'is', null).execute();
+  }
+  await assignLaunchAddresses(tx, wanting, false);
 }
