@@ -345,4 +345,14 @@ export const migrations: Record<string, Migration> = {
       await db.schema.createIndex('instance_events_due').on('instance_events').columns(['state', 'not_before']).execute();
     },
   },
+  '0013-ebs-images': {
+    async up(db: Kysely<any>) {
+      // EBS-backed images (src/cloud/images/ebs-images.ts): their block devices as EC2 lists them,
+      // and the instances that boot from a volume made of them.
+      await db.schema.alterTable('images').addColumn('root_device_type', text).execute();
+      await db.schema.alterTable('images').addColumn('block_device_mappings', text).execute();
+      await db.schema.alterTable('images').addColumn('source_instance_id', text).execute();
+      await db.schema.alterTable('instances').addColumn('root_volume_id', text).execute();
+    },
+  },
 };

@@ -187,6 +187,12 @@ export interface ImagesTable {
   format: string;        // raw | qcow2
   created_at: string;
   boot_mode: string | null; // legacy-bios | uefi: boots from its own disk; NULL: kernel (+ ramdisk) given by the cloud
+  /** ebs: the root disk is a volume made from a snapshot (block_device_mappings); NULL: instance-store. */
+  root_device_type?: string | null;
+  /** EC2's BlockDeviceMappings of an EBS-backed image, as JSON (images/ebs-images.ts). */
+  block_device_mappings?: string | null;
+  /** CreateImage: the instance it was made of. */
+  source_instance_id?: string | null;
 }
 
 /** An account other than the owner that may see and launch an image (launchPermission UserId); group `all` is images.is_public. */
@@ -242,6 +248,8 @@ export interface InstancesTable {
   /** The elastic IP the instance's public_ip is, when it is one (NULL: a launch-time address, or none). */
   public_ip_allocation_id?: string | null;
   public_ip_association_id?: string | null;
+  /** The EBS volume the instance boots from (an EBS-backed image); NULL: a local overlay. */
+  root_volume_id?: string | null;
 }
 
 export interface ClustersTable {
