@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { Ec2Error, excerpt } from '../protocol/errors.ts';
 import { getOperation } from '../protocol/model.ts';
 import { parseInput } from '../protocol/query-parser.ts';
-import { serializeError, serializeOutputChunks } from '../protocol/xml-serializer.ts';
+import { serializeError, serializeOutputBytes } from '../protocol/xml-serializer.ts';
 import { authenticate, type KeyResolver } from '../auth/authenticate.ts';
 import { isActionAllowed } from '../auth/policy.ts';
 import type { Store } from '../store/store.ts';
@@ -59,10 +59,10 @@ export interface Ec2HttpRequest {
 export interface Ec2HttpResponse {
   status: number;
   headers: Record<string, string>;
-  /** The whole body, or its first piece when `tail` follows. */
-  body: string;
+  /** The whole body, or its first piece when `tail` follows (answers are bytes, errors text). */
+  body: string | Buffer;
   /** The rest of a large answer, written while it is sent (chunked transfer encoding). */
-  tail?: IterableIterator<string>;
+  tail?: IterableIterator<Buffer>;
 }
 
 export type Ec2Handler = (req: Ec2HttpRequest) => Promise<Ec2HttpResponse>;
@@ -118,8 +118,8 @@ export function createEc2Handler(deps: Ec2EndpointDeps): Ec2Handler {
       const output = await handler(ctx, input);
       // The first two pieces are made here, so that a failure to serialise a small answer is still
       // an error response; only an answer of more than one piece is streamed.
-      const chunks = serializeOutputChunks(action, output ?? {}, requestId, deps.answerChunkChars);
-      const first = chunks.next().value as string;
+      const chunks = serializeOutputBytes(action, output ?? {}, requestId, deps.answerChunkChars);
+      const first = chunks.next().value as Buffer;
       const second = chunks.next();
       if (second.done) return { status: 200, headers: xmlHeaders(requestId), body: first };
       const tail = (function* () { yield second.value; yield* chunks; })();
@@ -178,11 +178,11 @@ export function serveEc2OnNode(handler: () => Ec2Handler | undefined, log?: Pick
  * Writes the rest of a large answer piece by piece, waiting for the socket to drain after each
  * piece it could not take at once: the client receives while the next piece is written.
  */
-function sendTail(res: ServerResponse, tail: IterableIterator<string>, log?: Pick<Logger, 'error'>): void {
+function sendTail(res: ServerResponse, tail: IterableIterator<Buffer>, log?: Pick<Logger, 'error'>): void {
   const sendNext = (): void => {
     for (;;) {
       if (res.destroyed) return;
-      let piece: IteratorResult<string>;
+      let piece: IteratorResult<Buffer>;
       try {
         piece = tail.next();
       } catch (err) {
@@ -213,6 +213,7 @@ export function ec2HonoRoute(handler: Ec2Handler, opts: Ec2ServeOptions = {}) {
     c.req.raw.headers.forEach((v, k) => { headers[k] = v; });
     const body = c.req.method === 'GET' || c.req.method === 'HEAD' ? Buffer.alloc(0) : await readWebBodyWithin(c.req.raw, maxBytes);
     const r: Ec2HttpResponse = body === TOO_LARGE ? tooLargeAnswer(maxBytes) : await handler({ method: c.req.method, rawUrl: url.pathname + url.search, headers, body });
-    return new Response(r.tail ? [r.body, ...r.tail].join('') : r.body, { status: r.status, headers: r.headers });
+    const answer = r.tail ? Buffer.concat([Buffer.from(r.body), ...r.tail]) : r.body;
+    return new Response(typeof answer === 'string' ? answer : answer.toString('utf8'), { status: r.status, headers: r.headers });
   };
 }

@@ -36,49 +36,62 @@ export function serializeOutput(operation: string, output: any, requestId: strin
  * sent while the rest is still being written. Pieces are produced as they are asked for.
  */
 export function* serializeOutputChunks(operation: string, output: any, requestId: string, chunkChars = 1 << 20): Generator<string, void> {
+  for (const pieces of documentPieces(operation, output, requestId, chunkChars, new Sink(false))) yield (pieces as string[]).join('');
+}
+
+/** serializeOutputChunks as UTF-8 bytes, the form in which an answer is sent. */
+export function* serializeOutputBytes(operation: string, output: any, requestId: string, chunkChars = 1 << 20): Generator<Buffer, void> {
+  for (const pieces of documentPieces(operation, output, requestId, chunkChars, new Sink(true))) {
+    yield pieces.length === 1 ? pieces[0] as Buffer : Buffer.concat(pieces as Buffer[]);
+  }
+}
+
+function* documentPieces(operation: string, output: any, requestId: string, chunkChars: number, w: Sink): Generator<Array<string | Buffer>, void> {
   const op = getOperation(operation);
   if (!op) throw new Error(`EC2 model: unknown operation ${operation}`);
-  let out = [XML_DECLARATION + '<' + operation + 'Response xmlns="' + XML_NAMESPACE + '"><requestId>' + escapeXml(requestId) + '</requestId>'];
+  w.s = XML_DECLARATION + '<' + operation + 'Response xmlns="' + XML_NAMESPACE + '"><requestId>' + escapeXml(requestId) + '</requestId>';
   if (output !== null && output !== undefined) {
-    for (const m of planOf(op.output)) {
-      const value = output[m.key];
+    for (const m of op.output.memberList!) {
+      const value = output[m.name];
       if (value === undefined || value === null) continue;
-      const list = m.ref.shape;
-      const chunkable = list.type === 'list' && list.member!.shape.type === 'structure' && !(m.ref.flattened || list.flattened) && Array.isArray(value);
+      const list = m.shape;
+      const chunkable = list.type === 'list' && list.member!.shape.type === 'structure' && !(m.flattened || list.flattened) && Array.isArray(value);
       if (!chunkable) {
-        element(out, m.ref, m.name, m.tags, value);
+        elementWriterOf(m, m.xmlName)(w, value);
         continue;
       }
       const item = list.member!;
-      const itemTags = tagsOf(item.locationName ?? 'member');
-      out.push(m.tags.open);
+      const itemName = item.locationName ?? 'member';
+      const itemOpen = '<' + itemName + '>';
+      const itemClose = '</' + itemName + '>';
+      const content = contentWriterOf(item.shape);
+      w.s += '<' + m.xmlName + '>';
       let size = 0;
       for (const v of value) {
         if (v === undefined || v === null) continue;
-        const parts = [itemTags.open];
-        structureContent(parts, item.shape, v);
-        parts.push(itemTags.close);
-        const text = parts.join('');
-        out.push(text);
-        size += text.length;
+        const before = w.length;
+        w.s += itemOpen;
+        content(w, v);
+        w.s += itemClose;
+        size += w.length - before;
+        if (w.s.length >= CUT_CHARS) w.cut();
         if (size >= chunkChars) {
-          yield out.join('');
-          out = [];
+          yield w.take();
           size = 0;
         }
       }
-      out.push(m.tags.close);
+      w.s += '</' + m.xmlName + '>';
     }
   }
-  out.push('</' + operation + 'Response>');
-  yield out.join('');
+  w.s += '</' + operation + 'Response>';
+  yield w.take();
 }
 
 /** The XML content (member elements, no wrapper) of any structure shape, by the same rules as serializeOutput. */
 export function serializeStructure(shape: Shape, value: any): string {
-  const out: string[] = [];
-  structureContent(out, shape, value);
-  return out.join('');
+  const w = new Sink(false);
+  contentWriterOf(shape)(w, value);
+  return w.take().join('');
 }
 
 /** The EC2 error document; the HTTP status to send with it is `err.status`. */
@@ -87,166 +100,168 @@ export function serializeError(err: Ec2Error, requestId: string): string {
     + '</Message></Error></Errors><RequestID>' + escapeXml(requestId) + '</RequestID></Response>';
 }
 
-// The document is collected as pieces in one array and joined at the end. Concatenating with
-// `+=` instead builds a tree of millions of intermediate strings for a large answer
-// (DescribeInstances of 10,000 instances is ~30 MB) and spends most of its time collecting them.
-// Each item of a list of structures is joined on its own: many small joins beat one of millions
-// of pieces. Element tags are made once per name.
+// Writers are compiled from the model, once per structure shape and once per use of a list or
+// map under an element name, into functions that append to one string with `+=` and have every
+// tag and scalar conversion inlined: walking the model generically per value, and collecting
+// millions of small pieces in arrays to join, is what made a 1,000-instance answer slow.
+//
+// The text is cut after a list item once it passes CUT_CHARS and, for an answer being sent,
+// made into bytes there. A long string built with `+=` is a tree of small pieces that V8 must
+// flatten before it can be encoded; flattening a few megabytes at once, into one large string,
+// cost three times as much as writing the text (DescribeInstances of 1,000 instances: 3.3 MB),
+// and flattening pieces of a few tens of kilobytes while they are fresh costs little.
 
-interface Tags { open: string; close: string }
-const tagsByName = new Map<string, Tags>();
+const CUT_CHARS = 32 * 1024;
 
-function tagsOf(name: string): Tags {
-  let tags = tagsByName.get(name);
-  if (tags === undefined) tagsByName.set(name, tags = { open: '<' + name + '>', close: '</' + name + '>' });
-  return tags;
-}
+/** Where writers append: `s` is the text not yet cut; `pieces` what was cut (bytes, when the answer is sent). */
+class Sink {
+  s = '';
+  #cutChars = 0;
+  #pieces: Array<string | Buffer> = [];
+  constructor(readonly bytes: boolean) {}
 
-interface MemberPlan { key: string; ref: Ref; name: string; tags: Tags }
-const plans = new WeakMap<Shape, MemberPlan[]>();
-
-function planOf(shape: Shape): MemberPlan[] {
-  let plan = plans.get(shape);
-  if (plan === undefined) {
-    plan = shape.memberList!.map((m) => ({ key: m.name, ref: m, name: m.xmlName, tags: tagsOf(m.xmlName) }));
-    plans.set(shape, plan);
+  /** Characters written so far. */
+  get length(): number {
+    return this.#cutChars + this.s.length;
   }
-  return plan;
-}
 
-// Each structure shape's writer is compiled once, from the model, into a function that visits its
-// members in order with their tags and scalar conversions inlined: walking the model generically
-// for every member of every item is what made a 10,000-instance answer slow.
-type StructureWriter = (out: string[], value: any) => void;
-const writers = new WeakMap<Shape, StructureWriter>();
+  cut(): void {
+    if (this.s.length === 0) return;
+    this.#cutChars += this.s.length;
+    this.#pieces.push(this.bytes ? Buffer.from(this.s, 'utf8') : this.s);
+    this.s = '';
+  }
 
-function structureContent(out: string[], shape: Shape, value: any): void {
-  let write = writers.get(shape);
-  if (write === undefined) writers.set(shape, write = compileStructureWriter(shape));
-  write(out, value);
-}
-
-/** JavaScript that appends the element for scalar `expr` of `shape` to `out`, or undefined if it is not an inlinable scalar. */
-function inlineScalar(shape: Shape, open: string, close: string, expr: string): string | undefined {
-  const o = JSON.stringify(open);
-  const c = JSON.stringify(close);
-  switch (shape.type) {
-    case 'string':
-      return `out.push(${o} + escapeXml(typeof ${expr} === 'string' ? ${expr} : String(${expr})) + ${c});`;
-    case 'boolean':
-      return `out.push(${o} + (${expr} === true || ${expr} === 'true' ? 'true' : 'false') + ${c});`;
-    case 'integer': case 'long': case 'float': case 'double':
-      return `out.push(${o} + String(${expr}) + ${c});`;
-    default:
-      return undefined;
+  /** Everything written since the last take. */
+  take(): Array<string | Buffer> {
+    this.cut();
+    const pieces = this.#pieces;
+    this.#pieces = [];
+    return pieces;
   }
 }
 
-function compileStructureWriter(shape: Shape): StructureWriter {
-  const refs: unknown[] = [];
-  const refOf = (value: unknown) => { refs.push(value); return `refs[${refs.length - 1}]`; };
-  const lines: string[] = ['let x;'];
-  for (const m of planOf(shape)) {
-    const ref = m.ref;
-    const member = ref.shape;
-    lines.push(`x = value[${JSON.stringify(m.key)}];`, 'if (x !== undefined && x !== null) {');
-    const scalar = inlineScalar(member, m.tags.open, m.tags.close, 'x');
-    if (scalar) lines.push(scalar);
-    else if (member.type === 'structure') {
-      lines.push(`out.push(${JSON.stringify(m.tags.open)}); structureContent(out, ${refOf(member)}, x); out.push(${JSON.stringify(m.tags.close)});`);
-    } else if (member.type === 'list' && (member.member!.shape.type === 'structure' || inlineScalar(member.member!.shape, '', '', 'v'))) {
-      const item = member.member!;
-      const flattened = ref.flattened || member.flattened;
-      const itemTags = tagsOf(item.locationName ?? (flattened ? m.name : 'member'));
-      lines.push(`if (!Array.isArray(x)) throw new TypeError(${JSON.stringify(`EC2 output: ${m.name} must be a list`)});`);
-      if (!flattened) lines.push(`out.push(${JSON.stringify(m.tags.open)});`);
-      lines.push('for (let i = 0; i < x.length; i++) {', 'const v = x[i];', 'if (v === undefined || v === null) continue;');
-      if (item.shape.type === 'structure') {
-        // Each item of a long list is joined on its own: many small joins beat one of millions of pieces.
-        lines.push(`if (x.length > 1) { const parts = [${JSON.stringify(itemTags.open)}]; structureContent(parts, ${refOf(item.shape)}, v); parts.push(${JSON.stringify(itemTags.close)}); out.push(parts.join('')); }`,
-          `else { out.push(${JSON.stringify(itemTags.open)}); structureContent(out, ${refOf(item.shape)}, v); out.push(${JSON.stringify(itemTags.close)}); }`);
-      } else {
-        lines.push(inlineScalar(item.shape, itemTags.open, itemTags.close, 'v')!);
-      }
-      lines.push('}');
-      if (!flattened) lines.push(`out.push(${JSON.stringify(m.tags.close)});`);
-    } else {
-      lines.push(`element(out, ${refOf(ref)}, ${JSON.stringify(m.name)}, ${refOf(m.tags)}, x);`);
-    }
-    lines.push('}');
+type Writer = (w: Sink, value: any) => void;
+
+/** Structure shape -> its member elements. */
+const contentWriters = new WeakMap<Shape, Writer>();
+/** Use of a shape -> element name -> the whole element. */
+const elementWriters = new WeakMap<Ref, Map<string, Writer>>();
+
+function contentWriterOf(shape: Shape): Writer {
+  let write = contentWriters.get(shape);
+  if (write === undefined) {
+    // A recursive shape reaches itself while it is compiled: it calls itself through this stand-in.
+    let compiled: Writer | undefined;
+    contentWriters.set(shape, (w, value) => compiled!(w, value));
+    compiled = compileContentWriter(shape);
+    contentWriters.set(shape, compiled);
+    write = compiled;
   }
-  const body = lines.join('\n');
-  const factory = new Function('refs', 'escapeXml', 'structureContent', 'element', `return function writeStructure(out, value) {\n${body}\n};`);
-  return factory(refs, escapeXml, structureContent, element) as StructureWriter;
+  return write;
 }
 
-function element(out: string[], ref: Ref, name: string, tags: Tags, value: any): void {
+function elementWriterOf(ref: Ref, name: string): Writer {
+  let byName = elementWriters.get(ref);
+  if (byName === undefined) elementWriters.set(ref, byName = new Map());
+  let write = byName.get(name);
+  if (write === undefined) {
+    let compiled: Writer | undefined;
+    byName.set(name, (w, value) => compiled!(w, value));
+    compiled = compileElementWriter(ref, name);
+    byName.set(name, compiled);
+    write = compiled;
+  }
+  return write;
+}
+
+/** Values the generated code refers to (other writers), passed in as `refs`. */
+class Linked {
+  readonly values: unknown[] = [];
+  ref(value: unknown): string {
+    this.values.push(value);
+    return `refs[${this.values.length - 1}]`;
+  }
+}
+
+function build(linked: Linked, body: string): Writer {
+  const factory = new Function('refs', 'escapeXml', 'timestampText', 'blobText', 'CUT_CHARS', `return function write(w, value) {\n${body}\n};`);
+  return factory(linked.values, escapeXml, timestampText, blobText, CUT_CHARS) as Writer;
+}
+
+/** JavaScript statements that append the element `name` of `ref` holding the value in variable `v`. */
+function elementStatements(ref: Ref, name: string, v: string, linked: Linked): string {
   const shape = ref.shape;
+  const open = JSON.stringify('<' + name + '>');
+  const close = JSON.stringify('</' + name + '>');
   switch (shape.type) {
-    case 'structure':
-      out.push(tags.open);
-      structureContent(out, shape, value);
-      out.push(tags.close);
-      return;
-    case 'list': {
-      if (!Array.isArray(value)) throw new TypeError(`EC2 output: ${name} must be a list`);
-      const item = shape.member!;
-      const flattened = ref.flattened || shape.flattened;
-      const itemName = item.locationName ?? (flattened ? name : 'member');
-      const itemTags = tagsOf(itemName);
-      if (!flattened) out.push(tags.open);
-      if (item.shape.type === 'structure' && value.length > 1) {
-        for (const v of value) {
-          if (v === undefined || v === null) continue;
-          const parts: string[] = [];
-          element(parts, item, itemName, itemTags, v);
-          out.push(parts.join(''));
-        }
-      } else {
-        for (const v of value) if (v !== undefined && v !== null) element(out, item, itemName, itemTags, v);
-      }
-      if (!flattened) out.push(tags.close);
-      return;
-    }
-    case 'map': {
-      const keyName = shape.key!.locationName ?? 'key';
-      const valueName = shape.value!.locationName ?? 'value';
-      const flattened = ref.flattened || shape.flattened;
-      const entries = value instanceof Map ? [...value.entries()] : Object.entries(value);
-      if (!flattened) out.push(tags.open);
-      for (const [k, v] of entries) {
-        if (v === undefined || v === null) continue;
-        out.push(flattened ? tags.open : '<entry>');
-        element(out, shape.key!, keyName, tagsOf(keyName), k);
-        element(out, shape.value!, valueName, tagsOf(valueName), v);
-        out.push(flattened ? tags.close : '</entry>');
-      }
-      if (!flattened) out.push(tags.close);
-      return;
-    }
-    default:
-      out.push(tags.open, scalarText(shape, value), tags.close);
+    case 'string': return `w.s += ${open} + escapeXml(typeof ${v} === 'string' ? ${v} : String(${v})) + ${close};`;
+    case 'boolean': return `w.s += ${open} + (${v} === true || ${v} === 'true' ? 'true' : 'false') + ${close};`;
+    case 'integer': case 'long': case 'float': case 'double': return `w.s += ${open} + String(${v}) + ${close};`;
+    case 'timestamp': return `w.s += ${open} + timestampText(${v}) + ${close};`;
+    case 'blob': return `w.s += ${open} + blobText(${v}) + ${close};`;
+    case 'structure': return `w.s += ${open}; ${linked.ref(contentWriterOf(shape))}(w, ${v}); w.s += ${close};`;
+    default: return `${linked.ref(elementWriterOf(ref, name))}(w, ${v});`;
   }
 }
 
-function scalarText(shape: Shape, value: any): string {
-  switch (shape.type) {
-    case 'string':
-      return escapeXml(typeof value === 'string' ? value : String(value));
-    case 'boolean':
-      return value === true || value === 'true' ? 'true' : 'false';
-    case 'integer':
-    case 'long':
-    case 'float':
-    case 'double':
-      return String(value);
-    case 'timestamp':
-      return (value instanceof Date ? value : new Date(value)).toISOString();
-    case 'blob':
-      if (Buffer.isBuffer(value)) return value.toString('base64');
-      if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64');
-      return Buffer.from(String(value), 'utf8').toString('base64');
-    default:
-      throw new Error(`EC2 model: ${shape.type} is not a scalar`);
+function compileContentWriter(shape: Shape): Writer {
+  const linked = new Linked();
+  const lines = ['let x;'];
+  for (const m of shape.memberList!) {
+    lines.push(`x = value[${JSON.stringify(m.name)}];`,
+      `if (x !== undefined && x !== null) { ${elementStatements(m, m.xmlName, 'x', linked)} }`);
   }
+  return build(linked, lines.join('\n'));
+}
+
+function compileElementWriter(ref: Ref, name: string): Writer {
+  const shape = ref.shape;
+  const flattened = ref.flattened || shape.flattened;
+  if (shape.type === 'list') {
+    const item = shape.member!;
+    const linked = new Linked();
+    const itemName = item.locationName ?? (flattened ? name : 'member');
+    // Items that are structures are where a long text is cut.
+    const cut = item.shape.type === 'structure' ? ' if (w.s.length >= CUT_CHARS) w.cut();' : '';
+    return build(linked, [
+      `if (!Array.isArray(value)) throw new TypeError(${JSON.stringify(`EC2 output: ${name} must be a list`)});`,
+      flattened ? '' : `w.s += ${JSON.stringify('<' + name + '>')};`,
+      `for (const v of value) if (v !== undefined && v !== null) { ${elementStatements(item, itemName, 'v', linked)}${cut} }`,
+      flattened ? '' : `w.s += ${JSON.stringify('</' + name + '>')};`,
+    ].join('\n'));
+  }
+  if (shape.type === 'map') return mapWriter(ref, name);
+  const linked = new Linked();
+  return build(linked, elementStatements(ref, name, 'value', linked));
+}
+
+function mapWriter(ref: Ref, name: string): Writer {
+  const shape = ref.shape;
+  const flattened = ref.flattened || shape.flattened;
+  const open = '<' + name + '>';
+  const close = '</' + name + '>';
+  const key = elementWriterOf(shape.key!, shape.key!.locationName ?? 'key');
+  const value = elementWriterOf(shape.value!, shape.value!.locationName ?? 'value');
+  return (w, map) => {
+    const entries: Iterable<[unknown, unknown]> = map instanceof Map ? [...map.entries()] : Object.entries(map);
+    if (!flattened) w.s += open;
+    for (const [k, v] of entries) {
+      if (v === undefined || v === null) continue;
+      w.s += flattened ? open : '<entry>';
+      key(w, k);
+      value(w, v);
+      w.s += flattened ? close : '</entry>';
+    }
+    if (!flattened) w.s += close;
+  };
+}
+function timestampText(value: any): string {
+  return (value instanceof Date ? value : new Date(value)).toISOString();
+}
+
+function blobText(value: any): string {
+  if (Buffer.isBuffer(value)) return value.toString('base64');
+  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64');
+  return Buffer.from(String(value), 'utf8').toString('base64');
 }
