@@ -11,6 +11,7 @@ import { addPowerFlags } from './power-options.ts';
 import { addRequestLimitFlag } from './request-limit-option.ts';
 import { registerImageCommands } from './image-cli.ts';
 import { registerImageAdminCommands } from './admin-images-cli.ts';
+import { registerEventAdminCommands } from './admin-events-cli.ts';
 import { addGuestImageOption } from './guest-image-option.ts';
 
 const program = new Command();
@@ -44,6 +45,7 @@ registerMasterKeyCommands(admin);
 registerRateLimitAdminCommands(admin);
 registerPublicRangeAdminCommands(admin);
 registerImageAdminCommands(admin);
+registerEventAdminCommands(admin);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`ironbark: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -23,9 +23,9 @@ import { ROOT_DEVICE_NAME } from './images/images.ts';
 import { checkShutdownBehavior, createLauncher, viewContext, type LaunchDeps } from './instance-launch.ts';
 import { assertWithinQuotas, STATES_HOLDING_RESOURCES, type QuotaDemand } from './quotas.ts';
 import { replaceInstanceGroups } from './network/instance-groups.ts';
-import { renewLaunchAddresses } from './network/public-addresses.ts';
 import { instanceVolumeMappings } from './storage/instance-volumes.ts';
 import { setDeleteOnTermination } from './storage/launch-volumes.ts';
+import { EVENT_FILTERS, eventsOfInstances, eventView } from './compute/instance-events.ts';
 import { REASONS, STATE_CODES, groupsOf, instanceFilters, reservationsOf, stateOf, type InstanceItem, type InstanceState } from './instance-view.ts';
 
 const INSTANCE_ID = /^i-[0-9a-f]{8}([0-9a-f]{9})?$/;
@@ -236,8 +236,6 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
         adding.memoryMiB += vmType?.memoryMiB ?? 0;
       }
       await assertWithinQuotas(tx, ctx.caller.accountId, adding);
-      // As EC2: a launch-time public address was given back at the stop; the start gets a new one.
-      await renewLaunchAddresses(tx, decided.filter(({ row, change }) => row.state === 'stopped' && change.to === 'pending').map(({ row }) => row));
     });
     // What changed while stopped is read now, so every start is handed to its cluster before the answer.
     const updates = new Map<string, Awaited<ReturnType<typeof startUpdateFor>>>();
@@ -297,7 +295,8 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
     let items = await describedItems(ctx, input);
     // Terminated instances have no status; others only when IncludeAllInstances asks for them.
     items = items.filter((i) => i.row.state !== 'terminated' && (input.IncludeAllInstances === true || i.row.state === 'running'));
-    const withStatus = items.map((i) => ({ ...i, status: checkStatus(i.row, now, initializingMs) }));
+    const eventsOf = await eventsOfInstances(ctx.store.db, ctx.caller.accountId, items.map((i) => i.row.id), now);
+    const withStatus = items.map((i) => ({ ...i, status: checkStatus(i.row, now, initializingMs), events: eventsOf.get(i.row.id) ?? [] }));
     type Item = (typeof withStatus)[number];
     const none = () => undefined;
     const zoneIds = input.Filters?.some((f) => f.Name === 'availability-zone-id') ? await zoneIdsByName(ctx.store.db) : undefined;
@@ -309,8 +308,7 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
       'instance-status.reachability': (i: Item) => REACHABILITY[i.status.instance],
       'system-status.status': (i: Item) => i.status.system,
       'system-status.reachability': (i: Item) => REACHABILITY[i.status.system],
-      'event.code': none, 'event.description': none, 'event.instance-event-id': none,
-      'event.not-after': none, 'event.not-before': none, 'event.not-before-deadline': none,
+      ...Object.fromEntries(Object.entries(EVENT_FILTERS).map(([name, values]) => [name, (i: Item) => values(i.events)])),
       'availability-zone-id': (i: Item) => zoneIds?.get(i.row.zone),
       // No EBS volumes are attached, and no instance is managed by a service operator.
       'attached-ebs-status.status': none, 'operator.managed': none, 'operator.principal': none,
@@ -323,7 +321,7 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
         InstanceState: stateOf(i.row),
         InstanceStatus: statusSummary(i.status.instance),
         SystemStatus: statusSummary(i.status.system),
-        Events: [],
+        Events: i.events.map(eventView),
       })),
       NextToken: nextToken,
     };

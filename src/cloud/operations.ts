@@ -15,6 +15,7 @@ import { instanceMetadataOptionOperations } from './instance-metadata-options.ts
 import { addressOperations } from './network/addresses.ts';
 import { subnetAttributeOperations } from './network/subnet-attributes.ts';
 import { volumeOperations } from './storage/volumes.ts';
+import { instanceEventOperations } from './compute/instance-events.ts';
 
 export function allOperations(compute: InstanceOperationDeps): OperationTable {
   return {
@@ -29,6 +30,7 @@ export function allOperations(compute: InstanceOperationDeps): OperationTable {
     ...imageAttributeOperations,
     ...instanceOperations(compute),
     ...instanceMetadataOptionOperations(compute),
+    ...instanceEventOperations,
     ...addressOperations,
     ...subnetAttributeOperations,
     ...volumeOperations(),
