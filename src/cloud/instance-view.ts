@@ -56,9 +56,20 @@ function stateTransitionReason(row: InstancesTable): string {
   return row.state_reason;
 }
 
+/** Derived ids remembered, so a Describe of many instances does not hash each one again per call. */
+const derivedIds = new Map<string, string>();
+const MAX_DERIVED_IDS = 200_000;
+
 /** A stable id for the instance's one network interface, which has no row of its own. */
 function derivedId(prefix: string, instanceId: string): string {
-  return `${prefix}-${createHash('sha256').update(`${prefix}:${instanceId}`).digest('hex').slice(0, 17)}`;
+  const key = `${prefix}:${instanceId}`;
+  let id = derivedIds.get(key);
+  if (id === undefined) {
+    id = `${prefix}-${createHash('sha256').update(key).digest('hex').slice(0, 17)}`;
+    if (derivedIds.size >= MAX_DERIVED_IDS) derivedIds.clear();
+    derivedIds.set(key, id);
+  }
+  return id;
 }
 
 /** The id of the instance's one network interface (AssociateAddress and DescribeAddresses name it). */
@@ -147,7 +158,7 @@ export function instanceView(row: InstancesTable, tags: Tag[], view: ViewContext
       InterfaceType: 'interface',
     }] : [],
     RootDeviceName: ROOT_DEVICE_NAME,
-    RootDeviceType: 'instance-store',
+    RootDeviceType: row.root_volume_id ? 'ebs' : 'instance-store',
     SecurityGroups: groups,
     SourceDestCheck: true,
     ...(reason ? { StateReason: reason } : {}),
