@@ -39,10 +39,15 @@ export function ensurePrivateDirSync(dir: string, opts: { tighten?: boolean } = 
 
 /** Writes `text` to `path` with mode 0600 through a temporary file and a rename, so it is never seen half-written. */
 export async function writePrivateFile(path: string, text: string | Uint8Array, opts: { sync?: boolean } = {}): Promise<void> {
-  await mkdir(dirname(path), { recursive: true, mode: PRIVATE_DIR_MODE });
   const temp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
   try {
-    const handle = await open(temp, 'wx', PRIVATE_FILE_MODE);
+    // The folder is made only when it is missing: a node writes its instance records on every
+    // change, and each file-system call is a trip through libuv's small thread pool.
+    const handle = await open(temp, 'wx', PRIVATE_FILE_MODE).catch(async (err: unknown) => {
+      if (!isMissing(err)) throw err;
+      await mkdir(dirname(path), { recursive: true, mode: PRIVATE_DIR_MODE });
+      return open(temp, 'wx', PRIVATE_FILE_MODE);
+    });
     try {
       await handle.writeFile(text);
       if (opts.sync !== false) await handle.sync();

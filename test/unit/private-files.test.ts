@@ -122,6 +122,12 @@ describe('files holding secrets or user data are private, under umask 022', () =
     chmodSync(open, 0o775);
     await ensurePrivateDir(open);
     assertPrivateDir(open);
+    // A file written into folders that do not exist yet makes them, private.
+    const nested = join(root, 'made', 'on', 'demand');
+    await writePrivateFile(join(nested, 'record.json'), '{}\n', { sync: false });
+    assertPrivateDir(join(root, 'made'));
+    assertPrivateDir(nested);
+    assertPrivateFile(join(nested, 'record.json'));
   });
 
   it('node instance specs (they carry user data), also ones an earlier version left open', async () => {
