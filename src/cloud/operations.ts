@@ -15,7 +15,7 @@ import { instanceMetadataOptionOperations } from './instance-metadata-options.ts
 import { addressOperations } from './network/addresses.ts';
 import { subnetAttributeOperations } from './network/subnet-attributes.ts';
 import { volumeOperations } from './storage/volumes.ts';
-import { instanceEventOperations } from './compute/instance-events.ts';
+import { snapshotOperations } from './storage/snapshots.ts';
 
 export function allOperations(compute: InstanceOperationDeps): OperationTable {
   return {
@@ -30,9 +30,9 @@ export function allOperations(compute: InstanceOperationDeps): OperationTable {
     ...imageAttributeOperations,
     ...instanceOperations(compute),
     ...instanceMetadataOptionOperations(compute),
-    ...instanceEventOperations,
     ...addressOperations,
     ...subnetAttributeOperations,
     ...volumeOperations(),
+    ...snapshotOperations(),
   };
 }

@@ -6,7 +6,7 @@ import { PostgresAdapter } from 'kysely';
 import type { Db, Tx } from '../store/store.ts';
 import { Ec2Error } from '../protocol/errors.ts';
 
-export const QUOTA_NAMES = ['max-instances', 'max-cores', 'max-memory-mib', 'max-elastic-ips', 'max-volumes', 'max-volume-gib'] as const;
+export const QUOTA_NAMES = ['max-instances', 'max-cores', 'max-memory-mib', 'max-elastic-ips', 'max-volumes', 'max-volume-gib', 'max-snapshots', 'max-snapshot-gib'] as const;
 export type QuotaName = (typeof QUOTA_NAMES)[number];
 /** The quotas a launch or a start is checked against (max-elastic-ips is AllocateAddress's: network/addresses.ts). */
 const INSTANCE_QUOTA_NAMES = ['max-instances', 'max-cores', 'max-memory-mib'] as const;
@@ -21,6 +21,9 @@ export const QUOTA_DEFAULTS: Record<QuotaName, number | null> = {
   // EBS volumes (storage/volume-quotas.ts): 50 TiB is a new AWS account's gp2/gp3 storage per region.
   'max-volumes': 5000,
   'max-volume-gib': 51_200,
+  // EBS snapshots (storage/snapshot-quotas.ts): 100,000 per region as AWS; their GiB unlimited unless set.
+  'max-snapshots': 100_000,
+  'max-snapshot-gib': null,
 };
 
 /** Larger values are surely typing mistakes, and every store holds them exactly. */

@@ -322,6 +322,37 @@ export const migrations: Record<string, Migration> = {
       await db.schema.alterTable('images').addColumn('boot_mode', text).execute();
     },
   },
+  '0012-snapshots': {
+    async up(db: Kysely<any>) {
+      // EBS snapshots (src/cloud/storage/snapshots.ts) and who may make volumes from them.
+      await db.schema.createTable('snapshots')
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('account_id', text, (c) => c.notNull())
+        .addColumn('volume_id', text, (c) => c.notNull())
+        .addColumn('zone', text, (c) => c.notNull())
+        .addColumn('volume_size_gib', 'integer', (c) => c.notNull())
+        .addColumn('description', text, (c) => c.notNull())
+        .addColumn('state', text, (c) => c.notNull())
+        .addColumn('progress', 'integer', (c) => c.notNull())
+        .addColumn('state_message', text)
+        .addColumn('source_snapshot_id', text)
+        .addColumn('stored_bytes', 'bigint')
+        .addColumn('started_at', text, (c) => c.notNull())
+        .addColumn('completed_at', text)
+        .addColumn('state_changed_at', text, (c) => c.notNull())
+        .addColumn('deleted_at', text)
+        .execute();
+      await db.schema.createIndex('snapshots_account').on('snapshots').columns(['account_id', 'state']).execute();
+      await db.schema.createIndex('snapshots_state').on('snapshots').columns(['state']).execute();
+      await db.schema.createTable('snapshot_volume_permissions')
+        .addColumn('snapshot_id', text, (c) => c.notNull())
+        .addColumn('grantee', text, (c) => c.notNull())
+        .addColumn('created_at', text, (c) => c.notNull())
+        .addPrimaryKeyConstraint('snapshot_volume_permissions_pk', ['snapshot_id', 'grantee'])
+        .execute();
+      await db.schema.createIndex('snapshot_volume_permissions_grantee').on('snapshot_volume_permissions').column('grantee').execute();
+    },
+  },
   '0016-instance-events': {
     async up(db: Kysely<any>) {
       // Scheduled events (DescribeInstanceStatus Events): the operator's maintenance of a node,

@@ -126,6 +126,8 @@ export interface Database {
   image_launch_permissions: ImageLaunchPermissionsTable;
   volumes: VolumesTable;
   volume_modifications: VolumeModificationsTable;
+  snapshots: SnapshotsTable;
+  snapshot_volume_permissions: SnapshotVolumePermissionsTable;
   public_ranges: PublicRangesTable;
   addresses: AddressesTable;
   instance_events: InstanceEventsTable;
@@ -283,6 +285,38 @@ export interface VolumesTable {
   detach_force: number;
   /** CreateVolume's ClientToken (optional: NULL by default). */
   client_token?: string | null;
+}
+
+/** An EBS snapshot (src/cloud/storage/snapshots.ts); its data is kept by the storage of `zone`. */
+export interface SnapshotsTable {
+  id: string;            // snap-
+  account_id: string;    // the owner
+  /** The volume it was taken of (vol-ffffffff for a copy, as EC2 shows it). */
+  volume_id: string;
+  /** The zone whose storage holds its data (the source volume's zone). */
+  zone: string;
+  volume_size_gib: number;
+  description: string;
+  /** pending | completed | error (EC2's), then deleting | deleted (no longer shown). */
+  state: string;
+  progress: number;      // percent
+  state_message: string | null;
+  /** CopySnapshot: the snapshot the data comes from (NULL: taken of volume_id). */
+  source_snapshot_id: string | null;
+  /** Bytes the storage holds for it beyond the snapshots before it (NULL until completed). */
+  stored_bytes: number | null;
+  started_at: string;
+  completed_at: string | null;
+  state_changed_at: string;
+  /** When it was deleted (kept a while for the usage report's GiB-hours). */
+  deleted_at: string | null;
+}
+
+/** createVolumePermission of a snapshot: an account id, or `all` (public). */
+export interface SnapshotVolumePermissionsTable {
+  snapshot_id: string;
+  grantee: string;
+  created_at: string;
 }
 
 export interface VolumeModificationsTable {

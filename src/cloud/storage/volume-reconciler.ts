@@ -160,10 +160,11 @@ export class VolumeReconciler {
     switch (action) {
       case 'create': {
         try {
-          await need(cluster, 'createVolume').call(cluster, row.id, row.size_gib);
+          if (row.snapshot_id) await need(cluster, 'createVolumeFromSnapshot').call(cluster, row.id, row.snapshot_id, row.size_gib);
+          else await need(cluster, 'createVolume').call(cluster, row.id, row.size_gib);
         } catch (e) {
-          // A size or id the storage refuses will not do better the next time.
-          if (e instanceof Ec2Error && e.code === 'InvalidParameterValue') {
+          // A size, id or snapshot the storage refuses will not do better the next time.
+          if (e instanceof Ec2Error && (e.code === 'InvalidParameterValue' || e.code === 'InvalidSnapshot.NotFound')) {
             await db.updateTable('volumes').set({ state: 'error', state_changed_at: now() }).where('id', '=', row.id).where('state', '=', 'creating').execute();
             this.#log.error({ volumeId: row.id, err: e.message }, 'the zone storage refused the volume');
             return;
@@ -239,7 +240,7 @@ export class VolumeReconciler {
 }
 
 /** The cluster's volume method, or EC2's error for a cluster that keeps no volumes. */
-function need<K extends 'createVolume' | 'deleteVolume' | 'resizeVolume' | 'attachVolume' | 'detachVolume'>(cluster: ClusterApi, method: K): NonNullable<ClusterApi[K]> {
+function need<K extends 'createVolume' | 'createVolumeFromSnapshot' | 'deleteVolume' | 'resizeVolume' | 'attachVolume' | 'detachVolume'>(cluster: ClusterApi, method: K): NonNullable<ClusterApi[K]> {
   const fn = cluster[method];
   if (typeof fn !== 'function') throw new Ec2Error('UnsupportedOperation', `The cluster of zone ${cluster.zone} keeps no volumes.`);
   return fn as NonNullable<ClusterApi[K]>;

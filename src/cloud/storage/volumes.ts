@@ -15,6 +15,7 @@ import { newId } from '../ids.ts';
 import { tagsByResource, tagsFromSpecifications, writeTags, type TagSpecification } from '../tags.ts';
 import { registerTaggable } from '../resource-registry.ts';
 import { assertVolumeQuota } from './volume-quotas.ts';
+import { usableSnapshot } from './snapshots.ts';
 import { attachmentView, reportedIops, reportedThroughput, volumeFilters, volumeView, VOLUME_TYPES, type VolumeItem } from './volume-view.ts';
 
 const VOLUME_ID = /^vol-[0-9a-f]{8}([0-9a-f]{9})?$/;
@@ -128,12 +129,22 @@ export function volumeOperations(): OperationTable {
   async function CreateVolume(ctx: RequestContext, input: CreateVolumeInput) {
     if (!input.AvailabilityZone) throw new Ec2Error('MissingParameter', 'The request must contain the parameter AvailabilityZone');
     refuseUnoffered(input);
-    if (input.SnapshotId !== undefined && input.SnapshotId !== '') {
-      // No snapshot exists in this cloud yet (snapshots are issue 10, item 3).
-      throw new Ec2Error('InvalidSnapshot.NotFound', `The snapshot '${input.SnapshotId}' does not exist.`);
+    const snapshotId = input.SnapshotId || null;
+    // A volume from a snapshot is at least the snapshot's size, and that size by default.
+    const snapshot = snapshotId ? await usableSnapshot(ctx.store.db, ctx.caller.accountId, snapshotId) : undefined;
+    if (snapshot) {
+      if (snapshot.state !== 'completed') throw new Ec2Error('IncorrectState', `Snapshot '${snapshot.id}' is in the '${snapshot.state}' state; a volume is made from a completed snapshot.`);
+      if (input.Size !== undefined && input.Size < snapshot.volume_size_gib) {
+        throw new Ec2Error('InvalidParameterValue', `Volume of size ${input.Size}GiB is smaller than snapshot '${snapshot.id}', expect size >= ${snapshot.volume_size_gib}GiB`);
+      }
+      if (snapshot.zone !== input.AvailabilityZone) {
+        // The snapshot's data is in the storage of the zone it was taken in; no zone copies it to another yet.
+        throw new Ec2Error('InvalidParameterValue', `Snapshot '${snapshot.id}' is kept in ${snapshot.zone}: this cloud makes volumes from it in that availability zone only.`);
+      }
     }
-    if (input.Size === undefined) throw new Ec2Error('MissingParameter', 'The request must contain the parameter size or snapshotId');
-    const shape = checkShape(input.VolumeType || 'gp2', input.Size, input.Iops, input.Throughput);
+    const size = input.Size ?? snapshot?.volume_size_gib;
+    if (size === undefined) throw new Ec2Error('MissingParameter', 'The request must contain the parameter size or snapshotId');
+    const shape = checkShape(input.VolumeType || 'gp2', size, input.Iops, input.Throughput);
     const tags = tagsFromSpecifications(input.TagSpecifications, ['volume']).get('volume') ?? [];
     const token = input.ClientToken || null;
     if (token !== null && token.length > 64) throw new Ec2Error('InvalidParameterValue', 'The ClientToken must have at most 64 characters.');
@@ -143,7 +154,7 @@ export function volumeOperations(): OperationTable {
         const earlier = await tx.selectFrom('volumes').selectAll().where('account_id', '=', ctx.caller.accountId).where('client_token', '=', token).executeTakeFirst();
         if (earlier) {
           const same = earlier.zone === input.AvailabilityZone && earlier.size_gib === shape.sizeGiB && earlier.volume_type === shape.type
-            && earlier.iops === shape.iops && earlier.throughput === shape.throughput;
+            && earlier.iops === shape.iops && earlier.throughput === shape.throughput && earlier.snapshot_id === snapshotId;
           if (!same) throw new Ec2Error('IdempotentParameterMismatch', `The client token ${token} was used before with other parameters.`);
           return earlier;
         }
@@ -154,7 +165,7 @@ export function volumeOperations(): OperationTable {
       const now = new Date().toISOString();
       const volume: VolumesTable = {
         id: newId('vol'), account_id: ctx.caller.accountId, zone: zone.name, size_gib: shape.sizeGiB, volume_type: shape.type,
-        iops: shape.iops, throughput: shape.throughput, snapshot_id: null, state: 'creating', created_at: now, state_changed_at: now,
+        iops: shape.iops, throughput: shape.throughput, snapshot_id: snapshotId, state: 'creating', created_at: now, state_changed_at: now,
         auto_enable_io: 0, instance_id: null, device: null, attach_state: null, attach_time: null, delete_on_termination: 0, detach_force: 0,
         client_token: token,
       };
