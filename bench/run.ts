@@ -6,6 +6,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   network: async () => (await import('./network.ts')).benchNetwork(),
   limits: async () => (await import('./limits.ts')).benchLimits(),
   soak: async () => (await import('./soak.ts')).benchSoak(),
+  xml: async () => (await import('./xml.ts')).benchXml(),
 };
 
 const name = process.argv[2];
