@@ -29,6 +29,8 @@ import { applyServerTimeouts } from '../http/server-timeouts.ts';
 import { RequestLimiter, type EndpointLimitOptions } from './limits/request-limiter.ts';
 import { createRateLimitAdminApi } from './limits/admin-rate-limits.ts';
 import { createPublicRangeAdminApi } from './admin-public-ranges.ts';
+import { createEventAdminApi } from './admin-events.ts';
+import { InstanceEventRunner } from './compute/instance-event-runner.ts';
 import { createImageAdminApi } from './images/image-admin-api.ts';
 import { guardEndpointServer } from './limits/endpoint-server.ts';
 
@@ -122,6 +124,7 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     adminApis.route('/admin', createClusterAdminApi({ store, keys, log: opts.log, region: opts.region, connections: clusters }));
     adminApis.route('/admin', createRateLimitAdminApi({ store, keys, log: opts.log, limiter }));
     adminApis.route('/admin', createPublicRangeAdminApi({ store, keys, log: opts.log }));
+    adminApis.route('/admin', createEventAdminApi({ store, keys, log: opts.log }));
     adminApis.route('/admin', createImageAdminApi({ store, keys, log: opts.log, imagesDir: join(opts.dataDir, 'imported-images') }));
     adminApis.all('/admin/*', adminNotFound);
     const reconciler = new InstanceReconciler({ store, directory, log: opts.log, intervalMs: opts.reconcileIntervalMs ?? 1000, imageUrl });
@@ -132,6 +135,9 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
     // EBS snapshots: their zone's storage takes, copies and lets go of them in the background.
     const snapshotReconciler = new SnapshotReconciler({ store, directory, log: opts.log, intervalMs: opts.reconcileIntervalMs ?? 1000 });
     snapshotReconciler.start();
+    // Scheduled events (a node's maintenance): carried out when their time comes.
+    const eventRunner = new InstanceEventRunner({ store, directory, log: opts.log, intervalMs: Math.max(opts.reconcileIntervalMs ?? 1000, 1000) });
+    eventRunner.start();
     // Security groups on the wire: each zone's document goes to its cluster on change and every 30 s.
     const firewallSync = new FirewallSync({ store, directory, log: opts.log });
     firewallSync.start();
@@ -147,6 +153,7 @@ export async function startCloudController(opts: CloudControllerOptions): Promis
         await reconciler.stop();
         await volumeReconciler.stop();
         await snapshotReconciler.stop();
+        await eventRunner.stop();
         await firewallSync.stop();
         await new Promise<void>((resolve) => server.close(() => resolve()));
         await store.close();

@@ -16,6 +16,7 @@ import { addressOperations } from './network/addresses.ts';
 import { subnetAttributeOperations } from './network/subnet-attributes.ts';
 import { volumeOperations } from './storage/volumes.ts';
 import { snapshotOperations } from './storage/snapshots.ts';
+import { instanceEventOperations } from './compute/instance-events.ts';
 
 export function allOperations(compute: InstanceOperationDeps): OperationTable {
   return {
@@ -30,6 +31,7 @@ export function allOperations(compute: InstanceOperationDeps): OperationTable {
     ...imageAttributeOperations,
     ...instanceOperations(compute),
     ...instanceMetadataOptionOperations(compute),
+    ...instanceEventOperations,
     ...addressOperations,
     ...subnetAttributeOperations,
     ...volumeOperations(),
