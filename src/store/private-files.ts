@@ -23,10 +23,21 @@ function isMissing(err: unknown): boolean {
  * are Ironbark's own, not for one a user named that may be shared (a `--store` file's folder).
  */
 export async function ensurePrivateDir(dir: string, opts: { tighten?: boolean } = {}): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
-  if (opts.tighten === false) return;
-  const { mode } = await stat(dir);
-  if ((mode & OPEN_TO_OTHERS) !== 0) await chmod(dir, mode & 0o7700);
+  if (opts.tighten === false) {
+    await mkdir(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
+    return;
+  }
+  // Usually the folder is there already (a node checks its state folder on every record it
+  // writes): one stat says so, and whether it is open to others.
+  let found = await stat(dir).catch((err: unknown) => {
+    if (isMissing(err)) return undefined;
+    throw err;
+  });
+  if (found === undefined || !found.isDirectory()) {
+    await mkdir(dir, { recursive: true, mode: PRIVATE_DIR_MODE });
+    found = await stat(dir);
+  }
+  if ((found.mode & OPEN_TO_OTHERS) !== 0) await chmod(dir, found.mode & 0o7700);
 }
 
 /** ensurePrivateDir for synchronous start-up code. */

@@ -128,6 +128,11 @@ describe('files holding secrets or user data are private, under umask 022', () =
     assertPrivateDir(join(root, 'made'));
     assertPrivateDir(nested);
     assertPrivateFile(join(nested, 'record.json'));
+    // A folder that is there is checked (and, open, tightened) without being made again; a file in its place is an error.
+    chmodSync(nested, 0o755);
+    await ensurePrivateDir(nested);
+    assertPrivateDir(nested);
+    await assert.rejects(ensurePrivateDir(join(nested, 'record.json')), { code: 'EEXIST' });
   });
 
   it('node instance specs (they carry user data), also ones an earlier version left open', async () => {
