@@ -23,6 +23,7 @@ import { ROOT_DEVICE_NAME } from './images/images.ts';
 import { checkShutdownBehavior, createLauncher, viewContext, type LaunchDeps } from './instance-launch.ts';
 import { assertWithinQuotas, STATES_HOLDING_RESOURCES, type QuotaDemand } from './quotas.ts';
 import { replaceInstanceGroups } from './network/instance-groups.ts';
+import { renewLaunchAddresses } from './network/public-addresses.ts';
 import { instanceVolumeMappings } from './storage/instance-volumes.ts';
 import { setDeleteOnTermination } from './storage/launch-volumes.ts';
 import { EVENT_FILTERS, eventsOfInstances, eventView } from './compute/instance-events.ts';
@@ -236,6 +237,8 @@ export function instanceOperations(deps: InstanceOperationDeps): OperationTable 
         adding.memoryMiB += vmType?.memoryMiB ?? 0;
       }
       await assertWithinQuotas(tx, ctx.caller.accountId, adding);
+      // As EC2: a launch-time public address was given back at the stop; the start gets a new one.
+      await renewLaunchAddresses(tx, decided.filter(({ row, change }) => row.state === 'stopped' && change.to === 'pending').map(({ row }) => row));
     });
     // What changed while stopped is read now, so every start is handed to its cluster before the answer.
     const updates = new Map<string, Awaited<ReturnType<typeof startUpdateFor>>>();
