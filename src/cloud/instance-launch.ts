@@ -24,7 +24,11 @@ import { reservationsOf, type SecurityGroupRef } from './instance-view.ts';
 import { isUnplaced, placeStoredInstances, recordPlacements } from './instance-placement.ts';
 import { interfaceAsInstanceLevel, type InterfaceSpecification } from './network/launch-interface.ts';
 import { assignLaunchAddresses, releaseInstancesPublicAddresses } from './network/public-addresses.ts';
-import { launchVolumesFrom, removeLaunchVolumes, writeLaunchVolumes, type BlockDeviceMappingInput, type LaunchVolume } from './storage/launch-volumes.ts';
+import {
+  discardRootVolumes, launchVolumesForEbsImage, launchVolumesFrom, makeRootVolumes, removeLaunchVolumes, writeLaunchVolumes,
+  type BlockDeviceMappingInput, type LaunchVolume,
+} from './storage/launch-volumes.ts';
+import { imageBlockDevices, isEbsImage, launchSnapshotLookup } from './images/ebs-images.ts';
 import { metadataOptionsColumn, metadataOptionsFrom, metadataOptionsSpec, type MetadataOptionsInput, type StoredMetadataOptions } from './instance-metadata-options.ts';
 
 const MAX_USER_DATA_BYTES = 16 * 1024;
@@ -235,7 +239,10 @@ export function createLauncher(deps: LaunchDeps) {
     // Network-interface tags are checked and left unused: the one interface has no row of its own.
     const tagsByType = tagsFromSpecifications(input.TagSpecifications, ['instance', 'volume', 'network-interface']);
     const tags = tagsByType.get('instance') ?? [];
-    const volumes = await launchVolumesFrom(input.BlockDeviceMappings, image.root_device_name ?? ROOT_DEVICE_NAME);
+    const snapshots = launchSnapshotLookup(db, accountId);
+    const volumes = isEbsImage(image)
+      ? await launchVolumesForEbsImage(imageBlockDevices(image), image.root_device_name ?? ROOT_DEVICE_NAME, input.BlockDeviceMappings, snapshots)
+      : await launchVolumesFrom(input.BlockDeviceMappings, image.root_device_name ?? ROOT_DEVICE_NAME, snapshots);
     const shutdownBehavior = input.InstanceInitiatedShutdownBehavior === undefined ? 'stop' : checkShutdownBehavior(input.InstanceInitiatedShutdownBehavior);
 
     let subnet: SubnetsTable | undefined;
@@ -354,7 +361,11 @@ export function createLauncher(deps: LaunchDeps) {
           }
           for (let i = 0; i < rows.length; i += 200) await tx.insertInto('instances').values(rows.slice(i, i + 200)).execute();
           for (const row of rows) await writeTags(tx, plan.accountId, row.id, plan.tags);
-          await writeLaunchVolumes(tx, plan.accountId, zone, rows.map((r) => r.id), plan.volumes, plan.volumeTags);
+          const volumes = await writeLaunchVolumes(tx, plan.accountId, zone, rows.map((r) => r.id), plan.volumes, plan.volumeTags);
+          for (const v of volumes) if (v.snapshot_id && v.device === plan.volumes.find((p) => p.root)?.device) {
+            const row = rows.find((r) => r.id === v.instance_id);
+            if (row) row.root_volume_id = v.id;
+          }
           if (plan.associatePublicIp ?? subnet.map_public_ip_on_launch === 1) {
             const given = await assignLaunchAddresses(tx, rows, plan.associatePublicIp === true);
             for (const row of rows) if (given.has(row.id)) Object.assign(row, { public_ip: given.get(row.id)!, auto_public_ip: 1 });
@@ -400,6 +411,7 @@ export function createLauncher(deps: LaunchDeps) {
       ...(plan.kernel ? { kernel: imageRefFor(plan.kernel, deps.imageUrl) } : { bootMode: bootModeOf(plan.image) }),
       ...(plan.ramdisk ? { ramdisk: imageRefFor(plan.ramdisk, deps.imageUrl) } : {}),
       root: imageRefFor(plan.image, deps.imageUrl),
+      ...(row.root_volume_id ? { rootVolume: { volumeId: row.root_volume_id } } : {}),
       kernelCmdline: plan.image.kernel_cmdline ?? '',
       vmType: plan.vmType, zone: row.zone, region: plan.region, subnetCidr: subnet.cidr, subnetId: subnet.id, vpcId: subnet.vpc_id,
       privateIp: row.private_ip!, privateDnsName: privateDnsName(row.private_ip!, plan.region), mac: row.mac,
@@ -422,7 +434,13 @@ export function createLauncher(deps: LaunchDeps) {
     }
     let rows = written.rows;
     const specs = rows.map((r) => specFor(plan, r, subnet));
+    // An EBS-backed image's root volumes are removed from the storage with the rows of a failed launch.
+    const discard = (ids: string[]) => discardRootVolumes(ctx.store, cluster, ids).catch((err) => {
+      deps.log?.warn({ zone, err: (err as Error)?.message ?? String(err) }, 'could not remove the root volumes of a failed launch');
+    });
     try {
+      // An EBS-backed image boots from a volume made of its snapshot: made before the node boots it.
+      if (plan.volumes.some((v) => v.root)) await makeRootVolumes(ctx.store, cluster, rows.map((r) => r.id));
       for (let attempt = 1; ; attempt++) {
         try {
           const placements = await cluster.runInstances(specs.slice(0, rows.length));
@@ -436,11 +454,13 @@ export function createLauncher(deps: LaunchDeps) {
           let next = Math.min(rows.length - 1, fit ?? rows.length - 1);
           if (attempt >= MAX_CAPACITY_ATTEMPTS) next = plan.min;
           next = Math.max(plan.min, next);
+          await discard(rows.slice(next).map((r) => r.id));
           await removeInstances(ctx, rows.slice(next).map((r) => r.id));
           rows = rows.slice(0, next);
         }
       }
     } catch (e) {
+      await discard(rows.map((r) => r.id));
       await removeInstances(ctx, rows.map((r) => r.id));
       if (e instanceof Ec2Error) throw e;
       deps.log?.warn({ zone, err: (e as Error)?.message ?? String(e) }, 'cluster could not run instances');

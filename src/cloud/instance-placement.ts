@@ -43,6 +43,7 @@ export async function specFromRow(db: Db | Tx, row: InstancesTable, imageUrl?: (
     ...(kernel ? { kernel: imageRefFor(kernel, imageUrl) } : { bootMode: bootModeOf(root) }),
     ...(ramdisk ? { ramdisk: imageRefFor(ramdisk, imageUrl) } : {}),
     root: imageRefFor(root, imageUrl),
+    ...(row.root_volume_id ? { rootVolume: { volumeId: row.root_volume_id } } : {}),
     kernelCmdline: root.kernel_cmdline ?? '',
     vmType, zone: row.zone, region, subnetCidr: subnet.cidr, subnetId: subnet.id, vpcId: subnet.vpc_id,
     privateIp: row.private_ip!, privateDnsName: privateDnsName(row.private_ip!, region), mac: row.mac,

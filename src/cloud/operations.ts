@@ -10,6 +10,8 @@ import { securityGroupOperations } from './security-groups.ts';
 import { vmTypeOperations } from './vm-types.ts';
 import { imageOperations } from './images/images.ts';
 import { imageAttributeOperations } from './images/image-attributes.ts';
+import { ebsImageOperations } from './images/ebs-images.ts';
+import { imageCreateOperations } from './images/image-create.ts';
 import { instanceOperations, type InstanceOperationDeps } from './instances.ts';
 import { instanceMetadataOptionOperations } from './instance-metadata-options.ts';
 import { addressOperations } from './network/addresses.ts';
@@ -29,6 +31,8 @@ export function allOperations(compute: InstanceOperationDeps): OperationTable {
     ...vmTypeOperations,
     ...imageOperations,
     ...imageAttributeOperations,
+    ...ebsImageOperations,
+    ...imageCreateOperations,
     ...instanceOperations(compute),
     ...instanceMetadataOptionOperations(compute),
     ...instanceEventOperations,

@@ -16,6 +16,8 @@ import { registerTaggable } from '../resource-registry.ts';
 import { viewFilters } from '../view-filters.ts';
 import { cloudAdminAccountId } from '../admin-auth.ts';
 import { ACCOUNT_ID, imagesVisibleTo, sharedAccounts } from './launch-permissions.ts';
+import { blockDeviceView } from './ebs-images.ts';
+import { settlePendingImages } from './image-create.ts';
 
 export type ImageKind = 'machine' | 'kernel' | 'ramdisk';
 
@@ -75,7 +77,12 @@ export function virtualizationTypeOf(row: Pick<ImagesTable, 'boot_mode'>): strin
  */
 export async function findVisibleImage(db: Db | Tx, accountId: string, id: string, kind: ImageKind): Promise<ImagesTable> {
   checkImageId(id);
-  const row = await visibleImages(db, accountId).where('id', '=', id).executeTakeFirst();
+  let row = await visibleImages(db, accountId).where('id', '=', id).executeTakeFirst();
+  if (row?.state === 'pending') {
+    // An image being made (CreateImage, CopyImage) is ready once its snapshots are.
+    await settlePendingImages(db);
+    row = await visibleImages(db, accountId).where('id', '=', id).executeTakeFirst();
+  }
   if (!row || row.kind !== kind || row.state !== 'available') throw imageNotFound([id]);
   return row;
 }
@@ -163,7 +170,7 @@ const IMAGE_FILTERS = {
   architecture: (i: ImageItem) => i.row.architecture,
   'kernel-id': (i: ImageItem) => i.row.kernel_id ?? undefined,
   'ramdisk-id': (i: ImageItem) => i.row.ramdisk_id ?? undefined,
-  'root-device-type': () => 'instance-store',
+  'root-device-type': (i: ImageItem) => blockDeviceView(i.row).RootDeviceType,
   'root-device-name': (i: ImageItem) => i.row.root_device_name ?? undefined,
   'virtualization-type': (i: ImageItem) => virtualizationTypeOf(i.row),
   hypervisor: () => HYPERVISOR,
@@ -215,9 +222,9 @@ function imageView(i: ImageItem) {
     ...(machine && r.ramdisk_id ? { RamdiskId: r.ramdisk_id } : {}),
     Name: r.name,
     ...(r.description !== null ? { Description: r.description } : {}),
-    RootDeviceType: 'instance-store',
     ...(machine ? { RootDeviceName: r.root_device_name ?? ROOT_DEVICE_NAME } : {}),
-    BlockDeviceMappings: [],
+    // RootDeviceType and BlockDeviceMappings: EBS-backed images list their block devices.
+    ...blockDeviceView(r),
     VirtualizationType: virtualizationTypeOf(r),
     ...(r.boot_mode ? { BootMode: r.boot_mode } : {}),
     Hypervisor: HYPERVISOR,
@@ -276,6 +283,7 @@ async function DescribeImages(ctx: RequestContext, input: {
     throw new Ec2Error('InvalidParameterCombination', 'The parameter imageIdsSet cannot be used with the parameter maxResults');
   }
   for (const id of ids) checkImageId(id);
+  await settlePendingImages(db);
   let rows = await visibleImages(db, accountId).orderBy('created_at').orderBy('id').execute();
   if (ids.length > 0) {
     const byId = new Map(rows.map((r) => [r.id, r]));

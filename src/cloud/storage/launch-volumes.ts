@@ -10,7 +10,7 @@
 // as EC2 does for an instance type without instance store (none of this cloud's has one); NoDevice
 // suppresses a device the image maps, and on a device the image does not map there is nothing to
 // suppress.
-import type { Tx } from '../../store/store.ts';
+import type { Db, Store, Tx } from '../../store/store.ts';
 import type { VolumesTable } from '../../store/schema.ts';
 import { Ec2Error } from '../../protocol/errors.ts';
 import { newId } from '../ids.ts';
@@ -38,13 +38,15 @@ export interface LaunchVolume {
   throughput: number | null;
   deleteOnTermination: boolean;
   snapshotId: string | null;
+  /** The instance boots from it (an EBS-backed image's root device). */
+  root?: boolean;
 }
 
 /**
  * The snapshot a mapping names, as the launch may use it (its size sets the volume's default
  * size). Undefined: no such snapshot visible to the account.
  */
-export type SnapshotLookup = (snapshotId: string) => Promise<{ id: string; sizeGiB: number } | undefined>;
+export type SnapshotLookup = (snapshotId: string, viaImage?: boolean) => Promise<{ id: string; sizeGiB: number } | undefined>;
 
 /** A lookup for a cloud with no snapshots: every id is not found. */
 export const NO_SNAPSHOTS: SnapshotLookup = async () => undefined;
@@ -116,6 +118,7 @@ export async function launchVolumesFrom(mappings: BlockDeviceMappingInput[] | un
 /** Writes the launch's volumes for each of its instances (quota first), attaching to it. */
 export async function writeLaunchVolumes(tx: Tx, accountId: string, zone: string, instanceIds: string[], volumes: LaunchVolume[],
   tags: Tag[]): Promise<VolumesTable[]> {
+  // An EBS-backed image's root volume is made by the launch itself (makeRootVolumes), attached.
   if (volumes.length === 0 || instanceIds.length === 0) return [];
   const perInstanceGiB = volumes.reduce((sum, v) => sum + v.sizeGiB, 0);
   await assertVolumeQuota(tx, accountId, volumes.length * instanceIds.length, perInstanceGiB * instanceIds.length);
@@ -132,6 +135,12 @@ export async function writeLaunchVolumes(tx: Tx, accountId: string, zone: string
     }
   }
   for (let i = 0; i < rows.length; i += 200) await tx.insertInto('volumes').values(rows.slice(i, i + 200)).execute();
+  const root = volumes.find((v) => v.root);
+  if (root) {
+    for (const row of rows.filter((r) => r.device === root.device)) {
+      await tx.updateTable('instances').set({ root_volume_id: row.id }).where('id', '=', row.instance_id!).execute();
+    }
+  }
   if (tags.length > 0) for (const row of rows) await writeTags(tx, accountId, row.id, tags);
   return rows;
 }
@@ -176,4 +185,105 @@ export async function setDeleteOnTermination(tx: Tx, instanceId: string, mapping
   for (const c of changes) {
     await tx.updateTable('volumes').set({ delete_on_termination: c.flag ? 1 : 0 }).where('id', '=', c.id).where('instance_id', '=', instanceId).execute();
   }
+}
+
+// ---- EBS-backed images: the root volume and the image's own block devices -------------------
+
+/** The device an instance's root volume is attached at: the first virtio disk, as the guest sees it. */
+export const ROOT_VOLUME_DEVICE = '/dev/vda';
+
+/** A mapping an EBS image keeps (images/ebs-images.ts ImageBlockDevice). */
+interface ImageMapping {
+  DeviceName: string;
+  Ebs?: { SnapshotId?: string; VolumeSize: number; VolumeType: string; DeleteOnTermination: boolean; Iops?: number; Throughput?: number };
+  VirtualName?: string;
+  NoDevice?: string;
+}
+
+/**
+ * The volumes a launch of an EBS-backed image makes: its root volume (from the image's snapshot,
+ * grown, retyped or kept past termination as the request's mapping of the root device asks) and
+ * the image's other Ebs devices, with the request's mappings laid over them (NoDevice removes one).
+ * The image's snapshots need no permission of the caller: launching the image is the permission.
+ */
+export async function launchVolumesForEbsImage(imageMappings: ImageMapping[], imageRootDevice: string,
+  requested: BlockDeviceMappingInput[] | undefined, snapshots: SnapshotLookup): Promise<LaunchVolume[]> {
+  const asked = new Map((requested ?? []).filter((m) => m?.DeviceName).map((m) => [m.DeviceName!, m]));
+  const rootImage = imageMappings.find((m) => m.DeviceName === imageRootDevice && m.Ebs?.SnapshotId);
+  if (!rootImage?.Ebs) throw new Ec2Error('InvalidAMIID.Unavailable', `The image's root device ${imageRootDevice} has no snapshot.`);
+  const rootAsk = asked.get(imageRootDevice);
+  if (rootAsk?.NoDevice !== undefined || rootAsk?.VirtualName) throw invalidMapping(`The root device ${imageRootDevice} cannot be suppressed or replaced.`);
+  if (rootAsk?.Ebs?.SnapshotId && rootAsk.Ebs.SnapshotId !== rootImage.Ebs.SnapshotId) {
+    throw invalidMapping(`The root device ${imageRootDevice} is made from the image's snapshot ${rootImage.Ebs.SnapshotId}; another snapshot cannot be given.`);
+  }
+  if (rootAsk?.Ebs) refuseUnoffered(rootAsk.Ebs);
+  const rootSize = rootAsk?.Ebs?.VolumeSize ?? rootImage.Ebs.VolumeSize;
+  if (rootSize < rootImage.Ebs.VolumeSize) {
+    throw new Ec2Error('InvalidBlockDeviceMapping', `Volume of size ${rootSize}GB is smaller than snapshot '${rootImage.Ebs.SnapshotId}', expect size >= ${rootImage.Ebs.VolumeSize}GB`);
+  }
+  const rootType = rootAsk?.Ebs?.VolumeType || rootImage.Ebs.VolumeType;
+  const rootShape = checkShape(rootType, rootSize, rootAsk?.Ebs?.Iops ?? (rootAsk?.Ebs?.VolumeType ? undefined : rootImage.Ebs.Iops),
+    rootAsk?.Ebs?.Throughput ?? (rootAsk?.Ebs?.VolumeType ? undefined : rootImage.Ebs.Throughput));
+  const root: LaunchVolume = {
+    device: ROOT_VOLUME_DEVICE, sizeGiB: rootShape.sizeGiB, type: rootShape.type, iops: rootShape.iops, throughput: rootShape.throughput,
+    deleteOnTermination: rootAsk?.Ebs?.DeleteOnTermination ?? rootImage.Ebs.DeleteOnTermination, snapshotId: rootImage.Ebs.SnapshotId!, root: true,
+  };
+  // The image's other Ebs devices, unless the request maps the device itself.
+  const fromImage: BlockDeviceMappingInput[] = imageMappings
+    .filter((m) => m.DeviceName !== imageRootDevice && m.Ebs && !asked.has(m.DeviceName))
+    .map((m) => ({ DeviceName: m.DeviceName, Ebs: { ...m.Ebs } }));
+  const rest = [...fromImage, ...[...asked.values()].filter((m) => m.DeviceName !== imageRootDevice)];
+  // The image's snapshots are looked up without the caller's permission; others with it.
+  const imageSnapshots = new Set(imageMappings.map((m) => m.Ebs?.SnapshotId).filter(Boolean));
+  const others = await launchVolumesFrom(rest, imageRootDevice, async (id) => imageSnapshots.has(id) ? snapshots(id, true) : snapshots(id, false));
+  if (others.length + 1 > MAX_VOLUMES_PER_INSTANCE) {
+    throw new Ec2Error('AttachmentLimitExceeded', `An instance of this cloud takes at most ${MAX_VOLUMES_PER_INSTANCE} volumes; the launch maps ${others.length + 1}.`);
+  }
+  return [root, ...others];
+}
+
+/** What makes a volume from a snapshot in the zone's storage (ClusterApi.createVolumeFromSnapshot). */
+export interface RootVolumeMaker {
+  createVolumeFromSnapshot?(volumeId: string, snapshotId: string, sizeGiB: number): Promise<unknown>;
+  deleteVolume?(volumeId: string): Promise<void>;
+}
+
+/**
+ * Makes the root volumes of these instances from their snapshots (copy-on-write in the zone's
+ * storage), before the cluster boots them from it, and records them attached.
+ */
+export async function makeRootVolumes(store: Store, cluster: RootVolumeMaker, instanceIds: string[]): Promise<void> {
+  const rows = await rootVolumesOf(store.db, instanceIds);
+  for (const row of rows.filter((r) => r.state === 'creating')) {
+    if (!cluster.createVolumeFromSnapshot) throw new Ec2Error('UnsupportedOperation', `The zone ${row.zone} keeps no snapshots: an EBS-backed image cannot be launched there.`);
+    await cluster.createVolumeFromSnapshot(row.id, row.snapshot_id!, row.size_gib);
+    await store.db.updateTable('volumes').set({ state: 'in-use', attach_state: 'attached', state_changed_at: new Date().toISOString() })
+      .where('id', '=', row.id).where('state', '=', 'creating').execute();
+  }
+}
+
+/**
+ * A launch that fails after making root volumes: removes them from the storage (their rows go with
+ * the instances' rows); one the storage would not remove now is left `deleting` for the reconciler.
+ */
+export async function discardRootVolumes(store: Store, cluster: RootVolumeMaker, instanceIds: string[]): Promise<void> {
+  for (const row of (await rootVolumesOf(store.db, instanceIds)).filter((r) => r.state !== 'creating')) {
+    try {
+      await cluster.deleteVolume?.(row.id);
+      await store.db.updateTable('volumes').set({ state: 'creating' }).where('id', '=', row.id).execute();
+    } catch {
+      await store.db.updateTable('volumes').set({ state: 'deleting', instance_id: null, device: null, attach_state: null, attach_time: null, state_changed_at: new Date().toISOString() })
+        .where('id', '=', row.id).execute();
+    }
+  }
+}
+
+async function rootVolumesOf(db: Db | Tx, instanceIds: string[]): Promise<VolumesTable[]> {
+  const out: VolumesTable[] = [];
+  for (let i = 0; i < instanceIds.length; i += 500) {
+    const chunk = instanceIds.slice(i, i + 500);
+    out.push(...await db.selectFrom('volumes').selectAll().where('instance_id', 'in', chunk).where('device', '=', ROOT_VOLUME_DEVICE)
+      .where('snapshot_id', 'is not', null).execute());
+  }
+  return out;
 }
