@@ -1,5 +1,7 @@
 // `npm run bench -- network` (public-address part): seconds from AssociateAddress answering to the
-// elastic IP answering from outside, and from DisassociateAddress to it no longer answering. The
+// elastic IP answering from outside, from DisassociateAddress to it no longer answering, and from
+// RevokeSecurityGroupIngress / AuthorizeSecurityGroupIngress answering to the rule's effect on a
+// new connection from outside (as seen from the API, not only the node). The
 // cloud's side is real (the store, the address handlers, FirewallSync computing and pushing the
 // zone's document on its 2 s interval); the zone's cluster is the in-process kind, which hands the
 // document to its node as is; the node is a real NodeNetwork in a network namespace made here, with
@@ -16,6 +18,7 @@ import { openStore } from '../src/store/store.ts';
 import { createAccountWithDefaults, ensureZone } from '../src/cloud/provision.ts';
 import { setPublicRange } from '../src/cloud/network/public-ranges.ts';
 import { addressOperations } from '../src/cloud/network/addresses.ts';
+import { securityGroupOperations } from '../src/cloud/security-groups.ts';
 import { FirewallSync } from '../src/cloud/network/firewall-sync.ts';
 import { ComputeDirectory } from '../src/cloud/compute-directory.ts';
 import type { ClusterApi } from '../src/cluster/cluster-api.ts';
@@ -135,6 +138,17 @@ export async function benchPublicAddresses(): Promise<Record<string, unknown>> {
     await until(() => answers(eip.PublicIp), 'the elastic IP answering');
     const associateToAnswerSeconds = (performance.now() - associated) / 1000;
 
+    // Security groups as seen from the API: a revoked rule stops new connections, an authorized one lets them in.
+    const permission = { IpPermissions: [{ IpProtocol: 'tcp', FromPort: 22, ToPort: 22, IpRanges: [{ CidrIp: '0.0.0.0/0' }] }], GroupId: group.id };
+    const revoked = performance.now();
+    await securityGroupOperations.RevokeSecurityGroupIngress!({ ...ctx, action: 'RevokeSecurityGroupIngress' }, permission);
+    await until(() => !answers(eip.PublicIp), 'the revoked rule taking effect');
+    const revokeToEffectSeconds = (performance.now() - revoked) / 1000;
+    const authorized = performance.now();
+    await securityGroupOperations.AuthorizeSecurityGroupIngress!({ ...ctx, action: 'AuthorizeSecurityGroupIngress' }, permission);
+    await until(() => answers(eip.PublicIp), 'the authorized rule taking effect');
+    const authorizeToEffectSeconds = (performance.now() - authorized) / 1000;
+
     const disassociated = performance.now();
     await addressOperations.DisassociateAddress!(ctx, { AssociationId });
     await until(() => !answers(eip.PublicIp), 'the elastic IP going quiet');
@@ -142,6 +156,8 @@ export async function benchPublicAddresses(): Promise<Record<string, unknown>> {
     return {
       associateToAnswerSeconds: Math.round(associateToAnswerSeconds * 100) / 100,
       disassociateToSilenceSeconds: Math.round(disassociateToSilenceSeconds * 100) / 100,
+      authorizeToEffectSeconds: Math.round(authorizeToEffectSeconds * 100) / 100,
+      revokeToEffectSeconds: Math.round(revokeToEffectSeconds * 100) / 100,
       firewallSyncIntervalSeconds: 2,
     };
   } finally {

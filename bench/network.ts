@@ -2,7 +2,8 @@
 // firewall document with 10,000 instances in one group (SQLite in memory). The node's side, in a
 // network namespace made here (root, nft): the nftables rule set of a bridge with 20 instances
 // whose group admits a group of 10,000 members, its size, the time to load it, and the time to
-// load it again after one member changed (what a launch elsewhere in the zone costs a node).
+// load it again after one member changed (what a launch elsewhere in the zone costs a node); and the
+// same update through a NodeNetwork, which rebuilds all of the bridge's tables in one transaction.
 // Seconds from AuthorizeSecurityGroupIngress to the rule taking effect are bounded by the cloud's
 // check interval (2 s) plus one push and one load (measured here); the QEMU e2e test
 // (test/e2e/security-groups-qemu.test.ts) waits for exactly that on real VMs.
@@ -79,8 +80,52 @@ function nftables(): Record<string, unknown> {
   }
 }
 
+/**
+ * A whole node update as the cloud's push causes it: a NodeNetwork in a namespace made here, with
+ * LOCAL_PORTS instance taps, takes a document whose peer group has MEMBERS members, then one where a
+ * member changed. Every table of the bridge (anti-spoofing, NAT, security groups, VPC isolation,
+ * metadata) is rebuilt in the one `nft -f` transaction each update makes.
+ */
+async function nodeUpdate(): Promise<Record<string, unknown>> {
+  if (process.getuid?.() !== 0 || spawnSync('nft', ['--version']).status !== 0 || spawnSync('dnsmasq', ['--version']).status !== 0) {
+    return { nodeUpdate: 'skipped: needs root, nft and dnsmasq' };
+  }
+  const { NodeNetwork, allocateMac } = await import('../src/node/network.ts');
+  const { mkdtempSync, chmodSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const ns = `ibbench-${randomBytes(3).toString('hex')}`;
+  const stateDir = mkdtempSync(join(tmpdir(), 'ibbench-upd-'));
+  chmodSync(stateDir, 0o711);
+  execFileSync('ip', ['netns', 'add', ns]);
+  const network = new NodeNetwork({ zone: 'bench-1a', cidr: '10.0.0.0/8', stateDir, netns: ns });
+  try {
+    await network.setUp();
+    const group = { id: 'sg-0000000000000000a', vpcId: 'vpc-0000000000000000a', ingress: [{ protocol: '-1', group: 'sg-0000000000000000b' }], egress: [{ protocol: '-1', cidr: '0.0.0.0/0' }] };
+    const members: FirewallInstance[] = Array.from({ length: MEMBERS }, (_, i) => ({
+      id: `i-${(0x20000000 + i).toString(16).padStart(17, '0')}`, ip: ip(i), vpcId: 'vpc-0000000000000000a', groups: ['sg-0000000000000000b'],
+    }));
+    for (let i = 0; i < LOCAL_PORTS; i++) {
+      const id = `i-${(0x30 + i).toString(16)}${randomBytes(8).toString('hex').slice(0, 15)}`;
+      await network.addInstance({ instanceId: id, mac: allocateMac(id), ip: `10.200.0.${i + 2}`, firewall: { vpcId: group.vpcId, groups: [group.id] } });
+    }
+    const timed = async (list: FirewallInstance[]) => {
+      const started = performance.now();
+      await network.setFirewallDocument(makeFirewallDocument('bench-1a', [group], list));
+      return Math.round(performance.now() - started);
+    };
+    const nodeFirstLoadMs = await timed(members);
+    const nodeUpdateMs = await timed([...members.slice(1), { ...members[0]!, ip: '10.250.0.2' }]);
+    return { nodeFirstLoadMs, nodeUpdateMs };
+  } finally {
+    await network.tearDown().catch(() => undefined);
+    spawnSync('ip', ['netns', 'del', ns]);
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+}
+
 export async function benchNetwork(): Promise<Record<string, unknown>> {
   const publicAddress = await (await import('./network-public.ts')).benchPublicAddresses();
   const zoneNetwork = await (await import('./network-zone.ts')).benchZoneNetwork();
-  return { bench: 'network', ...(await documentBuild()), ...nftables(), ...publicAddress, ...zoneNetwork };
+  return { bench: 'network', ...(await documentBuild()), ...nftables(), ...(await nodeUpdate()), ...publicAddress, ...zoneNetwork };
 }

@@ -40,10 +40,6 @@ ${dispatch}  }
 `;
 }
 
-export async function applyAntiSpoofTable(table: string, ports: PortBinding[], netns?: string): Promise<void> {
-  await runCommand('nft', ['-f', '-'], { netns, input: renderAntiSpoofTable(table, ports) });
-}
-
 export async function removeAntiSpoofTable(table: string, netns?: string): Promise<void> {
   try {
     await runCommand('nft', ['delete', 'table', 'bridge', table], { netns });

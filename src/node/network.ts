@@ -10,13 +10,13 @@ import { Ec2Error } from '../protocol/errors.ts';
 import { ipJson, runCommand } from './network-commands.ts';
 import { writeFileAtomic } from './network-files.ts';
 import { DhcpServer } from './dhcp.ts';
-import { applyAntiSpoofTable, removeAntiSpoofTable } from './network-antispoof.ts';
+import { renderAntiSpoofTable, removeAntiSpoofTable } from './network-antispoof.ts';
 import type { FirewallBackend } from './network/firewall-backend.ts';
 import type { FirewallDocument } from './network/firewall-document.ts';
 import { NftablesFirewall } from './network/nftables-firewall.ts';
-import { PublicNat, planPublicNat, publicNatTableName } from './network/public-nat.ts';
-import { ZoneOverlay, type OverlayInstance } from './network/overlay.ts';
-import { applyMetadataTables, metadataTableNames, removeMetadataTables } from './network/metadata-port.ts';
+import { PublicNat, planPublicNat, publicNatTableName, renderPublicNatTable } from './network/public-nat.ts';
+import { ZoneOverlay, renderOverlayTables, type OverlayInstance } from './network/overlay.ts';
+import { metadataTableNames, removeMetadataTables, renderMetadataTables } from './network/metadata-port.ts';
 import { securityGroupTableNames } from './network/nftables-firewall.ts';
 import type { WantedItem } from './network/diagnosis.ts';
 import { planBridgeFirewall, type FirewallPort } from './network/security-group-plan.ts';
@@ -110,6 +110,8 @@ export class NodeNetwork {
   private readonly stateDir: string;
   private readonly statePath: string;
   private state: NetworkState | undefined;
+  /** Whether the firewall's host preparation (br_netfilter on the bridge) was done since the bridge was last checked. */
+  private hostPrepared = false;
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(opts: NodeNetworkOptions) {
@@ -308,6 +310,7 @@ export class NodeNetwork {
     await mkdir(this.stateDir, { recursive: true });
     const state = await this.adoptState();
     await this.ensureBridge();
+    this.hostPrepared = false;
     await this.ensureAddresses();
     if (state.overlayPeers) await this.overlay.ensurePort(state.overlayPeers);
     const wanted = new Set<string>();
@@ -372,18 +375,25 @@ export class NodeNetwork {
     return Object.values(state.instances).map(({ mac, ip }) => ({ mac, ip }));
   }
 
+  /**
+   * Makes every nftables table of the bridge what the state and the document say: anti-spoofing,
+   * public-address NAT, security groups and VPC isolation, metadata by port and, with peers, the
+   * zone tunnel. All of them in one `nft -f` transaction: an update is one command, and it is taken
+   * whole or not at all (the host never holds a new NAT table with old security groups).
+   */
   private async applyFirewall(state: NetworkState): Promise<void> {
-    await applyAntiSpoofTable(this.firewallTable, Object.values(state.instances), this.netns);
     // Every port is filtered. One attached without a firewall context (by an older node) has no VPC
     // and no group until the document names it: closed but for DHCP, DNS and metadata, and alone on the link.
     const filtered: FirewallPort[] = Object.entries(state.instances).map(([instanceId, port]) => (
       { instanceId, tapName: port.tapName, ip: port.ip, vpcId: port.firewall?.vpcId ?? '', groups: port.firewall?.groups ?? [] }));
     const bridge = { bridgeName: this.bridgeName, cidr: this.range.cidr, gateway: this.range.gateway };
-    await this.publicNat.apply(planPublicNat(bridge, this.firewallDocument, Object.entries(state.instances).map(([instanceId, p]) => ({ instanceId, ip: p.ip }))));
+    const natPlan = planPublicNat(bridge, this.firewallDocument, Object.entries(state.instances).map(([instanceId, p]) => ({ instanceId, ip: p.ip })));
     const plan = planBridgeFirewall(bridge, this.firewallDocument, filtered);
-    await this.firewall.apply(plan);
     const ports = Object.values(state.instances).map(({ tapName, ip }) => ({ tapName, ip }));
-    await applyMetadataTables({ bridgeName: this.bridgeName, ports, listen: this.metadataDnat ? this.range.gateway : undefined, netns: this.netns });
+    let script = renderAntiSpoofTable(this.firewallTable, Object.values(state.instances))
+      + renderPublicNatTable(natPlan)
+      + this.firewall.render(plan)
+      + renderMetadataTables({ bridgeName: this.bridgeName, ports, listen: this.metadataDnat ? this.range.gateway : undefined });
     if (state.overlayPeers) {
       // Every instance of the zone the node knows of: its own ports (with their VPC) and the document's others.
       const local = new Set(plan.ports.map((p) => p.ip));
@@ -391,8 +401,14 @@ export class NodeNetwork {
         ...plan.ports.filter((p) => p.vpcId).map((p) => ({ ip: p.ip, vpcId: p.vpcId, tapName: p.tapName })),
         ...(this.firewallDocument?.instances ?? []).filter((i) => !local.has(i.ip)).map((i) => ({ ip: i.ip, vpcId: i.vpcId })),
       ];
-      await this.overlay.applyRules(state.overlayPeers, instances);
+      script += renderOverlayTables({ bridgeName: this.bridgeName, gateway: this.range.gateway, peers: state.overlayPeers, instances });
     }
+    if (!this.hostPrepared) {
+      await this.firewall.prepare(this.bridgeName);
+      this.hostPrepared = true;
+    }
+    await this.publicNat.prepare(natPlan);
+    await runCommand('nft', ['-f', '-'], { netns: this.netns, input: script });
   }
 
   private async ensureBridge(): Promise<void> {

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { NodeNetwork, allocateMac, METADATA_ADDRESS } from '../../src/node/network.ts';
 import { MetadataService, type InstanceMetadata } from '../../src/node/metadata-service.ts';
 import { bridgeNameForZone, tapNameForInstance, firewallTableName } from '../../src/node/network-addressing.ts';
+import { makeFirewallDocument } from '../../src/node/network/firewall-document.ts';
 import { skipUnlessPresent } from '../helpers/prerequisites.ts';
 
 function run(file: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -196,7 +197,10 @@ exit 0
     await must('ip', ['-n', hostNs, 'link', 'add', tapName, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', vmNs]);
     await must('ip', ['-n', vmNs, 'link', 'set', 'eth0', 'address', vmMac]);
     await must('ip', ['-n', vmNs, 'link', 'set', 'eth0', 'up']);
-    const result = await network.addInstance({ instanceId, mac: vmMac, ip: vmIp });
+    // Every port is closed until its groups are known: this one's group lets everything in and out.
+    const open = [{ protocol: '-1', cidr: '0.0.0.0/0' }];
+    await network.setFirewallDocument(makeFirewallDocument(zone, [{ id: 'sg-0000000000000a001', vpcId: 'vpc-0000000000000a001', ingress: open, egress: open }], []));
+    const result = await network.addInstance({ instanceId, mac: vmMac, ip: vmIp, firewall: { vpcId: 'vpc-0000000000000a001', groups: ['sg-0000000000000a001'] } });
     assert.equal(result.tapName, tapName);
     const port = (await linksInHost()).find((l) => l.ifname === tapName);
     assert.equal(port?.master, network.bridgeName);

@@ -242,6 +242,29 @@ describe('security groups and VPC isolation on a zone bridge (network namespaces
     assert.equal(readFileSync(envFile, 'utf8').trim(), `ip=${g.ip}`);
   });
 
+  it('loads an update in one nftables transaction (all of the bridge\'s tables at once)', async () => {
+    // A stand-in `nft` first on PATH logs each call and runs the real one.
+    const shimDir = join(stateDir, 'shim');
+    const log = join(stateDir, 'nft-calls.log');
+    const real = ['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft'].find((f) => existsSync(f))!;
+    spawnSync('mkdir', ['-p', shimDir]);
+    writeFileSync(join(shimDir, 'nft'), `#!/bin/sh\necho "$*" >> ${log}\ncat > ${log}.in\nexec ${real} "$@" < ${log}.in\n`);
+    chmodSync(join(shimDir, 'nft'), 0o755);
+    const path = process.env.PATH;
+    process.env.PATH = `${shimDir}:${path}`;
+    try {
+      await apply(groups({ [SERVER]: { ingress: [] } }));
+      await apply(groups());
+    } finally {
+      process.env.PATH = path;
+    }
+    const calls = readFileSync(log, 'utf8').trim().split('\n');
+    assert.deepEqual(calls, ['-f -', '-f -'], 'one nft call per update');
+    const script = readFileSync(`${log}.in`, 'utf8');
+    for (const table of ['ib_br_', 'ib_nat_', 'ib_sg_', 'ib_vpc_', 'ib_md_', 'ib_mdn_']) assert.match(script, new RegExp(`delete table \\w+ ${table}`), table);
+    assert.equal(connects(guests.client.ns, guests.server), true, 'and it took effect');
+  });
+
   it('stops new connections as soon as the rule is revoked, and lets them again when it is back', async () => {
     await apply(groups({ [SERVER]: { ingress: [] } }));
     assert.equal(connects(guests.client.ns, guests.server), false);

@@ -261,7 +261,7 @@ table bridge ib_vpc_br_z1 {
 
   it('a recording backend keeps the plans it was given', async () => {
     const backend = new RecordingFirewall();
-    await backend.apply(planBridgeFirewall(BRIDGE, undefined, []));
+    backend.render(planBridgeFirewall(BRIDGE, undefined, []));
     await backend.remove('ibbr-z1');
     assert.equal(backend.last('ibbr-z1')?.bridgeName, 'ibbr-z1');
     assert.deepEqual(backend.removed, ['ibbr-z1']);

@@ -77,10 +77,6 @@ ${opts.listen ? `    iifname ${br} ip daddr ${opts.listen} tcp dport 80 ct origi
   return `table bridge ${names.bridge} {}\ndelete table bridge ${names.bridge}\n${bridgeTable}table ip ${names.ip} {}\ndelete table ip ${names.ip}\n${ipTable}`;
 }
 
-export async function applyMetadataTables(opts: { bridgeName: string; ports: MetadataPort[]; listen?: string; netns?: string }): Promise<void> {
-  await runCommand('nft', ['-f', '-'], { netns: opts.netns, input: renderMetadataTables(opts) });
-}
-
 export async function removeMetadataTables(bridgeName: string, netns?: string): Promise<void> {
   const names = metadataTableNames(bridgeName);
   for (const [family, table] of [['bridge', names.bridge], ['ip', names.ip]] as const) {

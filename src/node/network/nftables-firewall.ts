@@ -175,9 +175,12 @@ export class NftablesFirewall implements FirewallBackend {
   /** `netns`: the named network namespace that plays the host, or the real host when absent. */
   constructor(private readonly netns?: string) {}
 
-  async apply(plan: BridgeFirewallPlan): Promise<void> {
-    await this.ensureBridgeNetfilter(plan.bridgeName);
-    await runCommand('nft', ['-f', '-'], { netns: this.netns, input: renderSecurityGroupTables(plan) });
+  prepare(bridgeName: string): Promise<void> {
+    return this.ensureBridgeNetfilter(bridgeName);
+  }
+
+  render(plan: BridgeFirewallPlan): string {
+    return renderSecurityGroupTables(plan);
   }
 
   async remove(bridgeName: string): Promise<void> {

@@ -180,12 +180,6 @@ export class ZoneOverlay {
     for (const dst of current) if (!wanted.has(dst)) await this.bridgeCmd(['fdb', 'del', FLOOD_MAC, 'dev', this.tunnelName, 'dst', dst]);
   }
 
-  /** Replaces both overlay tables at once. */
-  async applyRules(peers: string[], instances: OverlayInstance[]): Promise<void> {
-    const text = renderOverlayTables({ bridgeName: this.opts.bridgeName, gateway: this.opts.gateway, peers, instances });
-    await runCommand('nft', ['-f', '-'], { netns: this.opts.netns, input: text });
-  }
-
   /** The peers the tunnel floods to now (its all-zero FDB entries). */
   async floodEntries(): Promise<FdbEntry[]> {
     let out: string;

@@ -95,12 +95,12 @@ export class PublicNat {
   /** `netns`: the named network namespace that plays the host, or the real host when absent. */
   constructor(private readonly netns?: string) {}
 
-  async apply(plan: PublicNatPlan): Promise<void> {
+  /** Turns IPv4 forwarding on (once) when the plan has a port to serve. */
+  async prepare(plan: PublicNatPlan): Promise<void> {
     if (plan.hasPorts && !this.forwardingOn) {
       await runCommand('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1'], { netns: this.netns });
       this.forwardingOn = true;
     }
-    await runCommand('nft', ['-f', '-'], { netns: this.netns, input: renderPublicNatTable(plan) });
   }
 
   async remove(bridgeName: string): Promise<void> {
