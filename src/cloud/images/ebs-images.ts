@@ -143,6 +143,7 @@ async function RegisterImage(ctx: RequestContext, input: RegisterImageInput) {
   let bootMode: string | null = null;
   let kernelId: string | null = null;
   let ramdiskId: string | null = null;
+  let kernelCmdline: string | null = null;
   if (virtualization === 'hvm') {
     if (input.KernelId || input.RamdiskId) throw new Ec2Error('InvalidParameterCombination', 'KernelId and RamdiskId are for paravirtual images; an hvm image boots its own boot loader.');
     bootMode = input.BootMode || 'legacy-bios';
@@ -154,6 +155,9 @@ async function RegisterImage(ctx: RequestContext, input: RegisterImageInput) {
     if (!input.KernelId) throw new Ec2Error('MissingParameter', 'A paravirtual image must give KernelId.');
     kernelId = (await findVisibleImage(db, accountId, input.KernelId, 'kernel')).id;
     if (input.RamdiskId) ramdiskId = (await findVisibleImage(db, accountId, input.RamdiskId, 'ramdisk')).id;
+    // The command line the cloud's machine images boot this kernel with (its root is /dev/vda here too).
+    kernelCmdline = (await db.selectFrom('images').select('kernel_cmdline').where('kernel_id', '=', kernelId).where('kind', '=', 'machine')
+      .where('kernel_cmdline', 'is not', null).orderBy('created_at').executeTakeFirst())?.kernel_cmdline ?? 'root=/dev/vda console=ttyS0';
   }
   const tags = tagsFromSpecifications(input.TagSpecifications, ['image']).get('image') ?? [];
   const description = checkDescription(input.Description);
@@ -163,7 +167,7 @@ async function RegisterImage(ctx: RequestContext, input: RegisterImageInput) {
     const root = mappings.find((m) => m.DeviceName === input.RootDeviceName)!;
     const row: ImagesTable = {
       id: newId('ami'), account_id: accountId, name, description, kind: 'machine', architecture, state: 'available', is_public: 0,
-      kernel_id: kernelId, ramdisk_id: ramdiskId, root_device_name: input.RootDeviceName!, kernel_cmdline: kernelId ? 'root=/dev/vda console=ttyS0' : null,
+      kernel_id: kernelId, ramdisk_id: ramdiskId, root_device_name: input.RootDeviceName!, kernel_cmdline: kernelCmdline,
       // No file: every launch makes the root volume from the snapshot.
       location: '', sha256: '', size_bytes: root.Ebs!.VolumeSize * 1024 ** 3, format: 'raw', created_at: new Date().toISOString(),
       boot_mode: bootMode, root_device_type: 'ebs', block_device_mappings: JSON.stringify(mappings), source_instance_id: null,
