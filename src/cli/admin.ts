@@ -55,6 +55,9 @@ interface UsageJson {
   coresInUse: number; memoryMiBInUse: number; keyPairs: number; securityGroups: number; quotas: QuotaJson[];
   /** Absent from a cloud older than EBS volumes. */
   volumes?: { count: number; gib: number };
+  /** Absent from a cloud older than EBS snapshots. */
+  snapshots?: { count: number; gib: number };
+  storageGiBHours?: { since: string; volumes: number; snapshots: number };
 }
 
 function quotaText(q: QuotaJson): string {
@@ -87,6 +90,8 @@ function usageDetail(u: UsageJson): string {
     `Key pairs:        ${u.keyPairs}`,
     `Security groups:  ${u.securityGroups}`,
     ...(u.volumes ? [`Volumes:          ${u.volumes.count}${of('max-volumes')}, ${u.volumes.gib} GiB${of('max-volume-gib')}`] : []),
+    ...(u.snapshots ? [`Snapshots:        ${u.snapshots.count}${of('max-snapshots')}, ${u.snapshots.gib} GiB${of('max-snapshot-gib')}`] : []),
+    ...(u.storageGiBHours ? [`Storage GiB-hours since ${u.storageGiBHours.since.slice(0, 10)}: volumes ${u.storageGiBHours.volumes}, snapshots ${u.storageGiBHours.snapshots}`] : []),
     `Quotas:           ${u.quotas.map((q) => `${q.name} ${quotaText(q)}`).join(', ')}`,
   ].join('\n') + '\n';
 }

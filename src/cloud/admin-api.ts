@@ -35,6 +35,8 @@
 //   GET    /v1/accounts/:account/quotas      PUT /v1/accounts/:account/quotas {"max-instances": 50, "max-cores": null}
 //   GET    /v1/usage[?account=]
 import { Hono, type Context } from 'hono';
+import { storageGiBHours, type StorageGiBHours } from './storage/storage-usage.ts';
+import { LIVE_SNAPSHOT_STATES } from './storage/snapshot-quotas.ts';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { Logger } from 'pino';
 import type { Store, Db, Tx } from '../store/store.ts';
@@ -201,6 +203,10 @@ interface AccountUsage {
   securityGroups: number;
   /** EBS volumes that are not deleted and their GiB together, as the volume quotas count them. */
   volumes: { count: number; gib: number };
+  /** EBS snapshots that are not deleted and the GiB of the volumes they were taken of, as the snapshot quotas count them. */
+  snapshots: { count: number; gib: number };
+  /** GiB-hours of volumes and snapshots since the start of the month (storage/storage-usage.ts). */
+  storageGiBHours: StorageGiBHours;
   quotas: ReturnType<typeof quotasView>;
 }
 
@@ -221,6 +227,10 @@ async function usageOf(db: Db | Tx, accounts: AccountsTable[]): Promise<AccountU
   const volumeRows = await db.selectFrom('volumes').select((eb) => ['account_id', eb.fn.countAll<number>().as('n'), eb.fn.sum<number>('size_gib').as('gib')])
     .where('account_id', 'in', ids).where('state', 'not in', ['deleted', 'error']).groupBy('account_id').execute();
   const volumes = new Map(volumeRows.map((r) => [r.account_id, { count: Number(r.n), gib: Number(r.gib ?? 0) }]));
+  const snapshotRows = await db.selectFrom('snapshots').select((eb) => ['account_id', eb.fn.countAll<number>().as('n'), eb.fn.sum<number>('volume_size_gib').as('gib')])
+    .where('account_id', 'in', ids).where('state', 'in', [...LIVE_SNAPSHOT_STATES]).groupBy('account_id').execute();
+  const snapshots = new Map(snapshotRows.map((r) => [r.account_id, { count: Number(r.n), gib: Number(r.gib ?? 0) }]));
+  const gibHours = await storageGiBHours(db, ids);
   const keyPairs = new Map(keyPairRows.map((r) => [r.account_id, Number(r.n)]));
   const groups = new Map(groupRows.map((r) => [r.account_id, Number(r.n)]));
 
@@ -231,6 +241,8 @@ async function usageOf(db: Db | Tx, accounts: AccountsTable[]): Promise<AccountU
       instances: { live: 0, byState: {}, byType: {} }, coresInUse: 0, memoryMiBInUse: 0,
       keyPairs: keyPairs.get(a.id) ?? 0, securityGroups: groups.get(a.id) ?? 0,
       volumes: volumes.get(a.id) ?? { count: 0, gib: 0 },
+      snapshots: snapshots.get(a.id) ?? { count: 0, gib: 0 },
+      storageGiBHours: gibHours.get(a.id)!,
       quotas: quotasView(await getQuotas(db, a.id)),
     };
     for (const r of instanceRows) {
