@@ -7,6 +7,7 @@ const benches: Record<string, () => Promise<Record<string, unknown>>> = {
   limits: async () => (await import('./limits.ts')).benchLimits(),
   soak: async () => (await import('./soak.ts')).benchSoak(),
   xml: async () => (await import('./xml.ts')).benchXml(),
+  storage: async () => (await import('./storage.ts')).benchStorage(),
 };
 
 const name = process.argv[2];
