@@ -5,7 +5,7 @@
 // the cluster is partitioned from the cloud (the link goes down) and the node's whole host
 // vanishes (its namespace deleted, every process in it killed; it comes back with its data
 // directory). The fake driver keeps its VMs as records in that directory, so here the VM outlives
-// its host; a VM that dies is shown on a real one by test/e2e/faults-qemu.test.ts. Through each the EC2 API keeps answering and says what it
+// its host; a VM that dies is shown on a real one by test/e2e/instance-lifecycle-awscli.test.ts. Through each the EC2 API keeps answering and says what it
 // knows: DescribeInstanceStatus reports the system check impaired (the guest's insufficient data)
 // while the host is unreachable, a launch that cannot be placed is refused for capacity instead of
 // waiting, a stop is recorded and answered at once; and each recovers without the operator: the
