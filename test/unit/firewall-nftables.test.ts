@@ -135,7 +135,7 @@ describe('security group plan of a bridge', () => {
     assert.match(text, /"ibtap-00000000e" : jump v_unknown, "ibtap-00000000f" : jump v_vpc_000000000000000a1/);
     assert.match(text, /chain v_unknown \{\n    oifname "ibtap-\*" drop\n  \}/);
     // What it needs to boot is allowed before any port's chain.
-    assert.match(text, /udp sport 68 udp dport 67 accept\n    ip daddr 10\.1\.0\.1 udp dport 53 accept\n    ct original ip daddr 169\.254\.169\.254 tcp dport 80 accept\n    ip saddr vmap/);
+    assert.match(text, /udp sport 68 udp dport 67 accept\n    ip daddr 10\.1\.0\.1 meta l4proto \{ tcp, udp \} th dport 53 accept\n    ct original ip daddr 169\.254\.169\.254 tcp dport 80 accept\n    ip saddr vmap/);
   });
 
   it('ignores a group of another VPC named on a port', () => {
@@ -188,7 +188,7 @@ table ip ib_sg_br_z1 {
     iifname != "ibbr-z1" accept
     ct state established,related accept
     udp sport 68 udp dport 67 accept
-    ip daddr 10.1.0.1 udp dport 53 accept
+    ip daddr 10.1.0.1 meta l4proto { tcp, udp } th dport 53 accept
     ct original ip daddr 169.254.169.254 tcp dport 80 accept
     ip saddr vmap { 10.1.0.10 : jump out_ibtap_00000000a, 10.1.0.11 : jump out_ibtap_00000000b, 10.1.0.12 : jump out_ibtap_00000000c }
   }

@@ -4,9 +4,12 @@
 // instance of another account's VPC gets NXDOMAIN, as if the name did not exist. The asker is known
 // by the source address of its query (the bridge's anti-spoofing table drops any other source from
 // its tap). Other names are passed to the node's own resolvers and their answers handed back as they
-// are. It listens on UDP port 53 of the zone bridge's gateway, which DHCP hands guests as their DNS
-// server; the security-group tables let guests reach it whatever their groups say, as on EC2.
+// are. It listens on port 53 of the zone bridge's gateway, UDP and TCP (the same answers, length-
+// prefixed), which DHCP hands guests as their DNS server; the security-group tables let guests reach
+// it whatever their groups say, as on EC2.
 import dgram, { type Socket } from 'node:dgram';
+import net from 'node:net';
+import { listenInNamespace } from '../network-netns-socket.ts';
 import { readFileSync } from 'node:fs';
 import { buildAnswer, CLASS_IN, parseQuery, RCODE, TYPE_A, TYPE_PTR, type DnsQuestion } from './dns-wire.ts';
 import { bindUdpInNamespace } from './udp-netns-socket.ts';
@@ -14,6 +17,8 @@ import { isIpv4Address } from './firewall-document.ts';
 
 const TTL_SECONDS = 60;
 const FORWARD_TIMEOUT_MS = 4000;
+/** A TCP connection with no query for this long is closed. */
+const TCP_IDLE_MS = 10_000;
 
 export interface DnsAsker {
   vpcId: string;
@@ -69,14 +74,24 @@ export function hostResolvers(resolvConf = '/etc/resolv.conf'): string[] {
 
 export class ZoneDnsService {
   private socket: Socket | undefined;
+  private tcpServer: net.Server | undefined;
   private readonly upstream: string[];
 
   constructor(private readonly opts: ZoneDnsOptions) {
     this.upstream = opts.upstream ?? hostResolvers();
   }
 
-  /** Listens on host:port (UDP), inside `netns` when given. */
+  /** Listens on host:port, UDP and TCP, inside `netns` when given (TCP is best effort: a failure there is reported, not thrown). */
   async listen(host: string, port: number, opts: { netns?: string } = {}): Promise<void> {
+    await this.listenUdp(host, port, opts);
+    try {
+      await this.listenTcp(host, port, opts);
+    } catch (err) {
+      this.opts.onError?.(err as Error, 'DNS over TCP is not available');
+    }
+  }
+
+  private async listenUdp(host: string, port: number, opts: { netns?: string }): Promise<void> {
     const socket = opts.netns ? await bindUdpInNamespace(opts.netns, host, port) : await new Promise<Socket>((resolve, reject) => {
       const s = dgram.createSocket('udp4');
       s.once('error', reject);
@@ -92,10 +107,55 @@ export class ZoneDnsService {
     this.socket = socket;
   }
 
+  /**
+   * The same answers over TCP, for resolvers that retry there (a truncated answer, or a client set
+   * to use TCP): each message, both ways, has a two-byte length before it (RFC 1035 4.2.2). Several
+   * queries may come on one connection; an idle one is closed after a few seconds.
+   */
+  private async listenTcp(host: string, port: number, opts: { netns?: string }): Promise<void> {
+    const target: net.Server | { host: string; port: number } = opts.netns ? await listenInNamespace(opts.netns, host, port) : { host, port };
+    const server = net.createServer((conn) => this.serveTcp(conn));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(target, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', (err) => this.opts.onError?.(err, 'DNS TCP server error'));
+    this.tcpServer = server;
+  }
+
+  private serveTcp(conn: net.Socket): void {
+    const source = conn.remoteAddress?.replace(/^::ffff:/, '') ?? '';
+    let buffered = Buffer.alloc(0);
+    conn.setTimeout(TCP_IDLE_MS, () => conn.destroy());
+    conn.on('error', () => conn.destroy());
+    conn.on('data', (chunk) => {
+      buffered = Buffer.concat([buffered, chunk]);
+      while (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0)) {
+        const packet = buffered.subarray(2, 2 + buffered.readUInt16BE(0));
+        buffered = buffered.subarray(2 + packet.length);
+        this.answer(Buffer.from(packet), source).then(
+          (reply) => {
+            if (!reply) return conn.destroy(); // not a query: nothing sensible follows on this stream
+            const length = Buffer.alloc(2);
+            length.writeUInt16BE(reply.length);
+            conn.write(Buffer.concat([length, reply]));
+          },
+          (err: Error) => this.opts.onError?.(err, 'a DNS query over TCP failed'),
+        );
+      }
+    });
+  }
+
   async close(): Promise<void> {
     const socket = this.socket;
+    const server = this.tcpServer;
     this.socket = undefined;
+    this.tcpServer = undefined;
     if (socket) await new Promise<void>((resolve) => socket.close(() => resolve()));
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
   /** The reply to one datagram from `source`, or undefined to stay silent (not a query at all). */

@@ -12,7 +12,7 @@
 //   told apart by address: the anti-spoofing table (network-antispoof.ts) already guarantees that a
 //   port only sends from its own address. A group named as a peer is a named set of its members'
 //   addresses (`g_<group>`), so a rule that allows a group of thousands is still one lookup. DHCP
-//   (to and from dnsmasq), the zone's name service (the gateway's UDP port 53, dns-service.ts) and
+//   (to and from dnsmasq), the zone's name service (the gateway's port 53, UDP and TCP, dns-service.ts) and
 //   the metadata service (169.254.169.254:80, also once redirected to the gateway, metadata-port.ts)
 //   are allowed before any rule: no group can take them away, as in EC2. ARP is not IP and is never touched here.
 //
@@ -131,7 +131,7 @@ ${egressMap ? `    iifname ${br} ip saddr vmap { ${egressMap} }\n` : ''}${ingres
     iifname != ${br} accept
     ct state established,related accept
     udp sport 68 udp dport 67 accept
-    ip daddr ${plan.gateway} udp dport 53 accept
+    ip daddr ${plan.gateway} meta l4proto { tcp, udp } th dport 53 accept
     ct original ip daddr ${METADATA_ADDRESS} tcp dport 80 accept
 ${egressMap ? `    ip saddr vmap { ${egressMap} }\n` : ''}  }
   chain output {
