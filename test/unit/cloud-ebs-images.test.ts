@@ -179,6 +179,7 @@ describe('EBS-backed images (fake driver)', () => {
     assert.deepEqual(described.BlockDeviceMappings.map((m: any) => [m.DeviceName, m.Ebs.Status, m.Ebs.DeleteOnTermination]).sort(),
       [['/dev/sdf', 'attached', true], ['/dev/sdg', 'attached', true], ['/dev/vda', 'attached', false]]);
 
+    await expectEc2Error(call('DetachVolume', { VolumeId: rootVolume.VolumeId }), 'OperationNotPermitted', /root volume/);
     await call('StopInstances', { InstanceIds: [id] });
     await settle();
     await call('StartInstances', { InstanceIds: [id] });

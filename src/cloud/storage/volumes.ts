@@ -235,6 +235,9 @@ export function volumeOperations(): OperationTable {
     const row = await ctx.store.transaction(async (tx) => {
       const volume = await volumeById(tx, ctx.caller.accountId, input.VolumeId);
       if (!volume.instance_id) throw new Ec2Error('IncorrectState', `Volume '${volume.id}' is in the '${volume.state}' state.`);
+      // An instance that boots from a volume keeps it for as long as it exists.
+      const root = await tx.selectFrom('instances').select('id').where('id', '=', volume.instance_id).where('root_volume_id', '=', volume.id).executeTakeFirst();
+      if (root) throw new Ec2Error('OperationNotPermitted', `Unable to detach root volume '${volume.id}' from instance '${volume.instance_id}'.`);
       if (input.InstanceId && input.InstanceId !== volume.instance_id) {
         throw new Ec2Error('InvalidAttachment.NotFound', `The volume '${volume.id}' is not attached to instance '${input.InstanceId}'.`);
       }
