@@ -261,16 +261,18 @@ function quotaCommands(admin: Command): void {
     .option('--max-elastic-ips <n>', 'elastic IPs the account may hold (default 5)', quotaValue)
     .option('--max-volumes <n>', 'EBS volumes that are not deleted (default 5000)', quotaValue)
     .option('--max-volume-gib <gib>', 'GiB of those volumes together (default 51200)', quotaValue)
+    .option('--max-snapshots <n>', 'EBS snapshots that are not deleted (default 100000)', quotaValue)
+    .option('--max-snapshot-gib <gib>', 'GiB of the volumes those snapshots were taken of (default unlimited)', quotaValue)
     .description('set quotas; "default" as a value restores the default')
     .action(async (o: { account: string; maxInstances?: number | 'default'; maxCores?: number | 'default'; maxMemoryMib?: number | 'default'; maxElasticIps?: number | 'default';
-      maxVolumes?: number | 'default'; maxVolumeGib?: number | 'default' }, cmd: Command) => {
+      maxVolumes?: number | 'default'; maxVolumeGib?: number | 'default'; maxSnapshots?: number | 'default'; maxSnapshotGib?: number | 'default' }, cmd: Command) => {
       const body: Record<string, number | null> = {};
       for (const [name, value] of [['max-instances', o.maxInstances], ['max-cores', o.maxCores], ['max-memory-mib', o.maxMemoryMib], ['max-elastic-ips', o.maxElasticIps],
-        ['max-volumes', o.maxVolumes], ['max-volume-gib', o.maxVolumeGib]] as const) {
+        ['max-volumes', o.maxVolumes], ['max-volume-gib', o.maxVolumeGib], ['max-snapshots', o.maxSnapshots], ['max-snapshot-gib', o.maxSnapshotGib]] as const) {
         // null asks the API to forget the operator's value.
         if (value !== undefined) body[name] = value === 'default' ? null : value;
       }
-      if (Object.keys(body).length === 0) throw new Error('Name at least one quota to set: --max-instances, --max-cores, --max-memory-mib, --max-elastic-ips, --max-volumes or --max-volume-gib.');
+      if (Object.keys(body).length === 0) throw new Error('Name at least one quota to set: --max-instances, --max-cores, --max-memory-mib, --max-elastic-ips, --max-volumes, --max-volume-gib, --max-snapshots or --max-snapshot-gib.');
       printResult(cmd, await adminClientFor(cmd).request('PUT', `/accounts/${encodeURIComponent(o.account)}/quotas`, { body }), table);
     });
 }
