@@ -31,6 +31,33 @@ fi
 # Debian's aws CLI, even when another one comes first in PATH.
 [ -x /usr/bin/aws ] && export IRONBARK_AWS_CLI=${IRONBARK_AWS_CLI:-/usr/bin/aws}
 if [ $# -gt 0 ]; then files=("$@"); else mapfile -t files < <(find test -name '*.test.ts' | sort); fi
-status=0
-node --import tsx --test --test-concurrency=1 --test-timeout=600000 "${files[@]}" || status=$?
-exit "$status"
+# Two groups run side by side, each one file at a time: the real-VM and network-namespace files
+# (test/e2e/) and the rest (unit, integration). A TCG guest keeps about one core busy and an e2e
+# file mostly waits on its guests, so the other core runs the rest meanwhile; two VM files at once
+# would only slow each other's boots. The rest's report is shown when it ends, not interleaved.
+vm_files=() other_files=()
+for f in "${files[@]}"; do
+  case "$f" in */e2e/*|e2e/*) vm_files+=("$f") ;; *) other_files+=("$f") ;; esac
+done
+run_files() { node --import tsx --test --test-concurrency=1 --test-timeout=600000 "$@"; }
+other_status=0 vm_status=0 other_pid=""
+if [ ${#other_files[@]} -gt 0 ] && [ ${#vm_files[@]} -gt 0 ]; then
+  other_log=$(mktemp "${TMPDIR:-/tmp}/ironbark-test-rest.XXXXXX")
+  stop_rest() { if [ -n "$other_pid" ]; then kill "$other_pid" 2>/dev/null || true; fi; rm -f "$other_log"; stop_postgres; }
+  trap stop_rest EXIT
+  echo "==> unit and integration tests (${#other_files[@]} files) beside the e2e tests; their report follows the e2e one"
+  node --import tsx --test --test-concurrency=1 --test-timeout=600000 "${other_files[@]}" >"$other_log" 2>&1 &
+  other_pid=$!
+  echo "==> e2e tests (${#vm_files[@]} files)"
+  run_files "${vm_files[@]}" || vm_status=$?
+  wait "$other_pid" || other_status=$?
+  other_pid=""
+  echo "==> unit and integration tests"
+  cat "$other_log"
+else
+  run_files "${files[@]}" || other_status=$?
+fi
+[ "$vm_status" -ne 0 ] && echo "ironbark test: e2e tests failed (exit $vm_status)" >&2
+[ "$other_status" -ne 0 ] && echo "ironbark test: unit/integration tests failed (exit $other_status)" >&2
+if [ "$vm_status" -ne 0 ]; then exit "$vm_status"; fi
+exit "$other_status"
