@@ -8,14 +8,12 @@ import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import http from 'node:http';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { EC2Client } from '@aws-sdk/client-ec2';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
+import type { EC2Client } from '@aws-sdk/client-ec2';
 import { readCredentialsEnv } from '../../src/auth/credentials-file.ts';
 import { dnsmasqRuntimeDir } from '../../src/node/dhcp.ts';
+import { ec2ClientOverSocket, forwardPortToSocket } from './netns-ec2-client.ts';
 
 export const IRONBARK = join(resolve(import.meta.dirname, '../..'), 'bin/ironbark');
 
@@ -186,23 +184,9 @@ export class TestHosts {
    */
   async ec2Client(region: string, port: number, credentials?: { accessKeyId: string; secretAccessKey: string }): Promise<EC2Client> {
     const socket = join(this.work, `cloud-ec2-${port}.sock`);
-    if (!existsSync(socket)) await this.forwardEc2(socket, port);
-    const agent = new http.Agent({ keepAlive: false });
-    (agent as unknown as { createConnection: () => net.Socket }).createConnection = () => net.connect(socket);
+    if (!existsSync(socket)) this.roles.push({ name: 'forwarder', child: await forwardPortToSocket(this.cloudNs, port, socket), output: () => '' });
     const creds = readCredentialsEnv(this.cloudDir);
-    return new EC2Client({
-      endpoint: `http://127.0.0.1:${port}`, region, maxAttempts: 1,
-      credentials: credentials ?? { accessKeyId: creds.AWS_ACCESS_KEY_ID!, secretAccessKey: creds.AWS_SECRET_ACCESS_KEY! },
-      requestHandler: new NodeHttpHandler({ httpAgent: agent }),
-    });
-  }
-
-  private async forwardEc2(socket: string, port: number): Promise<void> {
-    const forwarder = `require('net').createServer((c) => { const u = require('net').connect(${port}, '127.0.0.1'); c.pipe(u).pipe(c);`
-      + ` c.on('error', () => u.destroy()); u.on('error', () => c.destroy()); }).listen(process.env.SOCK)`;
-    const fwd = spawn('ip', ['netns', 'exec', this.cloudNs, process.execPath, '-e', forwarder], { stdio: 'ignore', env: { ...process.env, SOCK: socket } });
-    this.roles.push({ name: 'forwarder', child: fwd, output: () => '' });
-    await this.waitFor('the EC2 forwarder', async () => (existsSync(socket) ? true : undefined), 10_000);
+    return ec2ClientOverSocket(socket, port, region, credentials ?? { accessKeyId: creds.AWS_ACCESS_KEY_ID!, secretAccessKey: creds.AWS_SECRET_ACCESS_KEY! });
   }
 
   /** The last lines each role wrote, for a failure message. */
