@@ -125,10 +125,8 @@ export class NodeStateStore {
     const id = record.spec.instanceId;
     assertInstanceId(id);
     const text = JSON.stringify(record, null, 2) + '\n';
-    return this.chain(id, async () => {
-      await ensurePrivateDir(this.dir);
-      await writePrivateFile(this.path(id), text, { sync: false });
-    });
+    // The folder was made private by load(); writePrivateFile makes it again (0700) if it went away.
+    return this.chain(id, () => writePrivateFile(this.path(id), text, { sync: false }));
   }
 
   remove(instanceId: string): Promise<void> {
