@@ -255,6 +255,16 @@ for (const [name, makeHarness, missing] of implementations) {
       assert.deepEqual(await h.backend.listSnapshots!(), []);
     });
 
+    test('a volume with snapshots under it still grows, keeping its data', { skip }, async () => {
+      await h.backend.snapshot!(a, 'snap-00000000000000004');
+      assert.equal((await h.backend.resize(a, 3)).sizeGiB, 3);
+      if (name === 'qcow2') {
+        assert.equal(await byte(a, 0), 0x22);
+        assert.equal(await byte(a, 3 * 1024 ** 3 - 512), 0, 'the new space reads as zeros');
+      }
+      await h.backend.deleteSnapshot!('snap-00000000000000004');
+    });
+
     test('delete removes the volume and is idempotent', { skip }, async () => {
       await h.backend.delete(a);
       await h.backend.delete(a);
