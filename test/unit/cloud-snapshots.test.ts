@@ -271,6 +271,21 @@ describe('EBS snapshots through a cluster controller (in-memory storage)', () =>
     assert.equal(backend.holdsSnapshot(snap), false);
   });
 
+  it('a volume deleted while a snapshot of it is pending goes after the snapshot completes', async () => {
+    const v = await createVolume({ Size: 2 });
+    const s = (await call('CreateSnapshot', { VolumeId: v })).SnapshotId;
+    await call('DeleteVolume', { VolumeId: v });
+    await volumes.reconcileOnce();
+    await volumes.settled();
+    assert.notEqual(await backend.info(v), undefined, 'the storage keeps the volume while its snapshot is pending');
+    await pass();
+    await pass();
+    assert.equal((await snapshot(s)).State, 'completed');
+    assert.equal(await backend.info(v), undefined);
+    await call('DeleteSnapshot', { SnapshotId: s });
+    await pass();
+  });
+
   it('quotas: max-snapshots and max-snapshot-gib refuse with SnapshotLimitExceeded', async () => {
     const v = await createVolume({ Size: 4 }, C);
     await store.db.insertInto('settings').values({ key: quotaSettingKey(C, 'max-snapshots'), value: '1' }).execute();

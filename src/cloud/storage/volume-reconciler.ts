@@ -98,6 +98,9 @@ export class VolumeReconciler {
       ])).execute();
     const modifying = new Set((await this.#store.db.selectFrom('volume_modifications').select('volume_id')
       .where('state', '=', 'modifying').execute()).map((r) => r.volume_id));
+    // A volume deleted while a snapshot of it is being taken goes once the snapshot is done, as in EC2.
+    const snapshotting = new Set((await this.#store.db.selectFrom('snapshots').select('volume_id')
+      .where('state', '=', 'pending').where('source_snapshot_id', 'is', null).execute()).map((r) => r.volume_id));
     const instanceIds = [...new Set(rows.map((r) => r.instance_id).filter((id): id is string => id !== null))];
     const instances = new Map<string, { state: string; node_id: string | null }>();
     for (let i = 0; i < instanceIds.length; i += 500) {
@@ -109,6 +112,7 @@ export class VolumeReconciler {
     const seen = new Set(rows.map((r) => r.id));
     for (const row of rows) {
       const action = this.#actionFor(row, row.instance_id ? instances.get(row.instance_id) : undefined, modifying.has(row.id));
+      if (action === 'delete' && snapshotting.has(row.id)) continue;
       if (action) this.#begin(row, action, now);
     }
     // A modification of a volume that needs nothing else.
