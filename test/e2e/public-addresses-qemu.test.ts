@@ -5,7 +5,8 @@
 // launches into the default subnet (MapPublicIpOnLaunch) and gets a public address; an elastic IP
 // associated with it then reaches its sshd from the outside, its outbound connections arrive
 // outside with the elastic IP, its metadata says so, and disassociating stops the elastic IP
-// answering (the instance is back on a launch-time address). Every address is inside the
+// answering (the instance is back on a launch-time address); a stop gives that address back (the
+// next AllocateAddress takes it) and the start brings a new one that answers. Every address is inside the
 // namespaces; everything is removed at the end, also after a failure.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,7 +15,7 @@ import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   AllocateAddressCommand, AssociateAddressCommand, AuthorizeSecurityGroupIngressCommand, CreateKeyPairCommand, DescribeImagesCommand,
-  DescribeInstancesCommand, DisassociateAddressCommand, RunInstancesCommand, type EC2Client, type Instance,
+  DescribeInstancesCommand, DisassociateAddressCommand, RunInstancesCommand, StartInstancesCommand, StopInstancesCommand, type EC2Client, type Instance,
 } from '@aws-sdk/client-ec2';
 import { dnsmasqRuntimeDir } from '../../src/node/dhcp.ts';
 import { ensureDefaultGuestImage } from '../../src/node/guest-image.ts';
@@ -34,7 +35,7 @@ const waitFor = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs
 
 const skip = skipUnlessPresent(multiHostSkipReason(['qemu-system-x86_64', 'ssh', 'dnsmasq', 'nft', 'busybox']));
 
-describe('elastic IPs and public addresses on a real VM (ironbark up and an outside in network namespaces)', { skip, timeout: 25 * 60_000 }, () => {
+describe('elastic IPs and public addresses on a real VM (ironbark up and an outside in network namespaces)', { skip, timeout: 40 * 60_000 }, () => {
   let ec2: EC2Client;
   let instanceId = '';
   let privateIp = '';
@@ -134,5 +135,22 @@ describe('elastic IPs and public addresses on a real VM (ironbark up and an outs
     assert.match(now, /^198\.51\.100\.\d+$/);
     assert.notEqual(now, eip.PublicIp);
     await waitFor('outbound traffic leaving with the new launch-time address', async () => (outboundAddress() === now ? true : undefined));
+  });
+
+  it('gives the launch-time address back at a stop and a new one at the start', async () => {
+    const before = (await describe()).PublicIpAddress!;
+    await ec2.send(new StopInstancesCommand({ InstanceIds: [instanceId] }));
+    await waitFor(`${instanceId} stopped`, async () => ((await describe()).State!.Name === 'stopped' ? true : undefined));
+    assert.equal((await describe()).PublicIpAddress, undefined, 'a stopped instance has no launch-time address');
+    // Back in the range: the next allocation takes it, so the start must find another.
+    const taken = await ec2.send(new AllocateAddressCommand({ Domain: 'vpc' }));
+    assert.equal(taken.PublicIp, before);
+    await ec2.send(new StartInstancesCommand({ InstanceIds: [instanceId] }));
+    const fresh = (await describe()).PublicIpAddress!;
+    assert.match(fresh, /^198\.51\.100\.\d+$/);
+    assert.notEqual(fresh, before);
+    await waitFor(`${instanceId} running again`, async () => ((await describe()).State!.Name === 'running' ? true : undefined), 10 * 60_000);
+    await waitFor('the new address answering from outside', async () => (bannerFromOutside(fresh).includes('SSH-2.0') ? true : undefined), 10 * 60_000);
+    assert.equal(bannerFromOutside(before), '', 'the old one (an unassociated elastic IP now) answers nothing');
   });
 });
