@@ -2,14 +2,15 @@
 // cluster controller with the in-memory storage back-end (and a node agent on the fake driver for
 // CreateSnapshots): CreateSnapshot's checks and its pending -> completed life, DescribeSnapshots'
 // owners, restorable-by, filters and paging, volumes from snapshots, sharing with
-// createVolumePermission, CopySnapshot, DeleteSnapshot and the snapshot quotas.
+// createVolumePermission, CopySnapshot, DeleteSnapshot and the snapshot quotas, on every store back-end.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openStore, type Store } from '../../src/store/store.ts';
+import type { Store } from '../../src/store/store.ts';
+import { storeBackends } from '../helpers/stores.ts';
 import { createAccountWithDefaults, ensureZone } from '../../src/cloud/provision.ts';
 import { seedVmTypes } from '../../src/cloud/vm-types.ts';
 import { registerImageFiles, type RegisteredImage } from '../../src/cloud/images/images.ts';
@@ -33,9 +34,10 @@ const ZONE_A = 'ironbark-1a';
 const ZONE_B = 'ironbark-1b';
 const quiet = { info() {}, warn() {}, error() {} };
 
-describe('EBS snapshots through a cluster controller (in-memory storage)', () => {
+for (const storeBackend of storeBackends()) describe(`EBS snapshots through a cluster controller (in-memory storage) on ${storeBackend.name}`, () => {
   let root: string;
   let store: Store;
+  let disposeStore: () => Promise<void>;
   let cluster: ClusterController;
   let backend: MemoryVolumeBackend;
   let agent: NodeAgent;
@@ -70,7 +72,7 @@ describe('EBS snapshots through a cluster controller (in-memory storage)', () =>
 
   before(async () => {
     root = await mkdtemp(join(tmpdir(), 'ib-snapshots-'));
-    store = await openStore({ url: ':memory:' });
+    ({ store, dispose: disposeStore } = await storeBackend.open());
     await ensureZone(store, { name: ZONE_A, cidr: '10.1.0.0/16', region: REGION });
     await ensureZone(store, { name: ZONE_B, cidr: '10.2.0.0/16', region: REGION });
     await seedVmTypes(store.db);
@@ -104,7 +106,7 @@ describe('EBS snapshots through a cluster controller (in-memory storage)', () =>
     await snapshots.stop();
     await volumes.stop();
     await cluster.close();
-    await store.close();
+    await disposeStore();
     await rm(root, { recursive: true, force: true });
   });
 
