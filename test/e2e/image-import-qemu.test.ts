@@ -8,16 +8,14 @@
 // The UEFI image boots for its owner and prints the guest's console lines.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { canUseNetns, TestNetns } from '../helpers/netns.ts';
+import { canUseNetns } from '../helpers/netns.ts';
 import { REPO_ROOT } from '../helpers/cloud.ts';
-import { readCredentialsEnv } from '../../src/auth/credentials-file.ts';
 import { skipUnlessPresent } from '../helpers/prerequisites.ts';
-import { awsInNetns } from '../helpers/aws-cli.ts';
 import { bootableDiskPrerequisite, ensureBootableDisk } from '../helpers/bootable-disk.ts';
+import { startUpInNamespace, type UpInNamespace } from '../helpers/up-in-namespace.ts';
 import { OVMF_CODE } from '../../src/node/hypervisor/uefi-firmware.ts';
 
 const awsCli = process.env.IRONBARK_AWS_CLI ?? 'aws';
@@ -29,18 +27,15 @@ const skip = skipUnlessPresent(canUseNetns()
 
 /** Generous bounds: boots under TCG on a loaded machine. */
 const BOOT_MS = 5 * 60_000;
-const ENDPOINT = 'http://127.0.0.1:8773';
 /** Each step waits on several boots; above the runner's default of 10 minutes on a loaded host. */
 const IT_TIMEOUT_MS = 20 * 60_000;
 
 type Env = Record<string, string>;
 
 describe('imported images with their own boot loader, shared between accounts, on real VMs', { skip, timeout: 60 * 60_000 }, () => {
-  let ns: TestNetns;
+  let up: UpInNamespace;
   let dataDir = '';
   let work = '';
-  let up: ChildProcess | undefined;
-  let upLog = '';
   let owner: Env = {};
   let biosDisk = '';
   let uefiDisk = '';
@@ -48,32 +43,18 @@ describe('imported images with their own boot loader, shared between accounts, o
   let uefiImage = '';
   const consoles = new Map<string, Env>();
 
-  const aws = (env: Env, ...args: string[]) => awsInNetns(ns.name, ENDPOINT, work, env, args);
-  function ok(env: Env, ...args: string[]) {
-    const r = aws(env, ...args);
-    assert.equal(r.code, 0, `aws ${args.join(' ')} failed: ${r.err}`);
-    return r;
-  }
+  const aws = (env: Env, ...args: string[]) => up.aws(env, ...args);
+  const ok = (env: Env, ...args: string[]) => up.ok(env, ...args);
   function ironbark(...args: string[]) {
-    const r = spawnSync('ip', ['netns', 'exec', ns.name, join(REPO_ROOT, 'bin/ironbark'), 'admin', '--data-dir', dataDir, ...args], {
+    const r = spawnSync('ip', ['netns', 'exec', up.ns.name, join(REPO_ROOT, 'bin/ironbark'), 'admin', '--data-dir', dataDir, ...args], {
       encoding: 'utf8', timeout: 5 * 60_000,
     });
     return { code: r.status ?? 1, out: r.stdout ?? '', err: r.stderr ?? '' };
   }
-  const consoleOf = (env: Env, id: string): string => aws(env, 'ec2', 'get-console-output', '--instance-id', id).json?.Output ?? '';
-  async function waitFor<T>(what: string, fn: () => T | undefined | false, timeoutMs = BOOT_MS): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const v = fn();
-      if (v !== undefined && v !== false) return v;
-      if (Date.now() > deadline) {
-        const tails = [...consoles].map(([id, env]) => `\n--- console of ${id} ---\n${consoleOf(env, id).slice(-3000)}`).join('');
-        throw new Error(`timed out waiting for ${what}\n--- ironbark up output ---\n${upLog.slice(-3000)}${tails}`);
-      }
-      await new Promise((r) => setTimeout(r, 2000));
-    }
-  }
-  const stateOf = (env: Env, id: string) => aws(env, 'ec2', 'describe-instances', '--instance-ids', id).json?.Reservations?.[0]?.Instances?.[0]?.State?.Name;
+  const consoleOf = (env: Env, id: string) => up.consoleText(id, env);
+  const waitFor = <T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = BOOT_MS) =>
+    up.waitFor(what, probe, timeoutMs, 1000);
+  const stateOf = (env: Env, id: string) => up.state(id, env);
   function newAccount(name: string): Env {
     const r = ironbark('--json', 'account', 'create', name);
     assert.equal(r.code, 0, `account create ${name}: ${r.err}`);
@@ -90,32 +71,19 @@ describe('imported images with their own boot loader, shared between accounts, o
     // Made (or found cached) before the cloud starts, so their build does not compete with it.
     biosDisk = await ensureBootableDisk('legacy-bios');
     uefiDisk = await ensureBootableDisk('uefi');
-    ns = new TestNetns('ibt-img');
-    dataDir = mkdtempSync(join(tmpdir(), 'ironbark-img-'));
-    work = mkdtempSync(join(tmpdir(), 'ironbark-img-work-'));
-    up = spawn('ip', ['netns', 'exec', ns.name, join(REPO_ROOT, 'bin/ironbark'), 'up', '--data-dir', dataDir,
-      '--listen', '127.0.0.1:8773', '--driver', 'qemu', '--node-disk', '64'], {
-      stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, IRONBARK_LOG_LEVEL: 'info' },
+    up = await startUpInNamespace({
+      prefix: 'ibt-img', upArgs: ['--driver', 'qemu', '--node-disk', '64'], startTimeoutMs: 15 * 60_000,
+      describeFailure: async () => {
+        let tails = '';
+        for (const [id, env] of consoles) tails += `\n--- console of ${id} ---\n${(await consoleOf(env, id).catch(() => '')).slice(-3000)}`;
+        return tails;
+      },
     });
-    up.stdout!.on('data', (d) => { upLog += d; });
-    up.stderr!.on('data', (d) => { upLog += d; });
-    await waitFor('ironbark up', () => {
-      if (up!.exitCode !== null) throw new Error(`ironbark up exited:\n${upLog}`);
-      return upLog.includes('Ironbark is up');
-    }, 15 * 60_000);
-    const creds = readCredentialsEnv(dataDir);
-    owner = { AWS_ACCESS_KEY_ID: creds.AWS_ACCESS_KEY_ID!, AWS_SECRET_ACCESS_KEY: creds.AWS_SECRET_ACCESS_KEY!, AWS_DEFAULT_REGION: creds.AWS_DEFAULT_REGION! };
+    ({ dataDir, work } = up);
+    owner = up.env;
   });
 
-  after(async () => {
-    if (up && up.exitCode === null) {
-      up.kill('SIGTERM');
-      await Promise.race([new Promise((r) => up!.once('exit', r)), new Promise((r) => setTimeout(r, 60_000))]);
-    }
-    ns?.dispose();
-    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-    if (work) rmSync(work, { recursive: true, force: true });
-  });
+  after(async () => { await up?.stop(); });
 
   it('imports both disks with progress, and refuses an oversized one leaving nothing behind', { timeout: IT_TIMEOUT_MS }, () => {
     const bios = ironbark('image', 'import', biosDisk, '--name', 'byo-bios', '--description', 'SYSLINUX disk');
@@ -161,34 +129,31 @@ describe('imported images with their own boot loader, shared between accounts, o
     const id = launch(second, biosImage, ['--key-name', 'byo']);
     const inst = ok(second, 'ec2', 'describe-instances', '--instance-ids', id).json.Reservations[0].Instances[0];
     assert.equal(inst.KernelId, undefined, 'no kernel of the cloud');
-    await waitFor(`${id} running`, () => stateOf(second, id) === 'running');
-    await waitFor(`${id}'s guest on its console`, () => consoleOf(second, id).includes(`ironbark-guest: instance-id=${id}`));
+    await waitFor(`${id} running`, async () => (await stateOf(second, id)) === 'running');
+    await waitFor(`${id}'s guest on its console`, async () => (await consoleOf(second, id)).includes(`ironbark-guest: instance-id=${id}`));
     const ip: string = ok(second, 'ec2', 'describe-instances', '--instance-ids', id).json.Reservations[0].Instances[0].PrivateIpAddress;
-    const ssh = (command: string) => spawnSync('ip', ['netns', 'exec', ns.name, 'ssh', '-i', join(work, 'key.pem'), '-o', 'StrictHostKeyChecking=no',
-      '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'ConnectTimeout=5', '-o', 'BatchMode=yes', `root@${ip}`, command],
-    { encoding: 'utf8', timeout: 60_000 });
+    const ssh = (command: string) => up.ssh(join(work, 'key.pem'), `root@${ip}`, command);
     const cmdline = await waitFor('ssh into the shared image', () => {
       const r = ssh('cat /proc/cmdline');
-      return r.status === 0 ? r.stdout : undefined;
+      return r.code === 0 ? r.out : undefined;
     });
     assert.match(cmdline, /root=\/dev\/vda2/, 'booted with the command line of the disk\'s own SYSLINUX');
-    assert.equal(ssh('if [ -d /sys/firmware/efi ]; then echo uefi; else echo bios; fi').stdout.trim(), 'bios', 'started by SeaBIOS, not UEFI');
+    assert.equal(ssh('if [ -d /sys/firmware/efi ]; then echo uefi; else echo bios; fi').out.trim(), 'bios', 'started by SeaBIOS, not UEFI');
 
     // Deregistering leaves the running instance alone; nobody can launch the image any more.
     ok(owner, 'ec2', 'deregister-image', '--image-id', biosImage);
     assert.match(aws(second, 'ec2', 'run-instances', '--image-id', biosImage, '--instance-type', 'm1.small').err, /InvalidAMIID\.NotFound/);
-    assert.equal(stateOf(second, id), 'running');
-    assert.equal(ssh('true').status, 0, 'the instance still answers');
+    assert.equal(aws(second, 'ec2', 'describe-instances', '--instance-ids', id).json.Reservations[0].Instances[0].State.Name, 'running');
+    assert.equal(ssh('true').code, 0, 'the instance still answers');
     ok(second, 'ec2', 'terminate-instances', '--instance-ids', id);
   });
 
   it('the UEFI image boots through OVMF for its owner', { timeout: IT_TIMEOUT_MS }, async () => {
     const id = launch(owner, uefiImage);
-    await waitFor(`${id} running`, () => stateOf(owner, id) === 'running');
-    const text = await waitFor(`${id}'s guest on its console`, () => {
-      const out = consoleOf(owner, id);
-      return out.includes(`ironbark-guest: instance-id=${id}`) ? out : undefined;
-    });
+    await waitFor(`${id} running`, async () => (await stateOf(owner, id)) === 'running');
+    await waitFor(`${id}'s guest on its console`, async () => (await consoleOf(owner, id)).includes(`ironbark-guest: instance-id=${id}`));
+    const text: string = ok(owner, 'ec2', 'get-console-output', '--instance-id', id).json?.Output ?? '';
+    assert.ok(text.includes(`ironbark-guest: instance-id=${id}`), 'the aws CLI shows the console');
     assert.match(text, /efi: EFI v2/, 'the kernel was started by UEFI firmware');
     assert.match(text, /Command line: .*root=\/dev\/vda2/, 'with systemd-boot\'s entry');
     ok(owner, 'ec2', 'terminate-instances', '--instance-ids', id);
