@@ -9,16 +9,13 @@
 // state is kept, the script has run once, and the new options are in force.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { canUseNetns, TestNetns } from '../helpers/netns.ts';
-import { REPO_ROOT } from '../helpers/cloud.ts';
-import { readCredentialsEnv } from '../../src/auth/credentials-file.ts';
+import { canUseNetns } from '../helpers/netns.ts';
 import { skipUnlessPresent } from '../helpers/prerequisites.ts';
-import { awsInNetns } from '../helpers/aws-cli.ts';
+import { startUpInNamespace, type UpInNamespace } from '../helpers/up-in-namespace.ts';
 
 const awsCli = process.env.IRONBARK_AWS_CLI ?? 'aws';
 const skip = skipUnlessPresent(canUseNetns()
@@ -28,56 +25,30 @@ const skip = skipUnlessPresent(canUseNetns()
 
 /** Generous bounds: a first boot under TCG on a busy machine takes a few minutes. */
 const BOOT_MS = 12 * 60_000;
-const ENDPOINT = 'http://127.0.0.1:8773';
 
 describe('a Debian 12 instance configured by cloud-init through the EC2 metadata service', { skip, timeout: 45 * 60_000 }, () => {
-  let ns: TestNetns;
-  let dataDir = '';
+  let up: UpInNamespace;
   let work = '';
-  let up: ChildProcess | undefined;
-  let upLog = '';
   let env: Record<string, string> = {};
   let id = '';
   let ip = '';
 
-  const aws = (...args: string[]) => awsInNetns(ns.name, ENDPOINT, work, env, args);
-  function ok(...args: string[]) {
-    const r = aws(...args);
-    assert.equal(r.code, 0, `aws ${args.join(' ')} failed: ${r.err}`);
-    return r;
-  }
-  function ssh(user: string, command: string, timeoutMs = 60_000): { code: number; out: string; err: string } {
-    // A TCG guest on a loaded host can be slow to send its banner: a connection that did not get
-    // through is tried again (the command's own status is what the tests assert, never sshd's speed).
-    for (let attempt = 1; ; attempt++) {
-      const r = spawnSync('ip', ['netns', 'exec', ns.name, 'ssh', '-i', join(work, 'key.pem'), '-o', 'StrictHostKeyChecking=no',
-        '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'ConnectTimeout=20', '-o', 'BatchMode=yes',
-        `${user}@${ip}`, command], { encoding: 'utf8', timeout: timeoutMs });
-      const result = { code: r.status ?? 1, out: r.stdout ?? '', err: r.stderr ?? '' };
-      const notConnected = result.code === 255 && /timed out|banner exchange|Connection (reset|refused|closed)/i.test(result.err);
-      if (!notConnected || attempt === 4) return result;
-    }
-  }
+  const aws = (...args: string[]) => up.aws(env, ...args);
+  const ok = (...args: string[]) => up.ok(env, ...args);
+  // A TCG guest on a loaded host can be slow to send its banner: a connection that did not get
+  // through is tried again (the command's own status is what the tests assert, never sshd's speed).
+  const ssh = (user: string, command: string, timeoutMs = 60_000) =>
+    up.ssh(join(work, 'key.pem'), `${user}@${ip}`, command, { timeoutMs, connectTimeoutS: 20, attempts: 4 });
   function must(user: string, command: string): string {
     const r = ssh(user, command);
     assert.equal(r.code, 0, `ssh ${user}: ${command}\n${r.out}${r.err}`);
     return r.out;
   }
-  const consoleText = () => aws('ec2', 'get-console-output', '--instance-id', id).json?.Output ?? '';
-  async function waitFor<T>(what: string, fn: () => T | undefined | false, timeoutMs: number): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const v = fn();
-      if (v !== undefined && v !== false) return v;
-      if (Date.now() > deadline) {
-        const tail = id ? `\n--- console ---\n${String(consoleText()).slice(-4000)}` : '';
-        throw new Error(`timed out waiting for ${what}\n--- ironbark up output ---\n${upLog.slice(-3000)}${tail}`);
-      }
-      await new Promise((r) => setTimeout(r, 2000));
-    }
-  }
+  const consoleText = () => up.consoleText(id);
+  const waitFor = <T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs: number) =>
+    up.waitFor(what, probe, timeoutMs, 1000);
   const describeInstance = () => ok('ec2', 'describe-instances', '--instance-ids', id).json.Reservations[0];
-  const state = () => aws('ec2', 'describe-instances', '--instance-ids', id).json?.Reservations?.[0]?.Instances?.[0]?.State?.Name;
+  const state = () => up.state(id);
   /** cloud-init's own verdict once it has finished this boot (status done or error). */
   async function cloudInitFinished(): Promise<string> {
     return waitFor('cloud-init to finish', () => {
@@ -87,33 +58,16 @@ describe('a Debian 12 instance configured by cloud-init through the EC2 metadata
   }
 
   before(async () => {
-    ns = new TestNetns('ibt-deb');
-    dataDir = mkdtempSync(join(tmpdir(), 'ironbark-deb-'));
-    work = mkdtempSync(join(tmpdir(), 'ironbark-deb-work-'));
-    up = spawn('ip', ['netns', 'exec', ns.name, join(REPO_ROOT, 'bin/ironbark'), 'up', '--data-dir', dataDir,
-      '--listen', '127.0.0.1:8773', '--driver', 'qemu', '--image', 'debian-12'], {
-      stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, IRONBARK_LOG_LEVEL: 'info' },
-    });
-    up.stdout!.on('data', (d) => { upLog += d; });
-    up.stderr!.on('data', (d) => { upLog += d; });
     // npm test builds the image first; run alone, `up` builds it here (a few minutes).
-    await waitFor('ironbark up', () => {
-      if (up!.exitCode !== null) throw new Error(`ironbark up exited:\n${upLog}`);
-      return upLog.includes('Ironbark is up');
-    }, 25 * 60_000);
-    const creds = readCredentialsEnv(dataDir);
-    env = { AWS_ACCESS_KEY_ID: creds.AWS_ACCESS_KEY_ID!, AWS_SECRET_ACCESS_KEY: creds.AWS_SECRET_ACCESS_KEY!, AWS_DEFAULT_REGION: creds.AWS_DEFAULT_REGION! };
+    up = await startUpInNamespace({
+      prefix: 'ibt-deb', upArgs: ['--driver', 'qemu', '--image', 'debian-12'], startTimeoutMs: 25 * 60_000,
+      describeFailure: async () => (id ? `\n--- console ---\n${(await consoleText()).slice(-4000)}` : ''),
+    });
+    work = up.work;
+    env = up.env;
   });
 
-  after(async () => {
-    if (up && up.exitCode === null) {
-      up.kill('SIGTERM');
-      await Promise.race([new Promise((r) => up!.once('exit', r)), new Promise((r) => setTimeout(r, 30_000))]);
-    }
-    ns?.dispose();
-    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-    if (work) rmSync(work, { recursive: true, force: true });
-  });
+  after(async () => { await up?.stop(); });
 
   it('boots with the key pair for admin, runs the #cloud-config and the script, over IMDSv2 only', async () => {
     const key = ok('ec2', 'create-key-pair', '--key-name', 'deb', '--query', 'KeyMaterial', '--output', 'text');
@@ -167,7 +121,7 @@ describe('a Debian 12 instance configured by cloud-init through the EC2 metadata
       '--metadata-options', 'HttpTokens=required,HttpPutResponseHopLimit=1,HttpEndpoint=enabled');
     id = run.json.Instances[0].InstanceId;
     assert.equal(run.json.Instances[0].MetadataOptions.HttpTokens, 'required');
-    await waitFor('running', () => state() === 'running', BOOT_MS);
+    await waitFor('running', async () => (await state()) === 'running', BOOT_MS);
     ip = describeInstance().Instances[0].PrivateIpAddress;
 
     await waitFor('ssh as admin', () => ssh('admin', 'true', 30_000).code === 0, BOOT_MS);
@@ -222,10 +176,8 @@ describe('a Debian 12 instance configured by cloud-init through the EC2 metadata
 
   it("shows cloud-init's SSH host key fingerprints on the console", async () => {
     const fingerprint = must('admin', 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub').split(' ')[1]!;
-    const text = await waitFor('the fingerprints on the console', () => {
-      const out = String(consoleText());
-      return out.includes('-----END SSH HOST KEY FINGERPRINTS-----') ? out : undefined;
-    }, 120_000);
+    await waitFor('the fingerprints on the console', async () => (await consoleText()).includes('-----END SSH HOST KEY FINGERPRINTS-----'), 120_000);
+    const text: string = ok('ec2', 'get-console-output', '--instance-id', id).json?.Output ?? '';
     assert.match(text, /-----BEGIN SSH HOST KEY FINGERPRINTS-----/);
     assert.ok(text.includes(fingerprint), `console shows ${fingerprint}`);
   });
@@ -237,9 +189,9 @@ describe('a Debian 12 instance configured by cloud-init through the EC2 metadata
     const hostname = must('admin', 'hostname').trim();
 
     ok('ec2', 'stop-instances', '--instance-ids', id);
-    await waitFor('stopped', () => state() === 'stopped', 5 * 60_000);
+    await waitFor('stopped', async () => (await state()) === 'stopped', 5 * 60_000);
     ok('ec2', 'start-instances', '--instance-ids', id);
-    await waitFor('running again', () => state() === 'running', BOOT_MS);
+    await waitFor('running again', async () => (await state()) === 'running', BOOT_MS);
     await waitFor('ssh after start', () => ssh('admin', 'true', 30_000).code === 0, BOOT_MS);
     const status = await cloudInitFinished();
     assert.match(status, /status: done/, status);
@@ -252,6 +204,6 @@ describe('a Debian 12 instance configured by cloud-init through the EC2 metadata
     assert.equal(describeInstance().Instances[0].MetadataOptions.HttpTokens, 'optional');
 
     ok('ec2', 'terminate-instances', '--instance-ids', id);
-    await waitFor('terminated', () => state() === 'terminated' || state() === undefined, 5 * 60_000);
+    await waitFor('terminated', async () => { const s = await state(); return s === 'terminated' || s === undefined; }, 5 * 60_000);
   });
 });
