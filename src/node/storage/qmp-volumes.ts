@@ -78,11 +78,13 @@ export async function plugVolume(qmp: QmpClient, volume: VolumeAttachment, machi
     await qmp.execute('device_add', device);
     return;
   }
-  // The first free hot-plug port: each takes one disk.
+  // The first free hot-plug port: each takes one disk, as device 0 of the port's bus. Without the
+  // address QEMU puts a second disk on an occupied port at device 1, which it accepts and no guest
+  // ever sees (a PCIe port's bus has only device 0).
   let last: unknown;
   for (let i = 0; i < HOTPLUG_PORTS; i++) {
     try {
-      await qmp.execute('device_add', { ...device, bus: hotplugPortId(i) });
+      await qmp.execute('device_add', { ...device, bus: hotplugPortId(i), addr: '0' });
       return;
     } catch (err) {
       if (!(err instanceof QmpCommandError)) throw err;
