@@ -31,7 +31,7 @@ const RUN = { accelerator: 'tcg' as const, machine: 'q35' as const, qmpSocket: '
 const valueOf = (args: string[], flag: string) => args.filter((_, i) => args[i - 1] === flag);
 
 describe('boot from an EBS volume: QEMU arguments and the node\'s checks', () => {
-  it('the root volume\'s NBD export, with TLS, is the first virtio disk and boots first; no local disk', () => {
+  it('the root volume\'s NBD export, with TLS, is the first virtio disk; no local disk', () => {
     const rootVolume = { volumeId: VOL, nbd: { host: '10.1.0.1', port: 10809, exportName: VOL, tls: { credsDir: '/state/volume-keys/ab,c', identity: 'ironbark-zone-1a' } } };
     const args = buildQemuArgs({ ...BASE, rootVolume }, RUN);
     assert.deepEqual(valueOf(args, '-drive'), [], 'no overlay file');
@@ -40,7 +40,7 @@ describe('boot from an EBS volume: QEMU arguments and the node\'s checks', () =>
     assert.deepEqual(blockdev, {
       driver: 'nbd', 'node-name': 'rootdisk', export: VOL, server: { type: 'inet', host: '10.1.0.1', port: '10809' }, 'tls-creds': 'troot', 'reconnect-delay': 30,
     });
-    assert.deepEqual(valueOf(args, '-device').filter((d) => d.includes('rootdisk')), ['virtio-blk-pci,drive=rootdisk,serial=vol0123456789abcdef0,bootindex=0']);
+    assert.deepEqual(valueOf(args, '-device').filter((d) => d.includes('rootdisk')), ['virtio-blk-pci,drive=rootdisk,serial=vol0123456789abcdef0']);
     // Before the hot-plug ports: the guest names it vda.
     assert.ok(args.indexOf('-blockdev') < args.findIndex((a) => a.startsWith('pcie-root-port')));
   });

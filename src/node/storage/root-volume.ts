@@ -2,7 +2,7 @@
 // reached over NBD with the zone's TLS pre-shared key exactly as attached volumes are
 // (qmp-volumes.ts), instead of a copy-on-write overlay on this node. The volume is opened when QEMU
 // starts (a block node on the command line, the first virtio disk, so the guest sees it as
-// /dev/vda and the firmware boots it first), and stays the instance's across stop and start; the
+// /dev/vda and the firmware boots it as it would the overlay), and stays the instance's across stop and start; the
 // node never deletes it (the cloud decides, by DeleteOnTermination).
 import type { VolumeAttachment } from '../hypervisor.ts';
 import type { NbdLocation } from '../node-api.ts';
@@ -69,6 +69,7 @@ export function rootVolumeArgs(volume: VolumeAttachment): string[] {
   }
   // JSON form: values (paths, hosts) need no escaping.
   args.push('-blockdev', JSON.stringify(blockdev));
-  args.push('-device', `virtio-blk-pci,drive=${ROOT_NODE},serial=${volumeSerial(volume.volumeId)},bootindex=0`);
+  // No bootindex: -kernel's boot ROM takes index 0, and the firmware boots the first disk anyway.
+  args.push('-device', `virtio-blk-pci,drive=${ROOT_NODE},serial=${volumeSerial(volume.volumeId)}`);
   return args;
 }
