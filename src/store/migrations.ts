@@ -353,7 +353,17 @@ export const migrations: Record<string, Migration> = {
       await db.schema.createIndex('snapshot_volume_permissions_grantee').on('snapshot_volume_permissions').column('grantee').execute();
     },
   },
-  '0016-instance-events': {
+  '0013-ebs-images': {
+    async up(db: Kysely<any>) {
+      // EBS-backed images (src/cloud/images/ebs-images.ts): their block devices as EC2 lists them,
+      // and the instances that boot from a volume made of them.
+      await db.schema.alterTable('images').addColumn('root_device_type', text).execute();
+      await db.schema.alterTable('images').addColumn('block_device_mappings', text).execute();
+      await db.schema.alterTable('images').addColumn('source_instance_id', text).execute();
+      await db.schema.alterTable('instances').addColumn('root_volume_id', text).execute();
+    },
+  },
+  '0014-instance-events': {
     async up(db: Kysely<any>) {
       // Scheduled events (DescribeInstanceStatus Events): the operator's maintenance of a node,
       // told to the users of its instances and carried out at its time.
@@ -374,16 +384,6 @@ export const migrations: Record<string, Migration> = {
         .execute();
       await db.schema.createIndex('instance_events_instance').on('instance_events').columns(['instance_id', 'state']).execute();
       await db.schema.createIndex('instance_events_due').on('instance_events').columns(['state', 'not_before']).execute();
-    },
-  },
-  '0013-ebs-images': {
-    async up(db: Kysely<any>) {
-      // EBS-backed images (src/cloud/images/ebs-images.ts): their block devices as EC2 lists them,
-      // and the instances that boot from a volume made of them.
-      await db.schema.alterTable('images').addColumn('root_device_type', text).execute();
-      await db.schema.alterTable('images').addColumn('block_device_mappings', text).execute();
-      await db.schema.alterTable('images').addColumn('source_instance_id', text).execute();
-      await db.schema.alterTable('instances').addColumn('root_volume_id', text).execute();
     },
   },
 };
