@@ -215,6 +215,7 @@ describe('EBS-backed images (fake driver)', () => {
     await call('TerminateInstances', { InstanceIds: [id] }, B);
     await settle();
     assert.deepEqual(await allVolumes(B), []);
+    await expectEc2Error(call('DeleteSnapshot', { SnapshotId: SNAP }), 'InvalidSnapshot.InUse');
     await call('DeregisterImage', { ImageId });
     const snapshot = await store.db.selectFrom('snapshots').select('state').where('id', '=', SNAP).executeTakeFirst();
     assert.equal(snapshot?.state, 'completed');

@@ -165,10 +165,3 @@ async function CopyImage(ctx: RequestContext, input: CopyImageInput) {
 }
 
 export const imageCreateOperations: OperationTable = { CreateImage, CopyImage };
-
-/** The image (not deregistered) whose block devices use the snapshot, if any: DeleteSnapshot refuses while one does. */
-export async function imageUsingSnapshot(db: Db | Tx, snapshotId: string): Promise<string | undefined> {
-  const rows = await db.selectFrom('images').select(['id', 'block_device_mappings']).where('root_device_type', '=', 'ebs')
-    .where('state', '!=', 'deregistered').where('block_device_mappings', 'like', `%"${snapshotId}"%`).execute();
-  return rows.find((r) => imageSnapshotIds(r).includes(snapshotId))?.id;
-}

@@ -82,11 +82,17 @@ async function ownSnapshot(db: Db | Tx, accountId: string, id: string | undefine
 }
 
 /**
- * The image whose block devices use the snapshot, if any: DeleteSnapshot refuses while one does.
- * Images do not reference snapshots yet (EBS-backed images are being added); their code
- * answers here once they do.
+ * The image whose block devices use the snapshot, if any: DeleteSnapshot refuses while one does
+ * (a deregistered image lets go of its snapshots, as in EC2). The mappings are the image's JSON
+ * (images/ebs-images.ts writes them); the LIKE only narrows the rows read.
  */
-export async function snapshotInUseByImage(_db: Db | Tx, _snapshotId: string): Promise<string | undefined> {
+export async function snapshotInUseByImage(db: Db | Tx, snapshotId: string): Promise<string | undefined> {
+  const rows = await db.selectFrom('images').select(['id', 'block_device_mappings']).where('root_device_type', '=', 'ebs')
+    .where('state', '!=', 'deregistered').where('block_device_mappings', 'like', `%"${snapshotId}"%`).execute();
+  for (const row of rows) {
+    const mappings = JSON.parse(row.block_device_mappings ?? '[]') as Array<{ Ebs?: { SnapshotId?: string } }>;
+    if (mappings.some((m) => m.Ebs?.SnapshotId === snapshotId)) return row.id;
+  }
   return undefined;
 }
 
