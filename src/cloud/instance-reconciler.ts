@@ -21,6 +21,7 @@ import { REASONS } from './instance-view.ts';
 import { startUpdateFor } from './instance-update.ts';
 import { isUnplaced, placeStoredInstances } from './instance-placement.ts';
 import { releaseEndedInstancesPublicAddresses, releaseStoppedInstancesLaunchAddresses } from './network/public-addresses.ts';
+import { errorMessage, PeriodicPass } from './periodic-pass.ts';
 
 export interface ReconcilerLog {
   info(obj: object, msg?: string): void;
@@ -66,6 +67,7 @@ export class InstanceReconciler {
   readonly #directory: ComputeDirectory;
   readonly #log: ReconcilerLog;
   readonly #intervalMs: number;
+  readonly #loop: PeriodicPass;
   readonly #retentionMs: number;
   readonly #pendingGraceMs: number;
   readonly #resendAfterMs: number;
@@ -75,9 +77,6 @@ export class InstanceReconciler {
   readonly #zoneLastAnswer = new Map<string, number>();
   /** When each command was last sent by the reconciler, so a slow node is not flooded. */
   readonly #lastSent = new Map<string, number>();
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<void> | undefined;
-  #stopped = true;
 
   constructor(opts: InstanceReconcilerOptions) {
     this.#store = opts.store;
@@ -89,35 +88,22 @@ export class InstanceReconciler {
     this.#resendAfterMs = opts.resendAfterMs ?? 30_000;
     this.#imageUrl = opts.imageUrl;
     this.#zoneDownAfterMs = opts.zoneDownAfterMs ?? 15_000;
+    this.#loop = new PeriodicPass({
+      intervalMs: this.#intervalMs, pass: () => this.reconcileOnce(),
+      onError: (e) => this.#log.error({ err: errorMessage(e) }, 'instance reconciliation failed'),
+    });
   }
 
   start(): void {
-    if (!this.#stopped) return;
-    this.#stopped = false;
-    this.#schedule(0);
+    this.#loop.start();
   }
 
   /** Stops polling and waits for a pass in progress to finish. */
   async stop(): Promise<void> {
-    this.#stopped = true;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = undefined;
-    await this.#running;
+    await this.#loop.stop();
   }
 
-  #schedule(delay: number): void {
-    this.#timer = setTimeout(() => {
-      this.#running = this.reconcileOnce()
-        .catch((e) => this.#log.error({ err: (e as Error)?.message ?? String(e) }, 'instance reconciliation failed'))
-        .finally(() => {
-          this.#running = undefined;
-          if (!this.#stopped) this.#schedule(this.#intervalMs);
-        });
-    }, delay);
-    this.#timer.unref?.();
-  }
-
-  /** One pass over every connected zone, then the clean-up of long-terminated instances. */
+    /** One pass over every connected zone, then the clean-up of long-terminated instances. */
   async reconcileOnce(): Promise<void> {
     const zones = this.#directory.zones();
     await Promise.all(zones.map(async (zone) => {

@@ -9,6 +9,7 @@ import type { Store } from '../../store/store.ts';
 import type { ComputeDirectory } from '../compute-directory.ts';
 import { acknowledgeReboot } from '../instance-reconciler.ts';
 import { ENDED_EVENTS_KEPT_MS, EVENT_ACTIONS, type EventCode } from './instance-events.ts';
+import { errorMessage, PeriodicPass } from '../periodic-pass.ts';
 
 /** The state reason EC2 gives an instance it stopped for a scheduled event. */
 export const SCHEDULED_STOP_REASON = 'Server.ScheduledStop: Stopped due to scheduled retirement';
@@ -33,43 +34,28 @@ export class InstanceEventRunner {
   readonly #directory: ComputeDirectory;
   readonly #log: EventRunnerLog;
   readonly #intervalMs: number;
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<void> | undefined;
-  #stopped = true;
+  readonly #loop: PeriodicPass;
 
   constructor(opts: InstanceEventRunnerOptions) {
     this.#store = opts.store;
     this.#directory = opts.directory;
     this.#log = opts.log;
     this.#intervalMs = opts.intervalMs ?? 5000;
+    this.#loop = new PeriodicPass({
+      intervalMs: this.#intervalMs, pass: () => this.runDue(),
+      onError: (e) => this.#log.error({ err: errorMessage(e) }, 'scheduled events could not be carried out'),
+    });
   }
 
   start(): void {
-    if (!this.#stopped) return;
-    this.#stopped = false;
-    this.#schedule(0);
+    this.#loop.start();
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = undefined;
-    await this.#running;
+    await this.#loop.stop();
   }
 
-  #schedule(delay: number): void {
-    this.#timer = setTimeout(() => {
-      this.#running = this.runDue()
-        .catch((e) => this.#log.error({ err: (e as Error)?.message ?? String(e) }, 'scheduled events could not be carried out'))
-        .finally(() => {
-          this.#running = undefined;
-          if (!this.#stopped) this.#schedule(this.#intervalMs);
-        });
-    }, delay);
-    this.#timer.unref?.();
-  }
-
-  /** One pass: every event whose time has come, then events to forget. */
+    /** One pass: every event whose time has come, then events to forget. */
   async runDue(now = new Date()): Promise<void> {
     const stamp = now.toISOString();
     const due: Due[] = await this.#store.transaction(async (tx) => {

@@ -8,6 +8,7 @@ import type { SnapshotsTable } from '../../store/schema.ts';
 import type { ComputeDirectory } from '../compute-directory.ts';
 import type { ClusterApi, ClusterSnapshotInfo } from '../../cluster/cluster-api.ts';
 import { Ec2Error } from '../../protocol/errors.ts';
+import { errorMessage, PeriodicPass } from '../periodic-pass.ts';
 
 export interface SnapshotReconcilerLog {
   info(obj: object, msg?: string): void;
@@ -33,13 +34,11 @@ export class SnapshotReconciler {
   readonly #directory: ComputeDirectory;
   readonly #log: SnapshotReconcilerLog;
   readonly #intervalMs: number;
+  readonly #loop: PeriodicPass;
   readonly #retryAfterMs: number;
   readonly #retentionMs: number;
   readonly #inFlight = new Map<string, Promise<void>>();
   readonly #failedAt = new Map<string, number>();
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<void> | undefined;
-  #stopped = true;
 
   constructor(opts: SnapshotReconcilerOptions) {
     this.#store = opts.store;
@@ -48,19 +47,18 @@ export class SnapshotReconciler {
     this.#intervalMs = opts.intervalMs ?? 1000;
     this.#retryAfterMs = opts.retryAfterMs ?? 5000;
     this.#retentionMs = opts.deletedRetentionMs ?? 40 * 24 * 3_600_000;
+    this.#loop = new PeriodicPass({
+      intervalMs: this.#intervalMs, pass: () => this.reconcileOnce(),
+      onError: (e) => this.#log.error({ err: errorMessage(e) }, 'snapshot reconciliation failed'),
+    });
   }
 
   start(): void {
-    if (!this.#stopped) return;
-    this.#stopped = false;
-    this.#schedule(0);
+    this.#loop.start();
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = undefined;
-    await this.#running;
+    await this.#loop.stop();
     await this.settled();
   }
 
@@ -69,19 +67,7 @@ export class SnapshotReconciler {
     while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight.values()]);
   }
 
-  #schedule(delay: number): void {
-    this.#timer = setTimeout(() => {
-      this.#running = this.reconcileOnce()
-        .catch((e) => this.#log.error({ err: (e as Error)?.message ?? String(e) }, 'snapshot reconciliation failed'))
-        .finally(() => {
-          this.#running = undefined;
-          if (!this.#stopped) this.#schedule(this.#intervalMs);
-        });
-    }, delay);
-    this.#timer.unref?.();
-  }
-
-  /** Starts the action every unsettled snapshot needs; does not wait for them. */
+    /** Starts the action every unsettled snapshot needs; does not wait for them. */
   async reconcileOnce(): Promise<void> {
     const rows = await this.#store.db.selectFrom('snapshots').selectAll().where('state', 'in', ['pending', 'deleting']).execute();
     const now = Date.now();

@@ -10,6 +10,7 @@ import type { VolumesTable } from '../../store/schema.ts';
 import type { ComputeDirectory } from '../compute-directory.ts';
 import type { ClusterApi } from '../../cluster/cluster-api.ts';
 import { Ec2Error } from '../../protocol/errors.ts';
+import { errorMessage, PeriodicPass } from '../periodic-pass.ts';
 
 export interface VolumeReconcilerLog {
   info(obj: object, msg?: string): void;
@@ -38,15 +39,13 @@ export class VolumeReconciler {
   readonly #directory: ComputeDirectory;
   readonly #log: VolumeReconcilerLog;
   readonly #intervalMs: number;
+  readonly #loop: PeriodicPass;
   readonly #retryAfterMs: number;
   readonly #retentionMs: number;
   /** Actions under way, by volume: one at a time per volume. */
   readonly #inFlight = new Map<string, Promise<void>>();
   /** When an action last failed, by `action:volume`. */
   readonly #failedAt = new Map<string, number>();
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<void> | undefined;
-  #stopped = true;
 
   constructor(opts: VolumeReconcilerOptions) {
     this.#store = opts.store;
@@ -55,19 +54,18 @@ export class VolumeReconciler {
     this.#intervalMs = opts.intervalMs ?? 1000;
     this.#retryAfterMs = opts.retryAfterMs ?? 5000;
     this.#retentionMs = opts.deletedRetentionMs ?? 3_600_000;
+    this.#loop = new PeriodicPass({
+      intervalMs: this.#intervalMs, pass: () => this.reconcileOnce(),
+      onError: (e) => this.#log.error({ err: errorMessage(e) }, 'volume reconciliation failed'),
+    });
   }
 
   start(): void {
-    if (!this.#stopped) return;
-    this.#stopped = false;
-    this.#schedule(0);
+    this.#loop.start();
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = undefined;
-    await this.#running;
+    await this.#loop.stop();
     await this.settled();
   }
 
@@ -76,19 +74,7 @@ export class VolumeReconciler {
     while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight.values()]);
   }
 
-  #schedule(delay: number): void {
-    this.#timer = setTimeout(() => {
-      this.#running = this.reconcileOnce()
-        .catch((e) => this.#log.error({ err: (e as Error)?.message ?? String(e) }, 'volume reconciliation failed'))
-        .finally(() => {
-          this.#running = undefined;
-          if (!this.#stopped) this.#schedule(this.#intervalMs);
-        });
-    }, delay);
-    this.#timer.unref?.();
-  }
-
-  /** Starts the action every unsettled volume needs (those not already under way); does not wait for them. */
+    /** Starts the action every unsettled volume needs (those not already under way); does not wait for them. */
   async reconcileOnce(): Promise<void> {
     const rows = await this.#store.db.selectFrom('volumes').selectAll()
       .where((eb) => eb.or([
