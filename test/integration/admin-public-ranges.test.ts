@@ -5,13 +5,12 @@
 // DescribeAccountAttributes, ReleaseAddress, and their errors).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import {
   AllocateAddressCommand, DescribeAccountAttributesCommand, type AccountAttributeName, DescribeAddressesAttributeCommand, DescribeAddressesCommand, EC2Client,
   ReleaseAddressCommand,
 } from '@aws-sdk/client-ec2';
-import { startInProcessCloud, REPO_ROOT, REGION, type TestCloud } from '../helpers/cloud.ts';
+import { startInProcessCloud, REGION, type TestCloud } from '../helpers/cloud.ts';
+import { adminCli } from '../helpers/admin-cli.ts';
 
 process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
 
@@ -29,22 +28,8 @@ after(async () => {
   await cloud?.stop();
 });
 
-function admin(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('AWS_') && !k.startsWith('IRONBARK_') && v !== undefined) env[k] = v;
-  const child = spawn(join(REPO_ROOT, 'bin/ironbark'), ['admin', ...args, '--endpoint', cloud.url, '--data-dir', cloud.dataDir], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => { stdout += d; });
-  child.stderr.on('data', (d) => { stderr += d; });
-  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
-}
-
-async function ok(args: string[]): Promise<string> {
-  const r = await admin(args);
-  assert.equal(r.code, 0, `ironbark admin ${args.join(' ')} failed:\n${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
+const admin = (args: string[]) => adminCli(cloud).admin(args);
+const ok = (args: string[]) => adminCli(cloud).ok(args);
 
 test('the operator gives a zone a public range and a quota; users allocate, see and release addresses', async () => {
   await assert.rejects(ec2.send(new AllocateAddressCommand({ Domain: 'vpc' })), (e: Error) => e.name === 'InsufficientAddressCapacity');
