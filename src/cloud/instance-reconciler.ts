@@ -103,7 +103,7 @@ export class InstanceReconciler {
     await this.#loop.stop();
   }
 
-    /** One pass over every connected zone, then the clean-up of long-terminated instances. */
+  /** One pass over every connected zone, then the clean-up of long-terminated instances. */
   async reconcileOnce(): Promise<void> {
     const zones = this.#directory.zones();
     await Promise.all(zones.map(async (zone) => {

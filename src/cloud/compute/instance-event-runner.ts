@@ -55,7 +55,7 @@ export class InstanceEventRunner {
     await this.#loop.stop();
   }
 
-    /** One pass: every event whose time has come, then events to forget. */
+  /** One pass: every event whose time has come, then events to forget. */
   async runDue(now = new Date()): Promise<void> {
     const stamp = now.toISOString();
     const due: Due[] = await this.#store.transaction(async (tx) => {

@@ -9,6 +9,7 @@ import type { ComputeDirectory } from '../compute-directory.ts';
 import type { ClusterApi, ClusterSnapshotInfo } from '../../cluster/cluster-api.ts';
 import { Ec2Error } from '../../protocol/errors.ts';
 import { errorMessage, PeriodicPass } from '../periodic-pass.ts';
+import { ActionsInFlight } from './actions-in-flight.ts';
 
 export interface SnapshotReconcilerLog {
   info(obj: object, msg?: string): void;
@@ -35,17 +36,16 @@ export class SnapshotReconciler {
   readonly #log: SnapshotReconcilerLog;
   readonly #intervalMs: number;
   readonly #loop: PeriodicPass;
-  readonly #retryAfterMs: number;
   readonly #retentionMs: number;
-  readonly #inFlight = new Map<string, Promise<void>>();
-  readonly #failedAt = new Map<string, number>();
+  /** One storage action at a time per resource, and a pause before retrying a failed one. */
+  readonly #actions: ActionsInFlight;
 
   constructor(opts: SnapshotReconcilerOptions) {
     this.#store = opts.store;
     this.#directory = opts.directory;
     this.#log = opts.log;
     this.#intervalMs = opts.intervalMs ?? 1000;
-    this.#retryAfterMs = opts.retryAfterMs ?? 5000;
+    this.#actions = new ActionsInFlight(opts.retryAfterMs ?? 5000);
     this.#retentionMs = opts.deletedRetentionMs ?? 40 * 24 * 3_600_000;
     this.#loop = new PeriodicPass({
       intervalMs: this.#intervalMs, pass: () => this.reconcileOnce(),
@@ -64,10 +64,10 @@ export class SnapshotReconciler {
 
   /** Waits for every action under way. */
   async settled(): Promise<void> {
-    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight.values()]);
+    await this.#actions.settled();
   }
 
-    /** Starts the action every unsettled snapshot needs; does not wait for them. */
+  /** Starts the action every unsettled snapshot needs; does not wait for them. */
   async reconcileOnce(): Promise<void> {
     const rows = await this.#store.db.selectFrom('snapshots').selectAll().where('state', 'in', ['pending', 'deleting']).execute();
     const now = Date.now();
@@ -77,20 +77,14 @@ export class SnapshotReconciler {
   }
 
   #begin(row: SnapshotsTable, now: number): void {
-    if (this.#inFlight.has(row.id)) return;
-    const key = `${row.state}:${row.id}`;
-    if (now - (this.#failedAt.get(key) ?? 0) < this.#retryAfterMs) return;
+    if (!this.#actions.ready(row.id, row.state, now)) return;
     const cluster = this.#directory.forZone(row.zone);
     if (!cluster) return;
-    const work = (row.state === 'pending' ? this.#take(row, cluster) : this.#delete(row, cluster))
-      .then(() => { this.#failedAt.delete(key); })
-      .catch((e: unknown) => {
-        this.#failedAt.set(key, Date.now());
-        this.#log.warn({ snapshotId: row.id, state: row.state, zone: row.zone, err: (e as Error)?.message ?? String(e) }, 'snapshot action failed; will try again');
-      })
-      .finally(() => this.#inFlight.delete(row.id));
-    this.#inFlight.set(row.id, work);
+    this.#actions.start(row.id, row.state, () => (row.state === 'pending' ? this.#take(row, cluster) : this.#delete(row, cluster)), (e) => {
+      this.#log.warn({ snapshotId: row.id, state: row.state, zone: row.zone, err: errorMessage(e) }, 'snapshot action failed; will try again');
+    });
   }
+
 
   async #take(row: SnapshotsTable, cluster: ClusterApi): Promise<void> {
     const db = this.#store.db;

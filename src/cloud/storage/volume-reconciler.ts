@@ -11,6 +11,7 @@ import type { ComputeDirectory } from '../compute-directory.ts';
 import type { ClusterApi } from '../../cluster/cluster-api.ts';
 import { Ec2Error } from '../../protocol/errors.ts';
 import { errorMessage, PeriodicPass } from '../periodic-pass.ts';
+import { ActionsInFlight } from './actions-in-flight.ts';
 
 export interface VolumeReconcilerLog {
   info(obj: object, msg?: string): void;
@@ -40,19 +41,16 @@ export class VolumeReconciler {
   readonly #log: VolumeReconcilerLog;
   readonly #intervalMs: number;
   readonly #loop: PeriodicPass;
-  readonly #retryAfterMs: number;
   readonly #retentionMs: number;
-  /** Actions under way, by volume: one at a time per volume. */
-  readonly #inFlight = new Map<string, Promise<void>>();
-  /** When an action last failed, by `action:volume`. */
-  readonly #failedAt = new Map<string, number>();
+  /** One storage action at a time per resource, and a pause before retrying a failed one. */
+  readonly #actions: ActionsInFlight;
 
   constructor(opts: VolumeReconcilerOptions) {
     this.#store = opts.store;
     this.#directory = opts.directory;
     this.#log = opts.log;
     this.#intervalMs = opts.intervalMs ?? 1000;
-    this.#retryAfterMs = opts.retryAfterMs ?? 5000;
+    this.#actions = new ActionsInFlight(opts.retryAfterMs ?? 5000);
     this.#retentionMs = opts.deletedRetentionMs ?? 3_600_000;
     this.#loop = new PeriodicPass({
       intervalMs: this.#intervalMs, pass: () => this.reconcileOnce(),
@@ -71,10 +69,10 @@ export class VolumeReconciler {
 
   /** Waits for every action under way. */
   async settled(): Promise<void> {
-    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight.values()]);
+    await this.#actions.settled();
   }
 
-    /** Starts the action every unsettled volume needs (those not already under way); does not wait for them. */
+  /** Starts the action every unsettled volume needs (those not already under way); does not wait for them. */
   async reconcileOnce(): Promise<void> {
     const rows = await this.#store.db.selectFrom('volumes').selectAll()
       .where((eb) => eb.or([
@@ -129,20 +127,14 @@ export class VolumeReconciler {
   }
 
   #begin(row: VolumesTable, action: Action, now: number): void {
-    if (this.#inFlight.has(row.id)) return;
-    const key = `${action}:${row.id}`;
-    if (now - (this.#failedAt.get(key) ?? 0) < this.#retryAfterMs) return;
+    if (!this.#actions.ready(row.id, action, now)) return;
     const cluster = this.#directory.forZone(row.zone);
     if (!cluster && action !== 'release') return;
-    const work = this.#act(row, action, cluster!)
-      .then(() => { this.#failedAt.delete(key); })
-      .catch((e: unknown) => {
-        this.#failedAt.set(key, Date.now());
-        this.#log.warn({ volumeId: row.id, action, zone: row.zone, err: (e as Error)?.message ?? String(e) }, 'volume action failed; will try again');
-      })
-      .finally(() => this.#inFlight.delete(row.id));
-    this.#inFlight.set(row.id, work);
+    this.#actions.start(row.id, action, () => this.#act(row, action, cluster!), (e) => {
+      this.#log.warn({ volumeId: row.id, action, zone: row.zone, err: errorMessage(e) }, 'volume action failed; will try again');
+    });
   }
+
 
   async #act(row: VolumesTable, action: Action, cluster: ClusterApi): Promise<void> {
     const now = () => new Date().toISOString();
